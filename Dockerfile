@@ -1,0 +1,63 @@
+# masqd's image: masqd, masqctl and the standalone masq-cni on slim Debian, with the
+# distribution's iptables, ip6tables and ipset. Build it with `make image`
+# (scripts/build-image.sh): that script first puts the wheels of masqd, its dependencies and
+# PyInstaller into build/wheels, which this build installs from without any package index.
+
+# ---- builder: a virtualenv of masqd and the standalone masq-cni --------------------------
+FROM debian:bookworm-slim AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# Debian's Python, so the virtualenv runs unchanged on the runtime stage's python3; the shared
+# libpython and binutils are what PyInstaller needs to freeze masq-cni.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv libpython3.11 binutils \
+    && rm -rf /var/lib/apt/lists/*
+
+COPY build/wheels/ /wheels/
+
+# masqd and masqctl: a virtualenv holding only masqd and what it imports at run time.
+RUN python3 -m venv /opt/masqd \
+    && /opt/masqd/bin/pip install --no-cache-dir --no-index --find-links=/wheels /wheels/masqd-*.whl \
+    && /opt/masqd/bin/pip uninstall --yes pip setuptools \
+    && rm -f /opt/masqd/bin/masq-cni /opt/masqd/bin/activate* /opt/masqd/bin/Activate.ps1
+
+# masq-cni runs on the host, which may have no Python: one self-contained executable, frozen in
+# a throwaway virtualenv so PyInstaller stays out of the runtime one.
+WORKDIR /build
+RUN python3 -m venv /build/venv \
+    && /build/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
+        /wheels/masqd-*.whl /wheels/pyinstaller-*.whl \
+    && printf 'import sys\n\nfrom masqd.cni.main import main\n\nsys.exit(main())\n' > masq_cni.py \
+    && /build/venv/bin/pyinstaller --onefile --name masq-cni --noconfirm --log-level WARN \
+        --distpath /build/dist --workpath /build/work --specpath /build masq_cni.py \
+    && echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION /build/dist/masq-cni
+
+# ---- runtime ----------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+
+LABEL org.opencontainers.image.title="masqd" \
+      org.opencontainers.image.description="IP masquerade agent for Kubernetes nodes" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# iptables brings ip6tables and both backends (nft, Debian's default, and legacy); masqd's
+# --iptables-mode=auto picks the one the node uses. Versions follow Debian stable's security
+# updates, so they are not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables ipset python3 \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/*
+
+COPY --from=builder /opt/masqd /opt/masqd
+COPY --from=builder /build/dist/masq-cni /usr/local/bin/masq-cni
+RUN ln -s /opt/masqd/bin/masqd /opt/masqd/bin/masqctl /usr/local/bin/ \
+    && masqd --help > /dev/null && masqctl --help > /dev/null
+
+# Python writes nothing at run time (the root filesystem may be read-only) and logs unbuffered.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MASQD_SOCKET=/run/masqd/masqd.sock
+
+# SIGTERM (the default stop signal) leaves the rules in place, so traffic keeps flowing while
+# the pod is replaced.
+CMD ["masqd", "--config", "/etc/config/ip-masq-agent", "--socket", "/run/masqd/masqd.sock"]
