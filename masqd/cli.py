@@ -1,0 +1,141 @@
+"""masqd's command line: run the daemon (default) or clean up after it.
+
+Kept light at import: worker processes are spawned and re-import the main module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from masqd.settings import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
+
+SHUTDOWN_GRACE = 3.0
+
+
+def _mode(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode like 0600") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from masqd import flags
+
+    parser = argparse.ArgumentParser(
+        prog="masqd",
+        description="IP masquerade agent: keeps the IP-MASQ-AGENT chain of the nat table "
+        "in line with the config, for IPv4 and IPv6.",
+        epilog="`masqd cleanup` removes our chains and jump rules from both families.",
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="the policy file (YAML/JSON)")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help="control API unix socket")
+    parser.add_argument("--socket-mode", default=0o600, type=_mode, help="socket permissions (0600)")
+    parser.add_argument("--socket-group", default="", help="group owning the socket")
+    parser.add_argument(
+        "--iptables-mode", default="auto", choices=("auto", "legacy", "nft"), help="backend"
+    )
+    flags.add_render_flags(parser)
+    parser.add_argument("--log-format", default="text", choices=("text", "json"))
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    parser.add_argument(
+        "--drift-check-interval",
+        default=5.0,
+        type=float,
+        metavar="SECONDS",
+        help="how often our chain is checked for tampering (default 5)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cleanup"]:
+        return cleanup_main(argv[1:])
+    if argv[:1] == ["version"]:
+        from masqd import __version__
+
+        print(__version__)
+        return 0
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from masqd import flags, logs
+    from masqd.server import ApiServer, SocketInUse
+    from masqd.settings import Settings
+    from masqd.supervisor import Supervisor
+
+    logs.setup(args.log_format, args.log_level)
+    log = logging.getLogger("masqd")
+    settings = Settings(
+        config_path=args.config,
+        socket=args.socket,
+        socket_mode=args.socket_mode,
+        socket_group=args.socket_group,
+        iptables_mode=args.iptables_mode,
+        render=flags.render_options(args),
+        enable_ipv6=args.enable_ipv6,
+        all_reserved_ranges=args.nomasq_all_reserved_ranges,
+        drift_check_interval=args.drift_check_interval,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    supervisor = Supervisor(settings)
+    api = ApiServer(supervisor, settings.socket, settings.socket_mode, settings.socket_group)
+    try:
+        api.start()
+    except SocketInUse as e:
+        log.error("%s", e)
+        return 1
+    except OSError as e:
+        log.error("cannot serve the control API on %s: %s", settings.socket, e)
+        return 1
+    supervisor.start()
+    stop.wait()
+    log.info("stopping; the rules stay in place")
+    api.stop(0.5)
+    supervisor.stop(SHUTDOWN_GRACE / 2)
+    return 0
+
+
+def cleanup_main(argv: list[str]) -> int:
+    from masqd import flags
+    from masqd.iptables import MODES, Backend, IptablesError
+    from masqd.livestate import parse_save
+    from masqd.rules import DEFAULT_CHAIN, Family, render_cleanup
+
+    parser = argparse.ArgumentParser(
+        prog="masqd cleanup",
+        description="Remove our chain and its POSTROUTING jump from both families and backends.",
+    )
+    parser.add_argument("--masq-chain", default=DEFAULT_CHAIN, type=flags._chain)
+    parser.add_argument("--iptables-mode", default="all", choices=("all", "legacy", "nft"))
+    args = parser.parse_args(argv)
+    modes = MODES if args.iptables_mode == "all" else (args.iptables_mode,)
+    failed = False
+    for mode in modes:
+        for family in Family:
+            backend = Backend(family, mode)
+            if not backend.available():
+                continue
+            try:
+                live = parse_save(backend.save_nat(), args.masq_chain)
+                text = render_cleanup(args.masq_chain, list(live.jump_rules), live.chain_exists)
+                if text is not None:
+                    backend.restore(text)
+                    print(f"removed {args.masq_chain} from {backend.binary('')}")
+            except IptablesError as e:
+                print(f"masqd cleanup: {e}", file=sys.stderr)
+                failed = True
+    return 1 if failed else 0

@@ -1,0 +1,126 @@
+"""The one module that runs iptables: save, restore, and choosing the backend the node uses."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from masqd.rules import Family
+
+MODES = ("legacy", "nft")
+DEFAULT_TIMEOUT = 10.0
+# iptables exits 4 (RESOURCE_PROBLEM) when it gave up waiting for the xtables lock.
+_EXIT_RESOURCE_PROBLEM = 4
+_LOCK_MESSAGES = ("xtables lock", "Resource temporarily unavailable")
+
+
+class IptablesError(RuntimeError):
+    """An iptables command failed. `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool, stderr: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The iptables binaries of one family in one mode (legacy or nft)."""
+
+    family: Family
+    mode: str
+
+    def binary(self, action: str) -> str:
+        """e.g. ip6tables-nft-restore for (IPv6, nft, "restore")."""
+        base = "iptables" if self.family == Family.IPV4 else "ip6tables"
+        return f"{base}-{self.mode}-{action}" if action else f"{base}-{self.mode}"
+
+    def save_nat(self, *, counters: bool = False, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """The nat table as `iptables-save -t nat` prints it (with -c: rule counters)."""
+        argv = [self.binary("save"), "-t", "nat"]
+        if counters:
+            argv.append("-c")
+        return _run(argv, None, timeout, retry_on_lock=True).stdout
+
+    def restore(self, text: str, *, wait: int = 5, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Apply text with `iptables-restore --noflush -w WAIT` in one atomic transaction."""
+        argv = [self.binary("restore"), "--noflush", "-w", str(wait)]
+        _run(argv, text, timeout, retry_on_lock=True)
+
+    def available(self) -> bool:
+        return shutil.which(self.binary("restore")) is not None
+
+
+def detect_mode(timeout: float = 5.0) -> str:
+    """The mode the node itself uses, by the kubernetes-sigs/iptables-wrappers heuristic.
+
+    kubelet (>= 1.24: KUBE-IPTABLES-HINT, older: KUBE-KUBELET-CANARY) leaves marker chains in
+    the mangle table of the mode it uses; failing that, the mode holding more rules wins; with
+    no sign at all, nft (what current distributions default to).
+    """
+    dumps = {mode: _mangle_and_rules(mode, timeout) for mode in MODES}
+    for marker in ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"):
+        for mode in ("nft", "legacy"):
+            if f":{marker} " in dumps[mode][0]:
+                return mode
+    legacy_rules, nft_rules = dumps["legacy"][1], dumps["nft"][1]
+    return "legacy" if legacy_rules > nft_rules else "nft"
+
+
+def _legacy_tables_loaded(family: Family) -> bool:
+    """Whether this network namespace has any legacy (x_tables) table, without creating one.
+
+    Running iptables-legacy-save instantiates the tables it reads, which would leave a
+    "legacy tables present" warning on a node that never used legacy; /proc tells for free.
+    """
+    names = "/proc/net/ip_tables_names" if family == Family.IPV4 else "/proc/net/ip6_tables_names"
+    try:
+        with open(names) as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False
+
+
+def _mangle_and_rules(mode: str, timeout: float) -> tuple[str, int]:
+    mangle = ""
+    rules = 0
+    for family in Family:
+        if mode == "legacy" and not _legacy_tables_loaded(family):
+            continue
+        backend = Backend(family, mode)
+        if shutil.which(backend.binary("save")) is None:
+            continue
+        try:
+            mangle += _run([backend.binary("save"), "-t", "mangle"], None, timeout).stdout
+            every = _run([backend.binary("save")], None, timeout).stdout
+        except IptablesError:
+            continue
+        rules += sum(1 for line in every.splitlines() if line.startswith("-"))
+    return mangle, rules
+
+
+def _run(
+    argv: list[str], stdin: str | None, timeout: float, *, retry_on_lock: bool = False
+) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError as e:
+        raise IptablesError(f"{argv[0]} is not installed", retryable=False) from e
+    except subprocess.TimeoutExpired as e:
+        raise IptablesError(
+            f"{argv[0]} did not finish within {timeout:g}s", retryable=True
+        ) from e
+    if proc.returncode != 0:
+        stderr = proc.stderr.strip()
+        lock = proc.returncode == _EXIT_RESOURCE_PROBLEM or any(
+            m in stderr for m in _LOCK_MESSAGES
+        )
+        raise IptablesError(
+            f"{' '.join(argv)} exited {proc.returncode}: {stderr or '(no message)'}",
+            retryable=retry_on_lock and lock,
+            stderr=stderr,
+        )
+    return proc

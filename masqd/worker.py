@@ -1,0 +1,115 @@
+"""A worker process: the only writer of one family's chain.
+
+It runs in a process of its own (started with `spawn`, so it carries no gRPC state) and answers
+the supervisor's commands over a pipe: sync to these rules, or read the live chain. It imports
+only what a sync needs.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from masqd.iptables import Backend, IptablesError
+from masqd.livestate import LiveChain, parse_save
+from masqd.rules import Family, jump_rule, render_restore
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    family: Family
+    mode: str
+    chain: str
+    iptables_timeout: float
+    lock_wait: int
+    retry_deadline: float
+
+
+@dataclass(frozen=True)
+class SyncCommand:
+    """Make our chain hold exactly these rules (specs as iptables-save prints them)."""
+
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReadCommand:
+    """Report the live chain with counters."""
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    ok: bool
+    changed: bool
+    duration: float
+    error: str = ""
+    in_sync: bool = False
+
+
+@dataclass(frozen=True)
+class ReadOutcome:
+    live: LiveChain | None
+    error: str = ""
+
+
+def sync(backend: Backend, opts: WorkerOptions, rules: list[str]) -> SyncOutcome:
+    """Compare the live chain with the rules and rewrite it only when they differ."""
+    start = time.monotonic()
+    jump = jump_rule(opts.chain)
+    changed = False
+
+    def attempt() -> None:
+        nonlocal changed
+        live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
+        if live.matches(rules, jump):
+            return
+        text = render_restore(rules, opts.chain, with_jump=jump not in live.jump_rules)
+        backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
+        changed = True
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, IptablesError) and e.retryable),
+        wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.5),
+        stop=stop_after_delay(opts.retry_deadline),
+        reraise=True,
+    )
+    try:
+        retrying(attempt)
+    except IptablesError as e:
+        return SyncOutcome(False, changed, time.monotonic() - start, str(e))
+    return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
+
+
+def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
+    try:
+        text = backend.save_nat(counters=True, timeout=opts.iptables_timeout)
+    except IptablesError as e:
+        return ReadOutcome(None, str(e))
+    return ReadOutcome(parse_save(text, opts.chain))
+
+
+def run(opts: WorkerOptions, conn: Connection) -> None:
+    """The worker's main loop: one command at a time until the pipe closes or says stop."""
+    # Ctrl-C in a terminal reaches the whole process group; the supervisor decides shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    backend = Backend(opts.family, opts.mode)
+    while True:
+        try:
+            command = conn.recv()
+        except (EOFError, OSError):
+            return
+        if command is None:
+            return
+        if isinstance(command, SyncCommand):
+            conn.send(sync(backend, opts, list(command.rules)))
+        elif isinstance(command, ReadCommand):
+            conn.send(read(backend, opts))
