@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="the policy file (YAML/JSON)")
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help="control API unix socket")
-    parser.add_argument("--socket-mode", default=0o600, type=_mode, help="socket permissions (0600)")
+    parser.add_argument(
+        "--socket-mode", default=0o600, type=_mode, help="socket permissions (0600)"
+    )
     parser.add_argument("--socket-group", default="", help="group owning the socket")
     parser.add_argument(
         "--iptables-mode", default="auto", choices=("auto", "legacy", "nft"), help="backend"

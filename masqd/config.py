@@ -224,7 +224,7 @@ def _interval(doc: dict[Any, Any], default: float) -> float:
     value = _present(doc, key)
     if not isinstance(value, str):
         raise ConfigError(
-            f"{key}: must be a duration string such as \"60s\" or \"1m30s\", not {_kind(value)} "
+            f'{key}: must be a duration string such as "60s" or "1m30s", not {_kind(value)} '
             f"{value!r}"
         )
     try:

@@ -23,7 +23,9 @@ REASON = {
     Reason.CNI: pb.SYNC_REASON_CNI,
     Reason.DRIFT_REPAIR: pb.SYNC_REASON_DRIFT_REPAIR,
 }
-EVENT_KIND = {kind: pb.Event.Kind.Value(kind.name) for kind in EventKind}
+EVENT_KIND: dict[EventKind, pb.Event.Kind] = {
+    kind: pb.Event.Kind.Value(kind.name) for kind in EventKind
+}
 
 
 def duration(seconds: float) -> Duration:

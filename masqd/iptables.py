@@ -110,14 +110,10 @@ def _run(
     except FileNotFoundError as e:
         raise IptablesError(f"{argv[0]} is not installed", retryable=False) from e
     except subprocess.TimeoutExpired as e:
-        raise IptablesError(
-            f"{argv[0]} did not finish within {timeout:g}s", retryable=True
-        ) from e
+        raise IptablesError(f"{argv[0]} did not finish within {timeout:g}s", retryable=True) from e
     if proc.returncode != 0:
         stderr = proc.stderr.strip()
-        lock = proc.returncode == _EXIT_RESOURCE_PROBLEM or any(
-            m in stderr for m in _LOCK_MESSAGES
-        )
+        lock = proc.returncode == _EXIT_RESOURCE_PROBLEM or any(m in stderr for m in _LOCK_MESSAGES)
         raise IptablesError(
             f"{' '.join(argv)} exited {proc.returncode}: {stderr or '(no message)'}",
             retryable=retry_on_lock and lock,

@@ -18,7 +18,9 @@ LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network
 
 COMMENT_NON_MASQ = "ip-masq-agent: local traffic is not subject to MASQUERADE"
 COMMENT_MASQ_SPECIFIC = "ip-masq-agent: specific outbound traffic is subject to MASQUERADE"
-COMMENT_MASQ_ALL = "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)"
+COMMENT_MASQ_ALL = (
+    "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)"
+)
 PORT_PROTOCOLS = ("tcp", "udp", "sctp")
 
 # iptables allows 28 characters; a leading '-' or a space would break the restore syntax.
@@ -86,7 +88,9 @@ def jump_rule(chain: str) -> str:
         "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic "
         f"to our custom {chain} chain"
     )
-    return f'-A POSTROUTING -m comment --comment "{comment}" -m addrtype ! --dst-type LOCAL -j {chain}'
+    return (
+        f'-A POSTROUTING -m comment --comment "{comment}" -m addrtype ! --dst-type LOCAL -j {chain}'
+    )
 
 
 def desired_rules(config: MasqConfig, family: Family, opts: RenderOptions) -> list[str]:

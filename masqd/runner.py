@@ -8,6 +8,7 @@ started after N arrived, so a burst of hundreds of requests costs a handful of s
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -20,7 +21,6 @@ from typing import Any
 from masqd import worker
 from masqd.events import EventBus
 from masqd.model import Event, EventKind, Reason, SyncResult
-from masqd.rules import Family
 
 log = logging.getLogger("masqd.runner")
 
@@ -173,7 +173,9 @@ class FamilyRunner:
     def _fire_callbacks(self, result: SyncResult | None, *, everything: bool = False) -> None:
         """Answer the callbacks whose ticket is served (called with the condition held)."""
         due = [cb for t, cb in self._callbacks if everything or t <= self._served]
-        self._callbacks = [(t, cb) for t, cb in self._callbacks if not everything and t > self._served]
+        self._callbacks = [
+            (t, cb) for t, cb in self._callbacks if not everything and t > self._served
+        ]
         for callback in due:
             try:
                 callback(result)
@@ -276,10 +278,8 @@ class FamilyRunner:
         proc, conn = self._proc, self._conn
         if proc is None or conn is None:
             return
-        try:
+        with contextlib.suppress(OSError, ValueError):
             conn.send(None)
-        except (OSError, ValueError):
-            pass
         proc.join(grace)
         if proc.is_alive():
             proc.kill()

@@ -70,7 +70,9 @@ class ControlServicer(pb_grpc.ControlServicer):
         try:
             results = await asyncio.wait_for(asyncio.gather(*waits), timeout)
         except TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the sync did not finish in time")
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the sync did not finish in time"
+            )
         if any(r is None for r in results):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "masqd is shutting down")
         return pb.ResyncResponse(results=[convert.sync_result(r) for r in results if r])
@@ -148,7 +150,9 @@ def _set_result(future: asyncio.Future[SyncResult | None], result: SyncResult | 
         future.set_result(result)
 
 
-async def _families(value: int, sup: Supervisor, context: Any) -> tuple[Family, ...]:
+async def _families(
+    value: pb.Family, sup: Supervisor, context: Any
+) -> tuple[Family, ...]:
     if value == pb.FAMILY_UNSPECIFIED:
         return sup.settings.families
     family = {pb.FAMILY_IPV4: Family.IPV4, pb.FAMILY_IPV6: Family.IPV6}.get(value)
@@ -187,7 +191,9 @@ def claim_socket(path: str) -> None:
 class ApiServer:
     """Runs the grpc.aio server on its own thread and event loop."""
 
-    def __init__(self, supervisor: Supervisor, path: str, mode: int = 0o600, group: str = "") -> None:
+    def __init__(
+        self, supervisor: Supervisor, path: str, mode: int = 0o600, group: str = ""
+    ) -> None:
         self.sup = supervisor
         self.path = path
         self.mode = mode
@@ -209,7 +215,7 @@ class ApiServer:
 
     async def _start(self) -> None:
         server = grpc.aio.server()
-        pb_grpc.add_ControlServicer_to_server(ControlServicer(self.sup), server)
+        pb_grpc.add_ControlServicer_to_server(ControlServicer(self.sup), server)  # type: ignore[no-untyped-call]
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

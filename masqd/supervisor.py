@@ -163,7 +163,9 @@ class Supervisor:
             with self._wake:
                 if self._stopping:
                     return
-                wait = min(self.settings.file_poll_interval, sched.next_interval_at - time.monotonic())
+                wait = min(
+                    self.settings.file_poll_interval, sched.next_interval_at - time.monotonic()
+                )
                 self._wake.wait(max(wait, 0.0))
                 if self._stopping:
                     return
@@ -238,7 +240,9 @@ class Supervisor:
         sched.applied_digest = None  # a good file with the old content must be taken again
         if digest != sched.rejected_digest:  # once per distinct bad content
             sched.rejected_digest = digest
-            kept = "the last good config stays in force" if self._config.loaded else "no rules written"
+            kept = (
+                "the last good config stays in force" if self._config.loaded else "no rules written"
+            )
             log.error("config %s rejected: %s; %s", self.settings.config_path, error, kept)
             self._publish(EventKind.CONFIG_REJECTED, error)
 
@@ -282,7 +286,9 @@ class Supervisor:
         if not MIN_RESYNC_INTERVAL <= interval <= MAX_RESYNC_INTERVAL:
             raise RequestError(f"interval {interval:g}s is out of bounds: it must be 1s to 24h")
         if not 0 < ttl <= MAX_OVERRIDE_TTL:
-            raise RequestError(f"ttl {ttl:g}s is out of bounds: it must be more than 0 and up to 24h")
+            raise RequestError(
+                f"ttl {ttl:g}s is out of bounds: it must be more than 0 and up to 24h"
+            )
         override = Override(interval, time.time() + ttl)
         self._schedule.override = override
         log.info("resync interval overridden to %gs for %gs", interval, ttl)

@@ -46,9 +46,7 @@ def ns() -> Iterator[str]:
 
 
 @pytest.fixture
-def start_masqd(
-    tmp_path: Path, topo: netns.Topology
-) -> Iterator[Callable[..., Masqd]]:
+def start_masqd(tmp_path: Path, topo: netns.Topology) -> Iterator[Callable[..., Masqd]]:
     """Start masqd in the topology's node namespace: start_masqd(config_text, *flags)."""
     daemons: list[Masqd] = []
 
@@ -59,8 +57,14 @@ def start_masqd(
         if config is not None:
             path.write_text(config)
         daemon = Masqd(
-            topo.node, workdir, path, "--iptables-mode", topo.backend,
-            "--drift-check-interval", "1", *flags,
+            topo.node,
+            workdir,
+            path,
+            "--iptables-mode",
+            topo.backend,
+            "--drift-check-interval",
+            "1",
+            *flags,
         )
         daemons.append(daemon)
         return daemon.start(wait_synced)

@@ -46,14 +46,10 @@ class Masqd:
         self._channel: grpc.Channel | None = None
 
     def start(self, wait_synced: bool = True) -> Masqd:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, sys.executable, "-m", "masqd",
-             "--config", str(self.config), "--socket", self.socket, *self.flags],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "masqd"]
+        argv += ["--config", str(self.config), "--socket", self.socket, *self.flags]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, 15)
         assert self.proc.poll() is None, f"masqd exited:\n{self.log()}"
         if wait_synced:
@@ -62,9 +58,7 @@ class Masqd:
 
     def synced(self) -> bool:
         status = self.stub().GetStatus(pb.GetStatusRequest(), timeout=5)
-        return bool(status.families) and all(
-            f.in_sync and f.last_sync.ok for f in status.families
-        )
+        return bool(status.families) and all(f.in_sync and f.last_sync.ok for f in status.families)
 
     def stub(self) -> pb_grpc.ControlStub:
         if self._channel is None:
@@ -95,8 +89,9 @@ class Masqd:
 
 
 @contextlib.contextmanager
-def running(netns: str, workdir: Path, config: Path, *flags: str, wait_synced: bool = True
-            ) -> Iterator[Masqd]:
+def running(
+    netns: str, workdir: Path, config: Path, *flags: str, wait_synced: bool = True
+) -> Iterator[Masqd]:
     daemon = Masqd(netns, workdir, config, *flags)
     try:
         yield daemon.start(wait_synced)

@@ -97,8 +97,18 @@ class Topology:
         family = socket.AF_INET6 if ":" in dst else socket.AF_INET
         bind = "::" if family == socket.AF_INET6 else "0.0.0.0"
         receiver = subprocess.Popen(
-            ["ip", "netns", "exec", self.dest, sys.executable, "-c", _RECEIVER, bind, str(port),
-             str(timeout)],
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.dest,
+                sys.executable,
+                "-c",
+                _RECEIVER,
+                bind,
+                str(port),
+                str(timeout),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -106,7 +116,9 @@ class Topology:
         try:
             assert receiver.stdout is not None
             ready = receiver.stdout.readline().strip()
-            assert ready == "ready", f"receiver did not start: {receiver.stderr.read() if receiver.stderr else ''}"
+            assert ready == "ready", (
+                f"receiver did not start: {receiver.stderr.read() if receiver.stderr else ''}"
+            )
             deadline = time.monotonic() + timeout
             while receiver.poll() is None and time.monotonic() < deadline:
                 run(self.pod, sys.executable, "-c", _SENDER, dst, str(port))

@@ -12,7 +12,9 @@ from tests import netns
 from tests.daemon import Masqd
 
 GOLDEN = Path(__file__).parent / "golden"
-NON_MASQ = '-m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE" -j RETURN'
+NON_MASQ = (
+    '-m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE" -j RETURN'
+)
 MASQ_ALL = (
     '-m comment --comment "ip-masq-agent: outbound traffic is subject to MASQUERADE '
     '(must be last in chain)" -j MASQUERADE'
@@ -21,8 +23,13 @@ MASQ_SPECIFIC = (
     '-m comment --comment "ip-masq-agent: specific outbound traffic is subject to MASQUERADE" '
     "-j MASQUERADE"
 )
-SEED_RETURNS_V4 = ["169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "100.64.230.0/24",
-                   "192.168.0.0/16"]
+SEED_RETURNS_V4 = [
+    "169.254.0.0/16",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "100.64.230.0/24",
+    "192.168.0.0/16",
+]
 
 
 def returns(cidrs: list[str]) -> list[str]:
@@ -46,12 +53,30 @@ EXPECTED_CHAINS = {
 POD, NODE = "pod", "node"
 # Which source each destination sees, per scenario: the pod's own address or the node's.
 EXPECTED_SOURCES = {
-    "seed-own-identity": {"internet": POD, "vpc": POD, "vip": POD, "cgnat": POD,
-                          "internet6": NODE, "ula6": POD},
-    "seed-node-identity": {"internet": NODE, "vpc": POD, "vip": POD, "cgnat": POD,
-                           "internet6": NODE, "ula6": POD},
-    "seed-specific": {"internet": POD, "vpc": POD, "vip": NODE, "cgnat": POD,
-                      "internet6": NODE, "ula6": POD},
+    "seed-own-identity": {
+        "internet": POD,
+        "vpc": POD,
+        "vip": POD,
+        "cgnat": POD,
+        "internet6": NODE,
+        "ula6": POD,
+    },
+    "seed-node-identity": {
+        "internet": NODE,
+        "vpc": POD,
+        "vip": POD,
+        "cgnat": POD,
+        "internet6": NODE,
+        "ula6": POD,
+    },
+    "seed-specific": {
+        "internet": POD,
+        "vpc": POD,
+        "vip": NODE,
+        "cgnat": POD,
+        "internet6": NODE,
+        "ula6": POD,
+    },
 }
 
 
