@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,9 +24,7 @@ REASON = {
     Reason.CNI: pb.SYNC_REASON_CNI,
     Reason.DRIFT_REPAIR: pb.SYNC_REASON_DRIFT_REPAIR,
 }
-EVENT_KIND: dict[EventKind, pb.Event.Kind] = {
-    kind: pb.Event.Kind.Value(kind.name) for kind in EventKind
-}
+EVENT_KIND: dict[EventKind, Any] = {kind: pb.Event.Kind.Value(kind.name) for kind in EventKind}
 
 
 def duration(seconds: float) -> Duration:

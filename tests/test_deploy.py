@@ -308,6 +308,7 @@ def test_cni_install_can_be_turned_off() -> None:
     assert "initContainers" not in pod
     paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert paths == {"/run/xtables.lock", "/run/masqd"}
+    assert [c["name"] for c in pod["containers"]] == ["masqd"]
 
 
 def test_configmap_can_be_left_to_someone_else() -> None:
