@@ -186,7 +186,17 @@ class FamilyRunner:
         """Run one sync on the worker; a periodic drift check reports only when it repaired."""
         rules = self._desired()
         if rules is None:  # no good config yet: leave the kernel alone
-            return None
+            if not requested:
+                return None
+            return SyncResult(
+                self.family,
+                False,
+                False,
+                0.0,
+                time.time(),
+                reason,
+                error="no valid configuration has been loaded yet; the rules are left as they are",
+            )
         if requested:
             self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
         with self._io:
