@@ -10,8 +10,10 @@ import enum
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from masqd.config import IPNetwork, MasqConfig
+if TYPE_CHECKING:  # workers import this module; they need no YAML parser
+    from masqd.config import IPNetwork, MasqConfig
 
 DEFAULT_CHAIN = "IP-MASQ-AGENT"
 LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network("fe80::/10")}
