@@ -71,6 +71,13 @@ class FamilyRunner:
         self.counts: collections.Counter[Reason] = collections.Counter()
         self.checks = 0
         self.restores = 0
+        self.requests: collections.Counter[Reason] = collections.Counter()
+        """Sync requests received, by reason (drift repairs are found here, not requested)."""
+        # Monotonic arrival of the oldest request not yet applied: queued for the next sync,
+        # taken by the sync in flight, or taken by a sync that failed. See pending_since().
+        self._queued_since: float | None = None
+        self._taken_since: float | None = None
+        self._failed_since: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -111,6 +118,9 @@ class FamilyRunner:
         with self._cond:
             self._requested += 1
             self._reasons.add(reason)
+            self.requests[reason] += 1
+            if self._queued_since is None:
+                self._queued_since = time.monotonic()
             self._cond.notify_all()
             return self._requested
 
@@ -133,6 +143,17 @@ class FamilyRunner:
                 return
             result = self.last_result if self._served >= ticket else None
         callback(result)
+
+    def pending_since(self) -> float | None:
+        """Monotonic arrival of the oldest sync request not yet applied; None when none waits.
+
+        A request is applied once a sync that started after it succeeded, or a drift check
+        found the chain as desired. A failed sync leaves its requests pending; a retried lock
+        keeps them pending only as long as the retries take.
+        """
+        with self._cond:
+            times = (self._failed_since, self._taken_since, self._queued_since)
+            return min((t for t in times if t is not None), default=None)
 
     def read_live(self, timeout: float = 10.0) -> worker.ReadOutcome:
         """The live chain with counters, read by the worker between syncs."""
@@ -159,6 +180,7 @@ class FamilyRunner:
                     return
                 ticket = self._requested
                 reasons, self._reasons = self._reasons, set()
+                self._taken_since, self._queued_since = self._queued_since, None
             if ticket > self._served:
                 result = self._sync(min(reasons, key=_priority), requested=True)
             else:
@@ -166,6 +188,11 @@ class FamilyRunner:
             with self._cond:
                 if result is not None:
                     self.last_result = result
+                if result is None or result.ok:  # the chain is as desired: all requests applied
+                    self._failed_since = None
+                elif self._failed_since is None:
+                    self._failed_since = self._taken_since
+                self._taken_since = None
                 self._served = max(self._served, ticket)
                 self._cond.notify_all()
                 self._fire_callbacks(self.last_result)
