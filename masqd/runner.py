@@ -333,8 +333,10 @@ def _priority(reason: Reason) -> int:
 
 
 def _log_result(r: SyncResult) -> None:
+    """One line per sync that changed something and per failure; a no-op sync at debug."""
     if r.ok:
-        log.info(
+        log.log(
+            logging.INFO if r.changed else logging.DEBUG,
             "sync %s reason=%s %s in %.1fms",
             r.family.label,
             r.reason.value,
