@@ -14,7 +14,8 @@ _UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# ASCII digits only: `\d` would also take other scripts' digits, which Go rejects.
+_PART = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 
 
 def parse_duration(text: str) -> float:
@@ -26,6 +27,8 @@ def parse_duration(text: str) -> float:
     if s[0] in "+-":
         sign = -1.0 if s[0] == "-" else 1.0
         s = s[1:]
+    if not s:
+        raise ValueError(f"invalid duration {text!r}: a sign alone is not a duration")
     if s == "0":
         return 0.0
     total = 0.0
@@ -43,19 +46,36 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Format seconds the way Go prints a time.Duration ("1m30s", "500ms", "2h0m0s")."""
-    if seconds == 0:
+    """Format seconds the way Go prints a time.Duration ("1m30s", "500ms", "2h0m0s").
+
+    Works in whole nanoseconds, as Go does, so a value never prints as "1m60s" or in
+    exponent form.
+    """
+    ns = round(seconds * 1e9)
+    if ns == 0:
         return "0s"
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    if seconds < 1:
-        ms = seconds * 1000
-        return f"{sign}{ms:g}ms"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    secs_text = f"{round(secs, 3):g}s"
-    if hours:
-        return f"{sign}{int(hours)}h{int(minutes)}m{secs_text}"
+    sign = "-" if ns < 0 else ""
+    u = abs(ns)
+    if u < 1_000:
+        return f"{sign}{u}ns"
+    if u < 1_000_000:
+        return f"{sign}{_fraction(u, 3)}µs"
+    if u < 1_000_000_000:
+        return f"{sign}{_fraction(u, 6)}ms"
+    secs = _fraction(u, 9)
+    whole_secs, _, frac = secs.partition(".")
+    minutes, s = divmod(int(whole_secs), 60)
+    text = f"{s}.{frac}s" if frac else f"{s}s"
     if minutes:
-        return f"{sign}{int(minutes)}m{secs_text}"
-    return f"{sign}{secs_text}"
+        hours, m = divmod(minutes, 60)
+        text = f"{m}m{text}"
+        if hours:
+            text = f"{hours}h{text}"
+    return sign + text
+
+
+def _fraction(value: int, digits: int) -> str:
+    """value / 10**digits in decimal, without trailing zeros ("1.5", "2")."""
+    whole, frac = divmod(value, 10**digits)
+    decimals = f"{frac:0{digits}d}".rstrip("0")
+    return f"{whole}.{decimals}" if decimals else str(whole)
