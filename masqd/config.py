@@ -106,10 +106,14 @@ def parse_config(text: str | bytes, options: ParseOptions | None = None) -> Load
             raise ConfigError(f"the file is not UTF-8 text (byte {e.start})") from e
     if "\x00" in text:
         raise ConfigError("the file contains NUL bytes; it is not a YAML or JSON document")
+    loader = yaml.SafeLoader(text)
     try:
-        doc = yaml.safe_load(text)
+        node = loader.get_single_node()
+        doc = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML or JSON: {_yaml_reason(e)}") from e
+    finally:
+        loader.dispose()
 
     defaults = default_config(opts.all_reserved_ranges)
     if doc is None:
@@ -117,7 +121,7 @@ def parse_config(text: str | bytes, options: ParseOptions | None = None) -> Load
     if not isinstance(doc, dict):
         raise ConfigError(f"the top level must be a mapping of keys, not {_kind(doc)}")
 
-    warnings = _unknown_key_warnings(doc)
+    warnings = _duplicate_key_warnings(node) + _unknown_key_warnings(doc)
     non_masq = (
         _cidr_list(doc, "nonMasqueradeCIDRs", opts)
         if "nonMasqueradeCIDRs" in doc
@@ -184,13 +188,20 @@ def _cidr_list(doc: dict[Any, Any], key: str, opts: ParseOptions) -> tuple[IPNet
 
 def _cidr(key: str, i: int, entry: str, opts: ParseOptions) -> IPNetwork:
     where = f"{key}[{i}] {entry!r}"
-    if "/" not in entry:
-        raise ConfigError(f"{where}: not a CIDR, the prefix length is missing (e.g. {entry}/32)")
+    text = entry.strip()
+    if "/" not in text:
+        raise ConfigError(f"{where}: not a CIDR, the prefix length is missing (e.g. {text}/32)")
+    address, _, prefix = text.partition("/")
+    # Python would also take a netmask or hostmask here (10.0.0.0/255.0.0.0); Go does not.
+    if not (prefix.isascii() and prefix.isdigit()):
+        raise ConfigError(f"{where}: not a CIDR, the prefix must be a length such as /8")
+    if "%" in address:
+        raise ConfigError(f"{where}: not a CIDR, a scoped address (%zone) has no network")
     try:
-        net = ipaddress.ip_network(entry.strip(), strict=False)
+        net = ipaddress.ip_network(text, strict=False)
     except ValueError as e:
         raise ConfigError(f"{where}: not a valid CIDR ({e})") from e
-    if net.network_address != ipaddress.ip_interface(entry.strip()).ip:
+    if net.network_address != ipaddress.ip_interface(text).ip:
         raise ConfigError(f"{where}: host bits are set; the network is {net}")
     if net.version == 6 and not opts.enable_ipv6:
         raise ConfigError(f"{where}: an IPv6 entry, but IPv6 is disabled (--enable-ipv6=false)")
@@ -249,6 +260,15 @@ def _unknown_key_warnings(doc: dict[Any, Any]) -> list[str]:
             text += f"; did you mean {close[0]!r}?"
         warnings.append(text)
     return warnings
+
+
+def _duplicate_key_warnings(node: yaml.Node | None) -> list[str]:
+    """Keys given twice at the top level: YAML and JSON keep the last, which is easy to miss."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+    repeated = sorted({k for k in keys if keys.count(k) > 1}, key=keys.index)
+    return [f"key {k!r} is given more than once; the last value is used" for k in repeated]
 
 
 def _duplicate_warnings(key: str, cidrs: tuple[IPNetwork, ...]) -> list[str]:
