@@ -22,6 +22,29 @@ def _mode(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode like 0600") from None
 
 
+def _duration(text: str) -> float:
+    from masqd.durations import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration like 60s")
+    return seconds
+
+
+def _address(text: str) -> str:
+    from masqd.httpserver import parse_address
+
+    if text:
+        try:
+            parse_address(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from masqd import flags
 
@@ -51,6 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="how often our chain is checked for tampering (default 5)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1:9153",
+        type=_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz here; empty turns it off "
+        "(default 127.0.0.1:9153)",
+    )
+    parser.add_argument(
+        "--health-timeout",
+        default=60.0,
+        type=_duration,
+        metavar="DURATION",
+        help="/healthz fails when a requested sync is not applied within this (default 60s)",
     )
     return parser
 
@@ -103,9 +141,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         log.error("cannot serve the control API on %s: %s", settings.socket, e)
         return 1
+    from masqd import httpserver
+
+    http = httpserver.start(supervisor, args.metrics_address, args.health_timeout)
     supervisor.start()
     stop.wait()
     log.info("stopping; the rules stay in place")
+    if http is not None:
+        http.stop()
     api.stop(0.5)
     supervisor.stop(SHUTDOWN_GRACE / 2)
     return 0
