@@ -28,6 +28,9 @@ PORT_PROTOCOLS = ("tcp", "udp", "sctp")
 # iptables allows 28 characters; a leading '-' or a space would break the restore syntax.
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,27}")
 _BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+# iptables refuses a chain named like a standard target; one named MASQUERADE would turn our
+# `-j MASQUERADE` rules into jumps to our own chain (a loop the kernel rejects).
+_TARGET_NAMES = {"ACCEPT", "DROP", "QUEUE", "RETURN", "MASQUERADE"}
 
 
 class Family(enum.IntEnum):
@@ -58,10 +61,10 @@ class RenderOptions:
 
 def validate_chain_name(name: str) -> str:
     """Return name if iptables accepts it as our chain's name, else raise ValueError."""
-    if not _CHAIN_NAME.fullmatch(name) or name in _BUILTIN_CHAINS:
+    if not _CHAIN_NAME.fullmatch(name) or name in _BUILTIN_CHAINS | _TARGET_NAMES:
         raise ValueError(
             f"invalid chain name {name!r}: up to 28 letters, digits, '_', '.', '-', "
-            "not starting with '-', and not a built-in chain"
+            "not starting with '-', and not a built-in chain or target"
         )
     return name
 
