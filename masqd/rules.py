@@ -31,6 +31,7 @@ _BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 # iptables refuses a chain named like a standard target; one named MASQUERADE would turn our
 # `-j MASQUERADE` rules into jumps to our own chain (a loop the kernel rejects).
 _TARGET_NAMES = {"ACCEPT", "DROP", "QUEUE", "RETURN", "MASQUERADE"}
+_PORT_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 
 class Family(enum.IntEnum):
@@ -75,12 +76,12 @@ def parse_to_ports(text: str) -> tuple[PortRange, ...]:
         return ()
     ranges = []
     for part in text.split(","):
-        lo_text, _, hi_text = part.strip().partition("-")
-        try:
-            lo = int(lo_text)
-            hi = int(hi_text) if hi_text else lo
-        except ValueError:
-            raise ValueError(f"invalid port range {part!r}: expected PORT or PORT-PORT") from None
+        # ASCII digits only: int() would also take "+5", "1_024" and other scripts' digits.
+        m = _PORT_RANGE.fullmatch(part.strip())
+        if m is None:
+            raise ValueError(f"invalid port range {part!r}: expected PORT or PORT-PORT")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
         if not 1 <= lo <= hi <= 65535:
             raise ValueError(f"invalid port range {part!r}: ports are 1-65535, low before high")
         ranges.append((lo, hi))
