@@ -129,7 +129,9 @@ def overlay_objects() -> dict[str, dict[str, Any]]:
 
 def test_chart_lints_without_warnings() -> None:
     """`helm lint --strict` finds no error and no warning in the chart."""
-    report = helm_python.lint(CHART, strict=True, namespace="kube-system")
+    report = helm_python.lint(
+        CHART, strict=True, namespace="kube-system", kube_version=f"v{KUBE_VERSION}"
+    )
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
