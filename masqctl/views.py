@@ -1,0 +1,195 @@
+"""Human output: what a person at a terminal reads, one function per API answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from masqctl import listing
+from masqd.api.v1 import control_pb2 as pb
+from masqd.durations import format_duration
+
+FAMILY_LABEL = {pb.FAMILY_IPV4: "ipv4", pb.FAMILY_IPV6: "ipv6", pb.FAMILY_UNSPECIFIED: "-"}
+FAMILY_VERSION = {pb.FAMILY_IPV4: 4, pb.FAMILY_IPV6: 6}
+
+
+def status(st: pb.Status, now: float | None = None) -> str:
+    """A compact summary: config, interval, then one line per family."""
+    now = time.time() if now is None else now
+    cfg = st.config
+    lines = [f"masqd {st.version}, chain {st.chain}"]
+    source = " (defaults: no file or an empty one)" if cfg.using_defaults else ""
+    if cfg.generation:
+        lines.append(
+            f"config    {cfg.path}{source}: generation {cfg.generation}, "
+            f"loaded {_when(cfg.loaded_at, now)}"
+        )
+    else:
+        lines.append(f"config    {cfg.path}: no valid config loaded yet, no rules written")
+    if cfg.error:
+        kept = f"generation {cfg.generation} stays in force" if cfg.generation else "nothing"
+        lines.append(f"          REJECTED {_when(cfg.error_at, now)}: {cfg.error} ({kept})")
+    lines += [f"          warning: {w}" for w in cfg.warnings]
+    lines.append(interval(st, now))
+    rows = [("FAMILY", "BACKEND", "STATE", "PID", "RESTARTS", "IN SYNC", "LAST SYNC", "SYNCS")]
+    for f in st.families:
+        rows.append(
+            (
+                FAMILY_LABEL[f.family],
+                f.backend,
+                f.state,
+                str(f.pid) if f.pid else "-",
+                str(f.restarts),
+                "yes" if f.in_sync else "NO",
+                _last_sync(f, now),
+                _counts(f.sync_counts),
+            )
+        )
+    return "\n".join([*lines, "", *_align(rows)])
+
+
+def interval(st: pb.Status, now: float | None = None) -> str:
+    """The effective resync interval and where it comes from."""
+    now = time.time() if now is None else now
+    iv = st.interval
+    if iv.source != "override":
+        return f"interval  {_duration(iv.effective)} (config)"
+    expires = _seconds(iv.override_expires_at)
+    return (
+        f"interval  {_duration(iv.effective)} (override until {_clock(expires)}, "
+        f"{format_duration(max(0, round(expires - now)))} left; "
+        f"configured {_duration(iv.configured)})"
+    )
+
+
+def sync_results(response: pb.ResyncResponse) -> str:
+    if not response.results:
+        return "resync requested"
+    return "\n".join(_align([_result_row(r) for r in response.results]))
+
+
+def rules(response: pb.GetRulesResponse) -> str:
+    """Each family's live chain like `iptables -L -n -v`, and how it differs from the config."""
+    return "\n\n".join(_family_rules(fr) for fr in response.families)
+
+
+def event(e: pb.Event) -> str:
+    at = _seconds(e.time)
+    clock = time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
+    kind = pb.Event.Kind.Name(e.kind)
+    text = e.message
+    if e.HasField("result"):
+        text = f"{_reason(e.result.reason)} sync " + _outcome(e.result)
+    generation = f" [generation {e.config_generation}]" if e.config_generation else ""
+    return f"{clock} {kind:<16} {FAMILY_LABEL[e.family]:<4} {text}{generation}"
+
+
+def unhealthy(st: pb.Status, family: str = "", now: float | None = None) -> str:
+    """Why masqd (or one family) is not healthy, one line per reason."""
+    now = time.time() if now is None else now
+    reasons = []
+    if not st.config.generation:
+        reasons.append(f"no valid config loaded: {st.config.error or 'not read yet'}")
+    for f in st.families:
+        if (f.in_sync and f.pid) or family not in ("", FAMILY_LABEL[f.family]):
+            continue
+        why = "its worker is not running" if not f.pid else "not in sync"
+        reasons.append(f"{FAMILY_LABEL[f.family]}: {why} ({f.state}); {_last_sync(f, now)}")
+    return "\n".join(reasons) or "masqd reports not serving"
+
+
+# -- pieces ------------------------------------------------------------------------------
+
+
+def _family_rules(fr: pb.FamilyRules) -> str:
+    label = FAMILY_LABEL[fr.family]
+    if fr.error:
+        return f"Chain {fr.chain} ({label}): cannot read the live chain: {fr.error}"
+    verdict = (
+        "in sync with the config"
+        if fr.in_sync
+        else "OUT OF SYNC with the config (masqd repairs it within seconds)"
+    )
+    lines = [f"Chain {fr.chain} ({label}): {verdict}"]
+    if not fr.chain_exists:
+        lines.append("  the chain does not exist")
+    else:
+        live = [(r.packets, r.bytes, r.spec) for r in fr.live]
+        lines += listing.table(live, FAMILY_VERSION[fr.family])
+    if not fr.in_sync:
+        lines += _differences([r.spec for r in fr.live], list(fr.desired), fr.jump_present)
+    elif not fr.jump_present:
+        lines.append(f"  no POSTROUTING jump to {fr.chain}")
+    return "\n".join(lines)
+
+
+def _differences(live: list[str], desired: list[str], jump_present: bool) -> list[str]:
+    lines = [f"  missing:    {spec}" for spec in desired if spec not in live]
+    lines += [f"  unexpected: {spec}" for spec in live if spec not in desired]
+    if not lines and live != desired:
+        lines.append("  the rules are in a different order than the config asks")
+    if not jump_present:
+        lines.append("  the POSTROUTING jump to our chain is missing")
+    return lines
+
+
+def _result_row(r: pb.SyncResult) -> tuple[str, ...]:
+    return (FAMILY_LABEL[r.family], _outcome(r))
+
+
+def _outcome(r: pb.SyncResult) -> str:
+    if not r.ok:
+        return f"FAILED after {_ms(r.duration)}: {r.error}"
+    return f"ok, {'changed' if r.changed else 'unchanged'}, {_ms(r.duration)}"
+
+
+def _last_sync(f: pb.FamilyStatus, now: float) -> str:
+    if not f.HasField("last_sync"):
+        return "never"
+    r = f.last_sync
+    return f"{_outcome(r)} ({_reason(r.reason)}, {_ago(_seconds(r.finished_at), now)})"
+
+
+def _counts(counts: Iterable[pb.SyncCount]) -> str:
+    return ", ".join(f"{_reason(c.reason)} {c.count}" for c in counts if c.count) or "none"
+
+
+def _reason(reason: pb.SyncReason) -> str:
+    return pb.SyncReason.Name(reason).removeprefix("SYNC_REASON_").lower()
+
+
+def _align(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def _seconds(t: Timestamp) -> float:
+    return float(t.seconds) + t.nanos / 1e9
+
+
+def _duration(d: Duration) -> str:
+    return format_duration(d.seconds + d.nanos / 1e9)
+
+
+def _ms(d: Duration) -> str:
+    return f"{(d.seconds + d.nanos / 1e9) * 1000:.1f}ms"
+
+
+def _clock(wall: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def _ago(wall: float, now: float) -> str:
+    return f"{format_duration(max(0, round(now - wall)))} ago"
+
+
+def _when(t: Timestamp, now: float) -> str:
+    wall = _seconds(t)
+    if not wall:
+        return "never"
+    return f"{_clock(wall)} ({_ago(wall, now)})"
