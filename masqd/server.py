@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import grp
 import logging
 import os
@@ -74,6 +75,12 @@ class ControlServicer(pb_grpc.ControlServicer):
                 grpc.StatusCode.DEADLINE_EXCEEDED, "the sync did not finish in time"
             )
         if any(r is None for r in results):
+            if self.sup.config_state.loaded is None:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "no valid config has been loaded yet, so no rules are written: "
+                    + (self.sup.config_state.error or "the config is being read"),
+                )
             await context.abort(grpc.StatusCode.UNAVAILABLE, "masqd is shutting down")
         return pb.ResyncResponse(results=[convert.sync_result(r) for r in results if r])
 
@@ -120,6 +127,9 @@ class ControlServicer(pb_grpc.ControlServicer):
 
         unsubscribe = self.sup.events.subscribe(listener)
         try:
+            # Headers go out once we are subscribed: a client that waits for them knows that
+            # every event from then on reaches it.
+            await context.send_initial_metadata(())
             while True:
                 event = await queue.get()
                 if event is None:
@@ -150,9 +160,7 @@ def _set_result(future: asyncio.Future[SyncResult | None], result: SyncResult | 
         future.set_result(result)
 
 
-async def _families(
-    value: pb.Family, sup: Supervisor, context: Any
-) -> tuple[Family, ...]:
+async def _families(value: pb.Family, sup: Supervisor, context: Any) -> tuple[Family, ...]:
     if value == pb.FAMILY_UNSPECIFIED:
         return sup.settings.families
     family = {pb.FAMILY_IPV4: Family.IPV4, pb.FAMILY_IPV6: Family.IPV6}.get(value)
@@ -167,11 +175,29 @@ async def _families(
     return (family,)
 
 
-def claim_socket(path: str) -> None:
-    """Make way for our socket: refuse if a live masqd answers there, remove a stale file."""
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-        return
+def claim_socket(path: str) -> int:
+    """Make way for our socket: refuse if another masqd serves there, remove a stale file.
+
+    Returns the descriptor of `<path>.lock`, flock-ed for the life of the server: two masqds
+    starting at once cannot both pass the check, and a killed masqd's lock goes with it.
+    """
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.exists(path):
+            _remove_stale(path)
+    except BlockingIOError:
+        os.close(lock)
+        raise SocketInUse(f"another masqd is serving on {path}; refusing to take it over") from None
+    except BaseException:
+        os.close(lock)
+        raise
+    return lock
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a socket nobody answers on; refuse one that answers (a server without our lock)."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
@@ -185,7 +211,7 @@ def claim_socket(path: str) -> None:
         return
     finally:
         probe.close()
-    raise SocketInUse(f"another masqd is serving on {path}; refusing to take it over")
+    raise SocketInUse(f"something is serving on {path}; refusing to take it over")
 
 
 class ApiServer:
@@ -203,10 +229,11 @@ class ApiServer:
         self._health: health.aio.HealthServicer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
         self._unsubscribe: Callable[[], None] | None = None
+        self._lock_fd: int | None = None
 
     def start(self) -> None:
         """Bind the socket (0600 from the first moment) and start serving."""
-        claim_socket(self.path)
+        self._lock_fd = claim_socket(self.path)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         self._unsubscribe = self.sup.events.subscribe(lambda _e: self._update_health())
@@ -264,5 +291,8 @@ class ApiServer:
                 )
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(2)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if self._lock_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(self._lock_fd)  # last: nobody may claim the path before it is gone
+            self._lock_fd = None
