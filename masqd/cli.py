@@ -110,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from masqd import flags, logs
-    from masqd.server import ApiServer, SocketInUse
     from masqd.settings import Settings
     from masqd.supervisor import Supervisor
 
@@ -132,14 +131,20 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     supervisor = Supervisor(settings)
+    # Workers are forked while this process has no threads and no gRPC; they share its pages.
+    supervisor.fork_workers()
+    from masqd.server import ApiServer, SocketInUse
+
     api = ApiServer(supervisor, settings.socket, settings.socket_mode, settings.socket_group)
     try:
         api.start()
     except SocketInUse as e:
         log.error("%s", e)
+        supervisor.stop(0.5)
         return 1
     except OSError as e:
         log.error("cannot serve the control API on %s: %s", settings.socket, e)
+        supervisor.stop(0.5)
         return 1
     from masqd import httpserver
 

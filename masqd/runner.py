@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import logging
 import multiprocessing
+import sys
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Protocol
 
 from masqd import worker
 from masqd.events import EventBus
@@ -24,8 +25,51 @@ from masqd.model import Event, EventKind, Reason, SyncResult
 
 log = logging.getLogger("masqd.runner")
 
-# Workers are spawned, not forked: the supervisor runs gRPC threads, which must not be forked.
-_MP = multiprocessing.get_context("spawn")
+# A process running gRPC threads must not fork. masqd forks its first two workers before it
+# imports gRPC (they then share the interpreter's pages with the supervisor); a worker replaced
+# later is spawned: a fresh interpreter, never a fork.
+_SPAWN = multiprocessing.get_context("spawn")
+_FORK = multiprocessing.get_context("fork")
+
+
+class WorkerProcess(Protocol):
+    """What the runner needs of a worker process (multiprocessing.Process has it)."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def is_alive(self) -> bool: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def kill(self) -> None: ...
+
+
+Launcher = Callable[[worker.WorkerOptions], tuple[WorkerProcess, Connection]]
+
+
+def spawn_worker(opts: worker.WorkerOptions) -> tuple[WorkerProcess, Connection]:
+    """Start a worker in a fresh interpreter: safe at any time."""
+    return _start(_SPAWN, opts)
+
+
+def fork_worker(opts: worker.WorkerOptions) -> tuple[WorkerProcess, Connection]:
+    """Fork a worker: cheaper, but only while this process has no threads and no gRPC."""
+    if threading.active_count() > 1 or "grpc" in sys.modules:
+        return spawn_worker(opts)
+    # Objects that exist now are never collected, so the collector leaves their pages alone
+    # and they stay shared with the child.
+    gc.freeze()
+    return _start(_FORK, opts)
+
+
+def _start(ctx: Any, opts: worker.WorkerOptions) -> tuple[WorkerProcess, Connection]:
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(
+        target=worker.run, args=(opts, child), name=f"masqd-worker-{opts.family.label}", daemon=True
+    )
+    proc.start()
+    child.close()
+    return proc, parent
 
 
 class WorkerGone(RuntimeError):
@@ -43,8 +87,10 @@ class FamilyRunner:
         *,
         drift_check_interval: float = 5.0,
         max_restart_backoff: float = 30.0,
+        launcher: Launcher = spawn_worker,
     ) -> None:
         self.family = opts.family
+        self._launcher = launcher
         self._opts = opts
         self._desired = desired
         self._events = events
@@ -60,7 +106,7 @@ class FamilyRunner:
         self._thread: threading.Thread | None = None
 
         self._io = threading.Lock()  # one command at a time on the worker's pipe
-        self._proc: BaseProcess | None = None
+        self._proc: WorkerProcess | None = None
         self._conn: Connection | None = None
         self._started_at = 0.0
 
@@ -81,8 +127,13 @@ class FamilyRunner:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def start_worker(self, launcher: Launcher | None = None) -> None:
+        """Start the worker process now (by default it starts with the runner)."""
+        self._spawn(launcher)
+
     def start(self) -> None:
-        self._spawn()
+        if self._proc is None:
+            self._spawn()
         self._thread = threading.Thread(
             target=self._loop, name=f"runner-{self.family.label}", daemon=True
         )
@@ -282,20 +333,11 @@ class FamilyRunner:
         except (EOFError, OSError) as e:
             raise WorkerGone(f"the worker's pipe broke: {e}") from e
 
-    def _spawn(self) -> None:
-        parent, child = _MP.Pipe()
-        proc = _MP.Process(
-            target=worker.run,
-            args=(self._opts, child),
-            name=f"masqd-worker-{self.family.label}",
-            daemon=True,
-        )
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, parent
+    def _spawn(self, launcher: Launcher | None = None) -> None:
+        self._proc, self._conn = (launcher or self._launcher)(self._opts)
         self._started_at = time.monotonic()
         self.state = "idle"
-        log.info("%s worker started (pid %s)", self.family.label, proc.pid)
+        log.info("%s worker started (pid %s)", self.family.label, self._proc.pid)
 
     def _restart(self) -> bool:
         """Replace the dead worker, waiting longer after each quick death; False if stopping."""

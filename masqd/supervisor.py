@@ -25,7 +25,7 @@ from masqd.config import (
 from masqd.events import EventBus
 from masqd.model import Event, EventKind, Reason, SyncResult
 from masqd.rules import Family, desired_rules
-from masqd.runner import FamilyRunner
+from masqd.runner import FamilyRunner, Launcher, fork_worker, spawn_worker
 from masqd.settings import Settings
 from masqd.worker import ReadOutcome, WorkerOptions
 
@@ -68,7 +68,9 @@ class _Schedule:
 class Supervisor:
     """Loads the config, schedules syncs, and answers the control API."""
 
-    def __init__(self, settings: Settings, mode: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, mode: str | None = None, launcher: Launcher = spawn_worker
+    ) -> None:
         self.settings = settings
         self.mode = mode or (
             iptables.detect_mode() if settings.iptables_mode == "auto" else settings.iptables_mode
@@ -95,11 +97,17 @@ class Supervisor:
                 events=self.events,
                 drift_check_interval=settings.drift_check_interval,
                 max_restart_backoff=settings.max_restart_backoff,
+                launcher=launcher,
             )
             for family in settings.families
         }
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def fork_workers(self) -> None:
+        """Start the workers by forking, before gRPC is imported (see runner.fork_worker)."""
+        for runner in self.runners.values():
+            runner.start_worker(fork_worker)
 
     def start(self) -> None:
         log.info(

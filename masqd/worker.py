@@ -101,6 +101,8 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     """The worker's main loop: one command at a time until the pipe closes or says stop."""
     # Ctrl-C in a terminal reaches the whole process group; the supervisor decides shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the supervisor's handlers; SIGTERM must simply end it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     backend = Backend(opts.family, opts.mode)
     while True:
         try:
