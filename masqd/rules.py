@@ -103,15 +103,15 @@ def desired_rules(config: MasqConfig, family: Family, opts: RenderOptions) -> li
     """Our chain's rules for one family, in order, as `iptables-save` prints them."""
     chain = opts.chain
     rules = [
-        f'-A {chain} -d {cidr} -m comment --comment "{COMMENT_MASQ_SPECIFIC}" -j MASQUERADE'
-        + _random_fully(opts)
+        f'-A {chain}{_destination(cidr)} -m comment --comment "{COMMENT_MASQ_SPECIFIC}" '
+        "-j MASQUERADE" + _random_fully(opts)
         for cidr in _of_family(config.masquerade_cidrs, family)
     ]
     masq_link_local = config.masq_link_local if family == 4 else config.masq_link_local_ipv6
     returns = [] if masq_link_local else [LINK_LOCAL[family]]
     returns += _of_family(config.non_masquerade_cidrs, family)
     rules += [
-        f'-A {chain} -d {cidr} -m comment --comment "{COMMENT_NON_MASQ}" -j RETURN'
+        f'-A {chain}{_destination(cidr)} -m comment --comment "{COMMENT_NON_MASQ}" -j RETURN'
         for cidr in returns
     ]
     out_bound = config.masq_out_bound if family == 4 else config.masq_out_bound_ipv6
@@ -144,6 +144,11 @@ def render(config: MasqConfig, family: Family, opts: RenderOptions) -> str:
 
 def _of_family(cidrs: tuple[IPNetwork, ...], family: Family) -> list[IPNetwork]:
     return [c for c in cidrs if c.version == family]
+
+
+def _destination(cidr: IPNetwork) -> str:
+    """The -d match; none for /0, which iptables-save omits (it matches every address)."""
+    return f" -d {cidr}" if cidr.prefixlen else ""
 
 
 def _random_fully(opts: RenderOptions) -> str:
