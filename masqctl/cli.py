@@ -245,11 +245,15 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from masqctl import output, views
+    from masqctl import output
 
     with _client(args) as masqd:
         serving = masqd.health(args.family)
-        reasons = "" if serving else views.unhealthy(masqd.status(), args.family)
+        reasons = ""
+        if not serving:
+            from masqctl import views
+
+            reasons = views.unhealthy(masqd.status(), args.family)
     if args.output != "table":
         data = {"serving": serving, "reasons": reasons.splitlines()}
         print(output.render_data(data, args.output))

@@ -49,11 +49,11 @@ def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 def render_families(args: argparse.Namespace) -> dict[str, str]:
     """Each asked family's iptables-restore input, by label."""
+    if args.family == "ipv6" and not args.enable_ipv6:
+        raise CommandError("--family ipv6 contradicts --enable-ipv6=false", Exit.USAGE)
     loaded = load(args.file, args)
     options = flags.render_options(args)
     if args.family:
-        if args.family == "ipv6" and not args.enable_ipv6:
-            raise CommandError("--family ipv6 contradicts --enable-ipv6=false", Exit.USAGE)
         families = [FAMILIES[args.family]]
     else:
         families = [Family.IPV4, Family.IPV6] if args.enable_ipv6 else [Family.IPV4]

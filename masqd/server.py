@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from masqd import convert
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
+from masqd.batching import ResyncBatcher
 from masqd.model import Event, Reason, SyncResult
 from masqd.rules import Family
 from masqd.supervisor import RequestError, Supervisor
@@ -40,8 +41,9 @@ class SocketInUse(RuntimeError):
 
 
 class ControlServicer(pb_grpc.ControlServicer):
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, batcher: ResyncBatcher | None = None) -> None:
         self.sup = supervisor
+        self.batcher = batcher or ResyncBatcher(supervisor.request_sync)
 
     async def Resync(self, request: pb.ResyncRequest, context: Any) -> pb.ResyncResponse:
         families = await _families(request.family, self.sup, context)
@@ -57,23 +59,10 @@ class ControlServicer(pb_grpc.ControlServicer):
                 "SYNC_REASON_API or SYNC_REASON_CNI",
             )
         assert reason is not None
-        tickets = self.sup.request_sync(families, reason)
-        if request.no_wait:
-            return pb.ResyncResponse()
-        loop = asyncio.get_running_loop()
-        waits = []
-        for family, ticket in tickets.items():
-            future: asyncio.Future[SyncResult | None] = loop.create_future()
-            self.sup.runners[family].on_served(ticket, _resolver(loop, future))
-            waits.append(future)
-        remaining = context.time_remaining()
-        timeout = DEFAULT_RESYNC_TIMEOUT if remaining is None else remaining
-        try:
-            results = await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        except TimeoutError:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "the sync did not finish in time"
-            )
+        async with self.batcher.admitted(families, reason) as tickets:
+            if request.no_wait:
+                return pb.ResyncResponse()
+            results = await self._wait(tickets, context)
         if any(r is None for r in results):
             if self.sup.config_state.loaded is None:
                 await context.abort(
@@ -83,6 +72,24 @@ class ControlServicer(pb_grpc.ControlServicer):
                 )
             await context.abort(grpc.StatusCode.UNAVAILABLE, "masqd is shutting down")
         return pb.ResyncResponse(results=[convert.sync_result(r) for r in results if r])
+
+    async def _wait(self, tickets: dict[Family, int], context: Any) -> list[SyncResult | None]:
+        """Each family's result once its ticket is served, within the caller's deadline."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for family, ticket in tickets.items():
+            future: asyncio.Future[SyncResult | None] = loop.create_future()
+            self.sup.runners[family].on_served(ticket, _resolver(loop, future))
+            waits.append(future)
+        remaining = context.time_remaining()
+        timeout = DEFAULT_RESYNC_TIMEOUT if remaining is None else remaining
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*waits), timeout))
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the sync did not finish in time"
+            )
+            raise
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.Status:
         return convert.status(self.sup)
@@ -230,6 +237,8 @@ class ApiServer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
         self._unsubscribe: Callable[[], None] | None = None
         self._lock_fd: int | None = None
+        self._health_lock = threading.Lock()
+        self._health_last: dict[str, bool] = {}
 
     def start(self) -> None:
         """Bind the socket (0600 from the first moment) and start serving."""
@@ -261,10 +270,11 @@ class ApiServer:
         self._server = server
 
     def _update_health(self) -> None:
-        states = {}
-        for family, runner in self.sup.runners.items():
-            healthy = runner.in_sync and runner.pid != 0
-            states[family.label] = healthy
+        """Mirror each family's state into the health service: overall, Control, per family."""
+        states = {
+            family.label: runner.in_sync and runner.pid != 0
+            for family, runner in self.sup.runners.items()
+        }
         overall = all(states.values()) and bool(states)
         statuses = {"": overall, SERVICE_NAME: overall, **states}
 
@@ -278,7 +288,11 @@ class ApiServer:
                     else health_pb2.HealthCheckResponse.NOT_SERVING,
                 )
 
-        if self._loop.is_running():
+        # Called on every event, from any thread: apply changes only, in order.
+        with self._health_lock:
+            if statuses == self._health_last or not self._loop.is_running():
+                return
+            self._health_last = statuses
             asyncio.run_coroutine_threadsafe(apply(), self._loop)
 
     def stop(self, grace: float = 1.0) -> None:
