@@ -158,8 +158,9 @@ class StateCollector:
         )
         requests = CounterMetricFamily(
             "masqd_resync_requests",
-            "Syncs asked for, by source: api, cni, interval, config_change, startup, and "
-            "drift (our chain found changed by someone else).",
+            "Sync requests queued for the family, by source: api, cni, interval, "
+            "config_change, startup, and drift (our chain found changed by someone else). "
+            "A burst of API or CNI calls gathered at the API edge counts once.",
             labels=["family", "source"],
         )
         now = time.monotonic()
