@@ -1,0 +1,166 @@
+"""`make bench`: every figure on both backends, each in a fresh namespace, one table at the end.
+
+    python -m bench [--quick] [--figures 1,3] [--backends nft,legacy] [--strict]
+
+Progress goes to stderr, the table to stdout. The exit code is 1 when a figure could not be
+measured (and, with --strict, when a goal is missed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from bench.common import Report, Row, Stats
+from bench.netns import FigureFailed, run_figure
+
+FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+BACKENDS = ("nft", "legacy")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many rounds each kind of figure runs; --quick trades precision for time."""
+
+    rounds: int = 15
+    daemon_rounds: int = 8
+    repair_rounds: int = 3
+    idle_seconds: float = 60.0
+    apply_rounds: int = 7
+
+
+FULL = Budget()
+QUICK = Budget(rounds=5, daemon_rounds=4, repair_rounds=2, idle_seconds=20.0, apply_rounds=3)
+
+
+def figure_command(figure: int, backend: str, budget: Budget) -> tuple[str, list[str]]:
+    """The module and arguments that measure one figure on one backend."""
+    mode = ["--mode", backend]
+    if figure in (1, 2, 3, 4):
+        return "inproc", [str(figure), *mode, "--rounds", str(budget.rounds)]
+    if figure == 9:
+        return "inproc", ["9", *mode, "--rounds", str(budget.apply_rounds)]
+    if figure == 5:
+        return "daemon", ["5", *mode, "--rounds", str(budget.daemon_rounds)]
+    if figure == 6:
+        return "daemon", ["6", *mode, "--rounds", str(budget.repair_rounds)]
+    if figure == 7:
+        return "daemon", ["7", *mode]
+    return "daemon", ["8", *mode, "--idle-seconds", str(budget.idle_seconds)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, 20 s idle window")
+    parser.add_argument(
+        "--figures", default=",".join(map(str, FIGURES)), help="e.g. 1,3 (default: all)"
+    )
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="nft,legacy (default)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("the bench creates network namespaces: run it as root")
+    figures = [int(f) for f in args.figures.split(",") if f]
+    backends = [b for b in args.backends.split(",") if b]
+    if any(f not in FIGURES for f in figures) or any(b not in BACKENDS for b in backends):
+        parser.error(f"figures are {FIGURES}, backends {BACKENDS}")
+    budget = QUICK if args.quick else FULL
+
+    started = time.monotonic()
+    rows: list[Row] = []
+    details: list[str] = []
+    errors: list[str] = []
+    for figure in figures:
+        for backend in backends:
+            module, figure_args = figure_command(figure, backend, budget)
+            print(f"bench: figure {figure} on {backend} ...", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            try:
+                report = run_figure(module, figure_args, f"f{figure}{backend[0]}")
+            except (FigureFailed, subprocess.TimeoutExpired) as e:
+                errors.append(f"figure {figure} on {backend}: {e}")
+                report = Report([_error_row(figure, backend)])
+            print(f"bench:   {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+            rows += report.rows
+            details += report.details
+
+    print(header(time.monotonic() - started, args.quick))
+    print(table(rows))
+    if details:
+        print("\nDetails:")
+        print("\n".join(f"  {d}" for d in details))
+    for error in errors:
+        print(f"\nERROR {error}", file=sys.stderr)
+    goals = [r for r in rows if r.met is not None]
+    print(f"\n{sum(1 for r in goals if r.met)} of {len(goals)} goals met.")
+    if errors:
+        return 1
+    return 1 if args.strict and not all(r.met for r in goals) else 0
+
+
+def _error_row(figure: int, backend: str) -> Row:
+    nan = float("nan")
+    return Row(f"{figure} (failed to measure)", backend, Stats(nan, nan, nan, 0), "-", False)
+
+
+def header(seconds: float, quick: bool) -> str:
+    iptables = subprocess.run(
+        ["iptables-nft", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return (
+        f"masqd bench{' (quick)' if quick else ''}: {platform.node()}, Linux "
+        f"{platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{iptables}; {seconds:.0f} s. Values: median (min-max) of the rounds.\n"
+    )
+
+
+def table(rows: list[Row]) -> str:
+    head = ("figure", "backend", "value", "baseline", "ratio", "goal", "met")
+    lines = [
+        (
+            r.figure,
+            r.backend,
+            fmt_stats(r.value),
+            fmt_stats(r.baseline) if r.baseline else "-",
+            f"{r.ratio:.2f}x" if r.ratio is not None else "-",
+            r.goal,
+            "-" if r.met is None else ("met" if r.met else "NOT MET"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]
+    out = []
+    for i, line in enumerate([head, *lines]):
+        out.append("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def fmt_stats(s: Stats) -> str:
+    """median (min-max) in one unit: ms or s for times."""
+    scale, unit = 1.0, s.unit
+    if s.unit == "s" and s.median < 1:
+        scale, unit = 1000.0, "ms"
+    digits = 2 if unit in ("s", "%") else 1
+    if s.unit not in ("s", "MiB", "%"):
+        digits, unit = 0, ""
+
+    def one(v: float) -> str:
+        return f"{v * scale:.{digits}f}"
+
+    text = (
+        one(s.median)
+        if s.n <= 1 or s.min == s.max
+        else (f"{one(s.median)} ({one(s.min)}-{one(s.max)})")
+    )
+    return f"{text} {unit}".rstrip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Figures 5-8: a real masqd daemon (`python -m masqd`) as a child of this process.
+
+Run by the driver inside a fresh namespace: `python -m bench.daemon FIGURE --mode nft|legacy`.
+masqd reads a ConfigMap-style directory (kubelet's `..data` symlink layout), serves its API on
+a socket in a temporary directory, and writes only this namespace's nat table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from bench import procstat
+from bench.common import (
+    Report,
+    Row,
+    Stats,
+    chain_rules,
+    flush_chain,
+    require_own_namespace,
+    save_nat,
+)
+
+CONFIG_KEY = "ip-masq-agent"
+BASE_CIDRS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+
+T = TypeVar("T")
+
+
+class ConfigMapVolume:
+    """A directory laid out as kubelet mounts a ConfigMap, updated as kubelet updates it.
+
+    dir/ip-masq-agent -> ..data/ip-masq-agent, ..data -> ..<timestamp>/; an update writes a new
+    timestamped directory and renames a fresh `..data` symlink over the old one (atomic).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._n = 0
+        root.mkdir()
+        (root / CONFIG_KEY).symlink_to(f"..data/{CONFIG_KEY}")
+
+    @property
+    def path(self) -> str:
+        return str(self.root / CONFIG_KEY)
+
+    def write(self, text: str) -> None:
+        self._n += 1
+        version = f"..2026_01_01_00_00_{self._n:02d}.{os.getpid()}"
+        (self.root / version).mkdir()
+        (self.root / version / CONFIG_KEY).write_text(text)
+        old = os.readlink(self.root / "..data") if (self.root / "..data").exists() else None
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(version)
+        os.rename(tmp, self.root / "..data")
+        if old is not None:
+            shutil.rmtree(self.root / old)
+
+
+def config_text(extra_cidrs: list[str], interval: str = "60s") -> str:
+    cidrs = ", ".join(BASE_CIDRS + extra_cidrs)
+    return f"nonMasqueradeCIDRs: [{cidrs}]\nmasqOutBound: true\nresyncInterval: {interval}\n"
+
+
+@contextmanager
+def masqd(mode: str, volume: ConfigMapVolume, *flags: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A masqd child process reading volume, with a socket of its own, in sync; stopped after."""
+    with tempfile.TemporaryDirectory(prefix="masqd-bench-") as tmp:
+        work = Path(tmp)
+        argv = [sys.executable, "-m", "masqd", "--config", volume.path]
+        argv += ["--socket", str(work / "masqd.sock"), "--iptables-mode", mode]
+        argv += ["--metrics-address", "", *flags]
+        with open(work / "masqd.log", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                _wait_for(lambda: _in_sync(mode), 20, proc, work)
+                yield proc
+            finally:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+
+
+@contextmanager
+def volume_with(text: str) -> Iterator[ConfigMapVolume]:
+    with tempfile.TemporaryDirectory(prefix="masqd-bench-cm-") as tmp:
+        volume = ConfigMapVolume(Path(tmp) / "cm")
+        volume.write(text)
+        yield volume
+
+
+def _in_sync(mode: str) -> bool:
+    return all(chain_rules(save_nat(mode, family)) for family in (4, 6))
+
+
+def _wait_for(
+    condition: Callable[[], T], timeout: float, proc: subprocess.Popen[bytes], work: Path
+) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"masqd exited {proc.returncode}:\n{_log(work)}")
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise RuntimeError(f"masqd: condition not met within {timeout:g}s:\n{_log(work)}")
+
+
+def _log(work: Path) -> str:
+    return (work / "masqd.log").read_text(errors="replace")[-3000:]
+
+
+def _poll_kernel(mode: str, seen: Callable[[str], bool], interval: float, timeout: float) -> float:
+    """Seconds until `iptables-save -t nat` shows what seen() looks for (inf on timeout)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if seen(save_nat(mode)):
+            return time.monotonic() - start
+        time.sleep(interval)
+    return float("inf")
+
+
+def figure5(mode: str, rounds: int, report: Report) -> None:
+    """Config file changed (kubelet `..data` swap) -> the new rule in the kernel."""
+    samples = []
+    with volume_with(config_text([])) as volume, masqd(mode, volume):
+        for i in range(rounds):
+            time.sleep(random.uniform(0.2, 0.8))  # no phase lock with masqd's look at the file
+            cidr = f"198.18.{i}.0/24"
+            volume.write(config_text([cidr]))
+            samples.append(_poll_kernel(mode, lambda text, c=cidr: f"-d {c} " in text, 0.01, 10))
+    value = Stats.of(samples)
+    report.rows.append(
+        Row("5 config change -> kernel: p50", mode, value, "<= 1 s", value.median <= 1.0)
+    )
+    report.rows.append(
+        Row(
+            "5 config change -> kernel: max",
+            mode,
+            Stats(value.max, value.min, value.max, value.n),
+            "<= 2 s",
+            value.max <= 2.0,
+        )
+    )
+
+
+def figure6(mode: str, rounds: int, report: Report) -> None:
+    """Our chain flushed by someone else -> repaired, without waiting for resyncInterval."""
+    samples = []
+    with volume_with(config_text([])) as volume, masqd(mode, volume):
+        expected = len(chain_rules(save_nat(mode)))
+        for _ in range(rounds):
+            time.sleep(random.uniform(0.0, 2.0))  # no phase lock with the drift check
+            flush_chain(mode)
+            samples.append(
+                _poll_kernel(mode, lambda text: len(chain_rules(text)) == expected, 0.05, 30)
+            )
+    value = Stats.of(samples)
+    report.rows.append(Row("6 chain flushed -> repaired", mode, value, "<= 10 s", value.max <= 10))
+
+
+def figure7(mode: str, rounds: int, report: Report) -> None:
+    """Memory of masqd (supervisor + workers) idle after 100 syncs, vs a bare python."""
+    from bench.client import resync_many
+
+    with volume_with(config_text([])) as volume, masqd(mode, volume) as proc:
+        socket = _socket_of(proc)
+        resync_many(socket, 100, before_each=lambda: flush_chain(mode))
+        time.sleep(3.0)
+        masqd_mem = procstat.tree_memory(proc.pid)
+    bare = procstat.bare_python_memory()
+    total_pss = masqd_mem.total("pss")
+    report.rows.append(
+        Row(
+            "7 memory idle after 100 syncs: PSS",
+            mode,
+            Stats(total_pss, total_pss, total_pss, 1, "MiB"),
+            "<= 50 MiB",
+            total_pss <= 50,
+            Stats(bare.pss, bare.pss, bare.pss, 1, "MiB"),
+            total_pss / bare.pss,
+            note=f"{len(masqd_mem.processes)} processes; baseline: a bare python",
+        )
+    )
+    total_rss = masqd_mem.total("rss")
+    report.rows.append(
+        Row(
+            "7 memory idle after 100 syncs: RSS",
+            mode,
+            Stats(total_rss, total_rss, total_rss, 1, "MiB"),
+            "info",
+            None,
+            Stats(bare.rss, bare.rss, bare.rss, 1, "MiB"),
+            total_rss / bare.rss,
+        )
+    )
+    for p in masqd_mem.processes:
+        report.details.append(
+            f"fig 7 {mode}: pid {p.pid} {p.role}: PSS {p.pss:.1f} MiB, RSS {p.rss:.1f} MiB, "
+            f"USS {p.uss:.1f} MiB"
+        )
+    report.details.append(
+        f"fig 7 {mode}: bare python: PSS {bare.pss:.1f} MiB, RSS {bare.rss:.1f} MiB, "
+        f"USS {bare.uss:.1f} MiB"
+    )
+
+
+def figure8(mode: str, seconds: float, report: Report) -> None:
+    """CPU of masqd and every process it runs, idle with the default 60 s interval."""
+    with volume_with(config_text([])) as volume, masqd(mode, volume) as proc:
+        time.sleep(3.0)  # let start-up finish
+        before = procstat.tree_cpu(proc.pid)
+        start = time.monotonic()
+        time.sleep(seconds)
+        after = procstat.tree_cpu(proc.pid)
+        wall = time.monotonic() - start
+    percent = (after - before) / wall * 100
+    report.rows.append(
+        Row(
+            "8 CPU idle (incl. iptables children)",
+            mode,
+            Stats(percent, percent, percent, 1, "%"),
+            "<= 0.5 %",
+            percent <= 0.5,
+            note=f"over {wall:.0f} s, resyncInterval 60s, drift check 5s",
+        )
+    )
+
+
+def _socket_of(proc: subprocess.Popen[bytes]) -> str:
+    argv = proc.args
+    assert isinstance(argv, list)
+    return str(argv[argv.index("--socket") + 1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.daemon")
+    parser.add_argument("figure", type=int, choices=(5, 6, 7, 8))
+    parser.add_argument("--mode", required=True, choices=("nft", "legacy"))
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    require_own_namespace()
+    report = Report()
+    if args.figure == 5:
+        figure5(args.mode, args.rounds, report)
+    elif args.figure == 6:
+        figure6(args.mode, args.rounds, report)
+    elif args.figure == 7:
+        figure7(args.mode, args.rounds, report)
+    else:
+        figure8(args.mode, args.idle_seconds, report)
+    report.emit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""masqd in the bench's own process: Supervisor + ApiServer, and a real gRPC channel to it.
+
+Runs inside the figure's namespace. The Supervisor spawns its two workers exactly as the daemon
+does; the API is the real grpc.aio server on a unix socket under a temporary directory, and the
+bench calls it through a real channel, so a timed Resync pays for the whole path: request,
+coalescing, the worker's pipe, `iptables-save`, `iptables-restore`, and the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from masqd import logs
+from masqd.rules import Family, RenderOptions
+from masqd.settings import Settings
+from masqd.supervisor import Supervisor
+
+if TYPE_CHECKING:  # gRPC is imported only once the workers are forked, as masqd's cli does
+    import grpc
+
+    from masqd.api.v1 import control_pb2 as pb
+    from masqd.api.v1 import control_pb2_grpc as pb_grpc
+    from masqd.server import ApiServer
+
+FAMILY_IPV4 = 1  # control_pb2.FAMILY_IPV4, without importing gRPC early
+
+# CCE's shipped defaults without its VPC range: a realistic chain of a handful of rules.
+DEFAULT_CONFIG = """\
+nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7]
+masqOutBound: true
+masqOutBoundIPv6: true
+resyncInterval: 60s
+"""
+
+
+def config_with_cidrs(count: int) -> str:
+    """A config with count distinct IPv4 nonMasqueradeCIDRs (10.x.y.0/24) and a limit to match."""
+    cidrs = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(count)]
+    lines = ["nonMasqueradeCIDRs:", *(f"  - {c}" for c in cidrs)]
+    return "\n".join([*lines, "masqOutBound: true", f"cidrLimit: {max(count, 64)}", ""])
+
+
+class InProcessMasqd:
+    """A context manager: masqd running in this process, synced, with a stub to its API."""
+
+    def __init__(self, mode: str, config: str = DEFAULT_CONFIG) -> None:
+        self.mode = mode
+        self._tmp = tempfile.TemporaryDirectory(prefix="masqd-bench-")
+        work = Path(self._tmp.name)
+        (work / "config").write_text(config)
+        self.settings = Settings(
+            config_path=str(work / "config"),
+            socket=str(work / "masqd.sock"),
+            iptables_mode=mode,
+            render=RenderOptions(),
+            # Nobody tampers during a timed round except the bench itself: a drift check
+            # landing between "flush" and "Resync" would make the Resync a no-op.
+            drift_check_interval=3600.0,
+        )
+        self.supervisor = Supervisor(self.settings, mode)
+        self.api: ApiServer | None = None
+        self.channel: grpc.Channel | None = None
+
+    def __enter__(self) -> InProcessMasqd:
+        """Start masqd the way its cli does: fork the workers, then gRPC, then the supervisor."""
+        logs.setup("text", "warning")
+        logging.getLogger("masqd").setLevel(logging.WARNING)
+        self.supervisor.fork_workers()
+        import grpc
+
+        from masqd.server import ApiServer
+
+        self.api = ApiServer(self.supervisor, self.settings.socket)
+        self.api.start()
+        self.supervisor.start()
+        self._wait_in_sync(30.0)
+        self.channel = grpc.insecure_channel(f"unix:{self.settings.socket}")
+        grpc.channel_ready_future(self.channel).result(timeout=10)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.api is not None:
+            self.api.stop(0.5)
+        self.supervisor.stop(2.0)
+        self._tmp.cleanup()
+
+    def _wait_in_sync(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runners = self.supervisor.runners.values()
+            if all(r.in_sync and r.last_result is not None for r in runners):
+                return
+            time.sleep(0.02)
+        states = {f.label: (r.state, r.last_result) for f, r in self.supervisor.runners.items()}
+        raise RuntimeError(f"masqd did not reach in-sync within {timeout:g}s: {states}")
+
+    def stub(self) -> pb_grpc.ControlStub:
+        from masqd.api.v1 import control_pb2_grpc as pb_grpc
+
+        assert self.channel is not None
+        return pb_grpc.ControlStub(self.channel)
+
+    def resync(self, family: int = FAMILY_IPV4, *, changed: bool | None = None) -> None:
+        """One Resync with wait through the API; checks the result (and whether it changed)."""
+        from masqd.api.v1 import control_pb2 as pb
+
+        response = self.stub().Resync(pb.ResyncRequest(family=family), timeout=60)
+        check_response(response, changed)
+
+    def desired(self, family: Family = Family.IPV4) -> list[str]:
+        rules = self.supervisor.desired(family)
+        assert rules is not None
+        return rules
+
+    def syncs(self) -> dict[Family, int]:
+        """Syncs run so far per family (every reason)."""
+        return {f: sum(r.counts.values()) for f, r in self.supervisor.runners.items()}
+
+    def restores(self) -> dict[Family, int]:
+        return {f: r.restores for f, r in self.supervisor.runners.items()}
+
+
+def check_response(response: pb.ResyncResponse, changed: bool | None) -> None:
+    if not response.results:
+        raise RuntimeError("Resync answered without results")
+    for result in response.results:
+        if not result.ok:
+            raise RuntimeError(f"sync failed: {result.error}")
+        if changed is not None and result.family == FAMILY_IPV4 and result.changed != changed:
+            raise RuntimeError(f"expected changed={changed}, the sync said {result.changed}")

@@ -1,0 +1,198 @@
+"""Figures 1-4 and 9: masqd in this process, timed through its API against bare iptables.
+
+Run by the driver inside a fresh namespace: `python -m bench.inproc FIGURE --mode nft|legacy`.
+The imports at the top stay light: the Supervisor spawns its workers, and a spawned worker
+re-imports this module as its `__mp_main__`; they must carry what a daemon's worker carries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from bench.common import CHAIN, Report
+
+if TYPE_CHECKING:
+    from bench.harness import InProcessMasqd
+
+WARMUP = 2  # the rounds bench.common.interleaved drops
+
+
+def figure1(m: InProcessMasqd, rounds: int, report: Report) -> None:
+    """Resync with changed rules vs iptables-save + iptables-restore of the same rules."""
+    from bench.common import flush_chain, interleaved, ratio_row, restore, save_nat
+    from masqd.rules import render_restore
+
+    text = render_restore(m.desired(), CHAIN, with_jump=False)
+    ours, bare = interleaved(
+        rounds,
+        [lambda: m.resync(changed=True), lambda: (save_nat(m.mode), restore(m.mode, text))],
+        prepare=lambda: flush_chain(m.mode),
+    )
+    report.rows.append(ratio_row("1 resync, changed (vs save+restore)", m.mode, ours, bare, 1.3))
+
+
+def figure2(m: InProcessMasqd, rounds: int, report: Report) -> None:
+    """Resync with changed rules vs upstream ip-masq-agent's per-sync command sequence."""
+    from bench.common import flush_chain, interleaved, ratio_row, upstream_sync
+    from masqd.rules import render_restore
+
+    text = render_restore(m.desired(), CHAIN, with_jump=False)
+    ours, upstream = interleaved(
+        rounds,
+        [lambda: m.resync(changed=True), lambda: upstream_sync(m.mode, text)],
+        prepare=lambda: flush_chain(m.mode),
+    )
+    report.rows.append(
+        ratio_row("2 resync, changed (vs upstream -N/-C/restore)", m.mode, ours, upstream, 1.0)
+    )
+
+
+def figure3(m: InProcessMasqd, rounds: int, report: Report) -> None:
+    """No-op Resync vs a bare iptables-save; and no iptables-restore at all."""
+    from bench.common import Row, Stats, interleaved, ratio_row, save_nat
+
+    before = m.restores()
+    ours, bare = interleaved(rounds, [lambda: m.resync(changed=False), lambda: save_nat(m.mode)])
+    restores = sum(m.restores().values()) - sum(before.values())
+    report.rows.append(ratio_row("3 resync, no-op (vs iptables-save)", m.mode, ours, bare, 1.5))
+    report.rows.append(
+        Row(
+            "3 iptables-restore calls in no-op syncs",
+            m.mode,
+            Stats(restores, restores, restores, 1, "calls"),
+            "0",
+            restores == 0,
+            note=f"over {len(ours) + WARMUP} no-op resyncs",
+        )
+    )
+
+
+def figure4(m: InProcessMasqd, rounds: int, report: Report) -> None:
+    """500 concurrent Resync requests from 50 clients, both families, after a flush."""
+    from bench.burst import burst
+    from bench.common import Row, Stats, flush_chain, interleaved, percentile
+
+    # Figure 1's value, measured again here so this figure stands alone.
+    (single,) = interleaved(
+        max(rounds, 5), [lambda: m.resync(changed=True)], prepare=lambda: flush_chain(m.mode)
+    )
+    reference = Stats.of(single)
+
+    p99s: list[float] = []
+    floor: list[float] = []
+    answered: list[float] = []
+    syncs: list[float] = []
+    for _ in range(max(2, rounds // 5)):
+        health = burst(m.settings.socket, rpc="health")
+        floor.append(percentile(health.latencies, 99))
+        flush_chain(m.mode, 4)
+        flush_chain(m.mode, 6)
+        before = m.syncs()
+        result = burst(m.settings.socket, rpc="resync")
+        after = m.syncs()
+        p99s.append(percentile(result.latencies, 99) if result.latencies else float("inf"))
+        answered.append(result.answered)
+        syncs.append(max(after[f] - before[f] for f in after))
+        report.details.append(
+            f"fig 4 {m.mode}: Resync burst {result.answered}/500 answered in "
+            f"{result.span * 1000:.0f} ms, p50 {percentile(result.latencies, 50) * 1000:.0f} ms, "
+            f"p99 {p99s[-1] * 1000:.0f} ms, syncs per family "
+            f"{ {f.label: after[f] - before[f] for f in after} }; Health.Check burst in "
+            f"{health.span * 1000:.0f} ms, p99 {floor[-1] * 1000:.0f} ms"
+            + (f"; errors: {result.errors[:3]}" if result.errors else "")
+        )
+    n = len(p99s)
+    report.rows.append(
+        Row(
+            "4 burst 500/50: answered",
+            m.mode,
+            Stats.of(answered, "of 500"),
+            "all 500",
+            min(answered) == 500,
+        )
+    )
+    report.rows.append(
+        Row(
+            "4 burst 500/50: syncs per family",
+            m.mode,
+            Stats.of(syncs, "syncs"),
+            "<= 3",
+            max(syncs) <= 3,
+        )
+    )
+    p99 = Stats.of(p99s)
+    ratio = p99.median / reference.median
+    report.rows.append(
+        Row(
+            "4 burst 500/50: p99 (vs fig 1)",
+            m.mode,
+            p99,
+            "<= 3x",
+            ratio <= 3.0,
+            reference,
+            ratio,
+            note=f"{n} bursts",
+        )
+    )
+    report.rows.append(
+        Row(
+            "4 burst 500/50: p99 of Health.Check",
+            m.mode,
+            Stats.of(floor),
+            "info",
+            None,
+            reference,
+            Stats.of(floor).median / reference.median,
+            note="the gRPC floor: the cheapest RPC, same burst",
+        )
+    )
+
+
+SIZES = (64, 1000, 10000)
+
+
+def figure9(mode: str, rounds: int, report: Report) -> None:
+    """Apply time with 64 / 1,000 / 10,000 nonMasqueradeCIDRs vs a bare iptables-restore."""
+    from bench.common import interleaved, ratio_row, restore, tamper_first_rule
+    from bench.harness import InProcessMasqd, config_with_cidrs
+    from masqd.rules import render_restore
+
+    for size in SIZES:
+        with InProcessMasqd(mode, config_with_cidrs(size)) as m:
+            text = render_restore(m.desired(), CHAIN, with_jump=False)
+            ours, bare = interleaved(
+                rounds if size < 10000 else max(3, rounds // 3),
+                [lambda: m.resync(changed=True), lambda: restore(mode, text)],  # noqa: B023
+                prepare=lambda: tamper_first_rule(mode),
+            )
+            report.rows.append(
+                ratio_row(f"9 apply {size:,} CIDRs (vs iptables-restore)", mode, ours, bare, 1.3)
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inproc")
+    parser.add_argument("figure", type=int, choices=(1, 2, 3, 4, 9))
+    parser.add_argument("--mode", required=True, choices=("nft", "legacy"))
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args(argv)
+
+    from bench.common import require_own_namespace
+    from bench.harness import InProcessMasqd
+
+    require_own_namespace()
+    report = Report()
+    if args.figure == 9:
+        figure9(args.mode, args.rounds, report)
+    else:
+        figure = {1: figure1, 2: figure2, 3: figure3, 4: figure4}[args.figure]
+        with InProcessMasqd(args.mode) as m:
+            figure(m, args.rounds, report)
+    report.emit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
