@@ -2,6 +2,7 @@
 # distribution's iptables, ip6tables and ipset. Build it with `make image`
 # (scripts/build-image.sh): that script first puts the wheels of masqd, its dependencies and
 # PyInstaller into build/wheels, which this build installs from without any package index.
+# The context holds only those wheels, masqd's source and scripts/build-cni.sh (.dockerignore).
 
 # ---- builder: a virtualenv of masqd and the standalone masq-cni --------------------------
 FROM debian:bookworm-slim AS builder
@@ -22,15 +23,16 @@ RUN python3 -m venv /opt/masqd \
     && /opt/masqd/bin/pip uninstall --yes pip setuptools \
     && rm -f /opt/masqd/bin/masq-cni /opt/masqd/bin/activate* /opt/masqd/bin/Activate.ps1
 
-# masq-cni runs on the host, which may have no Python: one self-contained executable, frozen in
-# a throwaway virtualenv so PyInstaller stays out of the runtime one.
-WORKDIR /build
+# masq-cni runs on the host, which may have no Python: scripts/build-cni.sh (make cni-bin) freezes
+# it into a PyInstaller one-folder bundle, here in a throwaway virtualenv so PyInstaller stays out
+# of the runtime one.
+COPY scripts/build-cni.sh /src/scripts/
+COPY masqd/ /src/masqd/
+WORKDIR /src
 RUN python3 -m venv /build/venv \
     && /build/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
         /wheels/masqd-*.whl /wheels/pyinstaller-*.whl \
-    && printf 'import sys\n\nfrom masqd.cni.main import main\n\nsys.exit(main())\n' > masq_cni.py \
-    && /build/venv/bin/pyinstaller --onefile --name masq-cni --noconfirm --log-level WARN \
-        --distpath /build/dist --workpath /build/work --specpath /build masq_cni.py \
+    && PYTHON=/build/venv/bin/python scripts/build-cni.sh /build/dist \
     && echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION /build/dist/masq-cni
 
 # ---- runtime ----------------------------------------------------------------------------------
@@ -49,8 +51,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/*
 
 COPY --from=builder /opt/masqd /opt/masqd
-COPY --from=builder /build/dist/masq-cni /usr/local/bin/masq-cni
-RUN ln -s /opt/masqd/bin/masqd /opt/masqd/bin/masqctl /usr/local/bin/ \
+# The bundle as `masq-cni install` (the DaemonSet's init container) copies it to the host.
+COPY --from=builder /build/dist/masq-cni.d /opt/masq-cni
+RUN ln -s /opt/masqd/bin/masqd /opt/masqd/bin/masqctl /opt/masq-cni/masq-cni /usr/local/bin/ \
     && masqd --help > /dev/null && masqctl --help > /dev/null
 
 # Python writes nothing at run time (the root filesystem may be read-only) and logs unbuffered.

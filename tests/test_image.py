@@ -437,6 +437,7 @@ def test_init_container_installs_masq_cni_on_the_host(
         )
     plugin = host_bin / "masq-cni"
     assert os.access(plugin, os.X_OK)
+    assert plugin.resolve().read_bytes()[:4] == b"\x7fELF", "a native executable, not a script"
     # Standalone: it runs on the host, outside the image, with no Python of the image's.
     result = subprocess.run(
         [plugin],
