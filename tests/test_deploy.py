@@ -59,6 +59,7 @@ OVERLAY: dict[str, Any] = {
         "randomFully": True,
         "toPorts": "1024-29999,32768-65535",
         "logFormat": "text",
+        "metricsAddress": "",
     },
     "resources": {"limits": {"memory": "300Mi"}},
 }
@@ -293,6 +294,7 @@ def test_overlay_flags_become_masqd_arguments(
     assert "--random-fully" in args
     assert "--to-ports=1024-29999,32768-65535" in args
     assert "--log-format=text" in args
+    assert "--metrics-address=" in args, "empty turns the metrics endpoint off"
     assert "--nomasq-all-reserved-ranges" not in args
 
 

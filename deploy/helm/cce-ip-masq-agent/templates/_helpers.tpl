@@ -41,9 +41,7 @@ app.kubernetes.io/part-of: masqd
 {{- with $m.toPorts }}
 - --to-ports={{ . }}
 {{- end }}
-{{- with $m.metricsAddress }}
-- --metrics-address={{ . }}
-{{- end }}
+- --metrics-address={{ $m.metricsAddress }}
 - --log-format={{ $m.logFormat }}
 - --log-level={{ $m.logLevel }}
 {{- range $m.extraArgs }}
