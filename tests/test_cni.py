@@ -561,3 +561,22 @@ def test_standalone_runs_with_empty_environment(standalone: Path) -> None:
     assert_error(invoke(standalone, None), 4, "CNI_COMMAND")
     call = invoke(standalone, "VERSION", {"cniVersion": "1.1.0"})
     assert call.returncode == 0 and call.output["supportedVersions"][-1] == "1.1.0", call
+
+
+def test_standalone_installs_itself(standalone: Path, tmp_path: Path) -> None:
+    """`env -i dist/masq-cni install --chain` (what the init container runs) copies the bundle
+    into the bin dir, where it runs with an empty environment, and chains the conflist."""
+    bin_dir, conf_dir = tmp_path / "bin", tmp_path / "net.d"
+    conf_dir.mkdir()
+    conflist = cni_runtime.bridge_conflist("k8s", "cni0", SUBNET, tmp_path / "ipam", None)
+    (conf_dir / "10-bridge.conflist").write_text(json.dumps(conflist))
+    argv = ["env", "-i", str(standalone), "install", "--bin-dir", str(bin_dir)]
+    argv += ["--conf-dir", str(conf_dir), "--chain"]
+    for _ in range(2):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    assert "already installed" in proc.stdout and "already chained" in proc.stdout
+    call = invoke(bin_dir / "masq-cni", "VERSION", {"cniVersion": "1.0.0"})
+    assert call.returncode == 0 and call.output["cniVersion"] == "1.0.0", call
+    chained = json.loads((conf_dir / "10-bridge.conflist").read_text())
+    assert [p["type"] for p in chained["plugins"]] == ["bridge", "masq-cni"]
