@@ -288,7 +288,7 @@ class FamilyRunner:
             self.checks += 1
             if outcome.ok and not outcome.changed:
                 return None
-            log.warning("%s: our chain was changed by someone else; repaired", self.family.label)
+            log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
         self.counts[reason] += 1
         result = SyncResult(
             family=self.family,
