@@ -151,3 +151,24 @@ def test_foreign_rules_survive_masqd_and_cleanup(
     daemon.stop()
     assert cleanup(topo).returncode == 0
     assert [line for line in save_nat(topo, 4) if "KUBE-" in line] == foreign
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="masqd/runner.py _start(): a forked worker inherits the parent end of its own pipe "
+    "(and the IPv6 worker the IPv4 one's), so it never sees EOF when the supervisor dies",
+)
+@pytest.mark.parametrize("backend", ["nft"])
+def test_killed_supervisor_leaves_no_orphan_workers(
+    topo: netns.Topology, start_masqd: Callable[..., Masqd]
+) -> None:
+    """SIGKILL of masqd itself: its workers exit too, leaving no process in the namespace."""
+    daemon = start_masqd(GOOD)
+    assert all(f.pid > 0 for f in daemon.status().families)
+    daemon.stop(signal.SIGKILL)
+    try:
+        wait_until(lambda: netns.run(None, "ip", "netns", "pids", topo.node).split() == [], 5)
+    finally:
+        for pid in netns.run(None, "ip", "netns", "pids", topo.node).split():
+            subprocess.run(["kill", "-9", pid], check=False)
+    assert topo.chain(4) == desired(GOOD, 4)

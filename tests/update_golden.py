@@ -70,9 +70,7 @@ def main() -> int:
             text = case.rendered(family)
             if not target.exists() or target.read_text() != text:
                 target.write_text(text)
-                print(
-                    f"wrote {target.relative_to(Path.cwd()) if target.is_relative_to(Path.cwd()) else target}"
-                )
+                print(f"wrote {target}")
                 written += 1
     print(f"{written} golden file(s) changed; review them against SPEC §3 before committing")
     return 0
