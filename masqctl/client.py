@@ -128,7 +128,7 @@ class Client:
         code = cast(grpc.StatusCode, e.code())
         details = cast(str, e.details() or "")
         if code == grpc.StatusCode.UNAVAILABLE:
-            return Unreachable(self.socket, details or "unavailable")
+            return Unreachable(self.socket, _explain_unavailable(details))
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ApiError(code.name, deadline_message or details)
         exit_code = Exit.USAGE if code == grpc.StatusCode.INVALID_ARGUMENT else Exit.FAILED
@@ -178,3 +178,15 @@ class EventStream:
         code = self._call.code()
         if code != grpc.StatusCode.OK:
             raise self._client.error(self._call)
+
+
+def _explain_unavailable(details: str) -> str:
+    """gRPC's connect errors, said the way an operator needs them."""
+    if "Connection refused" in details:
+        return "connection refused: nothing listens there (a socket left by a stopped masqd?)"
+    if "Permission denied" in details:
+        return (
+            "permission denied: the socket is 0600 by default; run as its owner, or start "
+            "masqd with --socket-mode/--socket-group"
+        )
+    return details or "unavailable"

@@ -426,7 +426,7 @@ def test_stale_socket_exits_3_naming_the_socket(
         s.bind(path)
     run = masqctl("--socket", path, "health")
     assert run.code == 3
-    assert run.err.startswith(f"masqctl: masqd is unreachable on {path}: ")
+    assert run.err.startswith(f"masqctl: masqd is unreachable on {path}: connection refused")
 
 
 def test_the_masqctl_command_is_installed(tmp_path: Path) -> None:
