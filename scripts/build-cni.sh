@@ -21,15 +21,18 @@ trap 'rm -rf "$WORK"' EXIT
 
 # The plugin imports the standard library, grpc and protobuf; nothing else belongs in the
 # bundle (the dev environment has packages whose hooks would drag in numpy and friends).
+# multiprocessing comes only through concurrent.futures.process, which the plugin never uses;
+# left in, PyInstaller runs its start-up hook on every invocation (~30 ms). grpc's compiled
+# module imports pkgutil, which the analysis cannot see: named explicitly.
 excludes=(numpy yaml grpc_tools tkinter charset_normalizer setuptools pkg_resources
-  distutils pydoc_data IPython pytest _pytest)
+  distutils pydoc_data IPython pytest _pytest multiprocessing)
 args=()
 for m in "${excludes[@]}"; do args+=(--exclude-module "$m"); done
 
 start=$(date +%s)
 "$PYTHON" -m PyInstaller --noconfirm --onedir --name masq-cni --log-level WARN \
   --paths . --distpath "$WORK/dist" --workpath "$WORK/build" --specpath "$WORK" \
-  --hidden-import masqd.api.v1.control_pb2 \
+  --hidden-import masqd.api.v1.control_pb2 --hidden-import pkgutil \
   "${args[@]}" masqd/cni/__main__.py
 
 rm -rf "$OUT/masq-cni.d.new"

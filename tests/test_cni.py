@@ -301,6 +301,15 @@ def test_no_masqd_socket(dev_plugin: Path, short_dir: Path) -> None:
     assert_error(call, 11, "no socket", socket)
 
 
+def test_socket_path_not_a_socket(dev_plugin: Path, short_dir: Path) -> None:
+    """`socket` naming something that is not a socket fails at once, saying so."""
+    path = short_dir / "file"
+    path.write_text("")
+    call = invoke(dev_plugin, "ADD", netconf(socket=str(path), failurePolicy="fail"), **POD_ENV)
+    assert_error(call, 11, "not a socket")
+    assert call.seconds < 2.0
+
+
 def test_nobody_listening_on_socket(dev_plugin: Path, short_dir: Path) -> None:
     """A stale socket file (masqd killed): ADD gives masqd until the timeout, then goes on."""
     import socket as sockets

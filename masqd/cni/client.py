@@ -7,6 +7,7 @@ DEL, GC and VERSION never pay for them.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,8 +36,14 @@ class Client:
     """A connection to masqd; every call shares one deadline (time.monotonic() seconds)."""
 
     def __init__(self, socket: str, deadline: float) -> None:
-        if not os.path.exists(socket):
-            raise Unreachable(f"masqd is not running: no socket at {socket}")
+        try:
+            is_socket = stat.S_ISSOCK(os.stat(socket).st_mode)
+        except FileNotFoundError:
+            raise Unreachable(f"masqd is not running: no socket at {socket}") from None
+        except OSError as e:
+            raise Unreachable(f"cannot reach masqd's socket: {e}") from None
+        if not is_socket:
+            raise Unreachable(f"{socket} is not a socket")
         import grpc
 
         from masqd.api.v1 import control_pb2
