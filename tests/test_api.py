@@ -418,6 +418,20 @@ def test_watch_streams_config_and_sync_events(shared: Shared, events: EventLog) 
         events.wait_for(kind("CONFIG_LOADED"))
 
 
+def test_watch_and_status_report_a_restarted_worker(shared: Shared, events: EventLog) -> None:
+    """A worker killed behind masqd's back is restarted by the next sync: the Resync still
+    succeeds, Watch shows WORKER_RESTARTED, status a new pid and one more restart."""
+    before = next(f for f in shared.daemon.status().families if f.family == pb.FAMILY_IPV6)
+    os.kill(before.pid, signal.SIGKILL)
+    response = shared.stub.Resync(pb.ResyncRequest(family=pb.FAMILY_IPV6), timeout=30)
+    assert [r.ok for r in response.results] == [True]
+    restarted = events.wait_for(kind("WORKER_RESTARTED", pb.FAMILY_IPV6))
+    assert "restart" in restarted.message
+    after = next(f for f in shared.daemon.status().families if f.family == pb.FAMILY_IPV6)
+    assert after.restarts == before.restarts + 1
+    assert after.pid not in (0, before.pid)
+
+
 # -- health and reflection -----------------------------------------------------------------
 
 
