@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from masqd import flags, logs
+    from masqd import flags, logs, socketfile
     from masqd.settings import Settings
     from masqd.supervisor import Supervisor
 
@@ -130,18 +130,23 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    # First the socket: a second masqd refuses before it has started anything.
+    try:
+        lock_fd = socketfile.claim_socket(settings.socket)
+    except socketfile.SocketInUse as e:
+        log.error("%s", e)
+        return 1
+    except OSError as e:
+        log.error("cannot use the control socket %s: %s", settings.socket, e)
+        return 1
     supervisor = Supervisor(settings)
     # Workers are forked while this process has no threads and no gRPC; they share its pages.
     supervisor.fork_workers()
-    from masqd.server import ApiServer, SocketInUse
+    from masqd.server import ApiServer
 
     api = ApiServer(supervisor, settings.socket, settings.socket_mode, settings.socket_group)
     try:
-        api.start()
-    except SocketInUse as e:
-        log.error("%s", e)
-        supervisor.stop(0.5)
-        return 1
+        api.start(lock_fd)
     except OSError as e:
         log.error("cannot serve the control API on %s: %s", settings.socket, e)
         supervisor.stop(0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from masqd.config import ConfigError
@@ -28,23 +29,32 @@ def identity(path: str) -> FileIdentity | None:
         real = os.path.realpath(path)
     except FileNotFoundError:
         return None
-    except OSError:
-        # Unreadable in some other way: report a distinct identity so read() explains why.
-        return FileIdentity(path, -1, -1, -1, -1)
+    except OSError as e:
+        # Unreadable: the reason is part of the identity, so one broken state replacing
+        # another is noticed too, and read() explains it.
+        return FileIdentity(f"{os.path.realpath(path)}: {e.strerror}", -1, -1, -1, e.errno or -1)
     return FileIdentity(real, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
 def read(path: str, max_bytes: int = MAX_CONFIG_BYTES) -> bytes | None:
     """The file's bytes, None when it does not exist; ConfigError when it cannot be used."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+        # O_NONBLOCK: a FIFO at the path must not stall the config loop forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except IsADirectoryError as e:
-        raise ConfigError(f"{path} is a directory, not a config file") from e
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{path} is a directory, not a config file")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path} is not a regular file")
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from e
     if len(data) > max_bytes:
         raise ConfigError(f"{path} is larger than {max_bytes} bytes; refusing to parse it")
     return data

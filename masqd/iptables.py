@@ -10,9 +10,9 @@ from masqd.rules import Family
 
 MODES = ("legacy", "nft")
 DEFAULT_TIMEOUT = 10.0
-# iptables exits 4 (RESOURCE_PROBLEM) when it gave up waiting for the xtables lock.
-_EXIT_RESOURCE_PROBLEM = 4
-_LOCK_MESSAGES = ("xtables lock", "Resource temporarily unavailable")
+# What iptables prints when it gave up waiting for the xtables lock. The exit code alone (4)
+# does not tell: iptables-nft-restore also exits 4 when the kernel refuses a rule.
+_LOCK_MESSAGES = ("holding the xtables lock", "Can't lock")
 
 
 class IptablesError(RuntimeError):
@@ -113,7 +113,7 @@ def _run(
         raise IptablesError(f"{argv[0]} did not finish within {timeout:g}s", retryable=True) from e
     if proc.returncode != 0:
         stderr = proc.stderr.strip()
-        lock = proc.returncode == _EXIT_RESOURCE_PROBLEM or any(m in stderr for m in _LOCK_MESSAGES)
+        lock = any(m in stderr for m in _LOCK_MESSAGES)
         raise IptablesError(
             f"{' '.join(argv)} exited {proc.returncode}: {stderr or '(no message)'}",
             retryable=retry_on_lock and lock,

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -64,12 +65,23 @@ def fork_worker(opts: worker.WorkerOptions) -> tuple[WorkerProcess, Connection]:
 
 def _start(ctx: Any, opts: worker.WorkerOptions) -> tuple[WorkerProcess, Connection]:
     parent, child = ctx.Pipe()
+    target = _run_forked if ctx is _FORK else worker.run
     proc = ctx.Process(
-        target=worker.run, args=(opts, child), name=f"masqd-worker-{opts.family.label}", daemon=True
+        target=target, args=(opts, child), name=f"masqd-worker-{opts.family.label}", daemon=True
     )
     proc.start()
     child.close()
     return proc, parent
+
+
+def _run_forked(opts: worker.WorkerOptions, conn: Connection) -> None:
+    """A forked worker first closes every descriptor it inherited but stdio and its own pipe:
+    the supervisor's ends of the pipes (or the worker would never see EOF when the supervisor
+    dies) and the socket's lock (or a new masqd could not claim the socket)."""
+    keep = conn.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    worker.run(opts, conn)
 
 
 class WorkerGone(RuntimeError):

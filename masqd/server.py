@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import grp
 import logging
 import os
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -28,16 +25,13 @@ from masqd.api.v1 import control_pb2_grpc as pb_grpc
 from masqd.batching import ResyncBatcher
 from masqd.model import Event, Reason, SyncResult
 from masqd.rules import Family
+from masqd.socketfile import claim_socket
 from masqd.supervisor import RequestError, Supervisor
 
 log = logging.getLogger("masqd.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Control"].full_name
 DEFAULT_RESYNC_TIMEOUT = 30.0
-
-
-class SocketInUse(RuntimeError):
-    """Another masqd serves on the socket; we must not take it over."""
 
 
 class ControlServicer(pb_grpc.ControlServicer):
@@ -182,45 +176,6 @@ async def _families(value: pb.Family, sup: Supervisor, context: Any) -> tuple[Fa
     return (family,)
 
 
-def claim_socket(path: str) -> int:
-    """Make way for our socket: refuse if another masqd serves there, remove a stale file.
-
-    Returns the descriptor of `<path>.lock`, flock-ed for the life of the server: two masqds
-    starting at once cannot both pass the check, and a killed masqd's lock goes with it.
-    """
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.path.exists(path):
-            _remove_stale(path)
-    except BlockingIOError:
-        os.close(lock)
-        raise SocketInUse(f"another masqd is serving on {path}; refusing to take it over") from None
-    except BaseException:
-        os.close(lock)
-        raise
-    return lock
-
-
-def _remove_stale(path: str) -> None:
-    """Remove a socket nobody answers on; refuse one that answers (a server without our lock)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError as e:
-        if e.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
-            raise
-        log.info("removing stale socket %s", path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise SocketInUse(f"something is serving on {path}; refusing to take it over")
-
-
 class ApiServer:
     """Runs the grpc.aio server on its own thread and event loop."""
 
@@ -240,9 +195,12 @@ class ApiServer:
         self._health_lock = threading.Lock()
         self._health_last: dict[str, bool] = {}
 
-    def start(self) -> None:
-        """Bind the socket (0600 from the first moment) and start serving."""
-        self._lock_fd = claim_socket(self.path)
+    def start(self, lock_fd: int | None = None) -> None:
+        """Bind the socket (0600 from the first moment) and start serving.
+
+        lock_fd is the socket's lock when the caller already claimed it (see socketfile).
+        """
+        self._lock_fd = claim_socket(self.path) if lock_fd is None else lock_fd
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         self._unsubscribe = self.sup.events.subscribe(lambda _e: self._update_health())

@@ -78,7 +78,7 @@ def sync(backend: Backend, opts: WorkerOptions, rules: list[str]) -> SyncOutcome
 
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, IptablesError) and e.retryable),
-        wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.5),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
         stop=stop_after_delay(opts.retry_deadline),
         reraise=True,
     )

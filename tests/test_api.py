@@ -540,8 +540,8 @@ def test_stale_socket_of_a_killed_masqd_is_replaced(ns: str, tmp_path: Path) -> 
 
 
 def _kill_orphans(ns: str) -> None:
-    """SIGKILL whatever the killed masqd left in our namespace (its forked workers outlive it:
-    see test_lifecycle's xfail about orphan workers)."""
+    """SIGKILL whatever is left in our namespace, so a failure here cannot leak processes
+    (test_lifecycle checks that a killed masqd's workers exit by themselves)."""
     for pid in netns.run(None, "ip", "netns", "pids", ns, check=False).split():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)

@@ -171,20 +171,7 @@ def kernel_ns() -> Iterator[str]:
 LOOP = "*nat\n:LOOP - [0:0]\n-A LOOP -j LOOP\n-A POSTROUTING -j LOOP\nCOMMIT\n"
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        pytest.param(
-            "nft",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="masqd/iptables.py _run: exit 4 alone is taken for a lock timeout, but "
-                "iptables-nft-restore also exits 4 when the kernel refuses a rule",
-            ),
-        ),
-        "legacy",
-    ],
-)
+@pytest.mark.parametrize("mode", ["nft", "legacy"])
 def test_kernel_rejection_is_not_retryable(mode: str, kernel_ns: str) -> None:
     """A rule set the kernel refuses (a loop) is a final error in both modes; nothing changes."""
     result = in_ns(kernel_ns, "restore", "4", mode, "5", input=LOOP)

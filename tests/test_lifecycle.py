@@ -153,11 +153,6 @@ def test_foreign_rules_survive_masqd_and_cleanup(
     assert [line for line in save_nat(topo, 4) if "KUBE-" in line] == foreign
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="masqd/runner.py _start(): a forked worker inherits the parent end of its own pipe "
-    "(and the IPv6 worker the IPv4 one's), so it never sees EOF when the supervisor dies",
-)
 @pytest.mark.parametrize("backend", ["nft"])
 def test_killed_supervisor_leaves_no_orphan_workers(
     topo: netns.Topology, start_masqd: Callable[..., Masqd]
