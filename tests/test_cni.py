@@ -236,6 +236,8 @@ def test_error_object_speaks_the_config_version(dev_plugin: Path) -> None:
     """An error for a config we understand carries that config's cniVersion."""
     call = invoke(dev_plugin, "ADD", netconf("0.4.0", prev=None), **POD_ENV)
     assert assert_error(call, 7)["cniVersion"] == "0.4.0"
+    call = invoke(dev_plugin, "STATUS", netconf("1.0.0", prev=None))
+    assert assert_error(call, 1)["cniVersion"] == "1.0.0"
 
 
 @pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])

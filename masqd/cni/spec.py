@@ -38,11 +38,13 @@ CHAIN_OUT_OF_SYNC = 100
 class CniError(Exception):
     """A failure reported to the runtime as the spec's error object on stdout."""
 
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
+    def __init__(self, code: int, msg: str, details: str = "", version: str = "") -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.details = details
+        self.version = version
+        """The config's cniVersion, when known: the error object is written in it."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def check_version(config: Mapping[str, Any], command: str) -> str:
             INCOMPATIBLE_VERSION,
             f"config version {version} does not allow {command}",
             f"{command} needs cniVersion {since} or later",
+            version,
         )
     return version
 
@@ -162,6 +165,7 @@ def write_json(value: Mapping[str, Any], out: IO[str] | None = None) -> None:
 
 def error_object(error: CniError, version: str = CURRENT_VERSION) -> dict[str, Any]:
     """The spec's error object; cniVersion is the config's when we support it."""
+    version = error.version or version
     obj: dict[str, Any] = {
         "cniVersion": version if version in SUPPORTED_VERSIONS else CURRENT_VERSION,
         "code": error.code,
