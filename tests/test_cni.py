@@ -271,7 +271,7 @@ def test_slow_masqd_ignore_passes_through_within_timeout(
     assert call.returncode == 0, call
     assert call.output == PREV_RESULT
     assert "in time" in call.stderr and "ignore" in call.stderr
-    assert 0.3 <= call.seconds < 2.0
+    assert 0.3 <= call.seconds < 3.0  # the timeout, plus start-up on a busy machine
 
 
 def test_slow_masqd_fail_returns_try_again_later(dev_plugin: Path, fake_masqd: FakeMasqd) -> None:
@@ -280,7 +280,7 @@ def test_slow_masqd_fail_returns_try_again_later(dev_plugin: Path, fake_masqd: F
     config = netconf(socket=fake_masqd.socket, timeout="300ms", failurePolicy="fail")
     call = invoke(dev_plugin, "ADD", config, **POD_ENV)
     assert_error(call, 11, "try again later", "in time")
-    assert call.seconds < 2.0
+    assert call.seconds < 3.0
 
 
 def test_failed_sync_follows_failure_policy(dev_plugin: Path, fake_masqd: FakeMasqd) -> None:
@@ -321,7 +321,7 @@ def test_nobody_listening_on_socket(dev_plugin: Path, short_dir: Path) -> None:
         s.bind(path)  # bound, never listening: connections are refused
         call = invoke(dev_plugin, "ADD", netconf(socket=path, timeout="500ms"), **POD_ENV)
     assert call.returncode == 0 and call.output == PREV_RESULT, call
-    assert call.seconds < 2.5
+    assert call.seconds < 3.0
 
 
 def test_del_always_succeeds(dev_plugin: Path, short_dir: Path) -> None:
@@ -550,7 +550,7 @@ def test_masqd_frozen_or_stopped(node: Node, dev_plugin: Path) -> None:
             pod = node.pod(stack)
             result = ignore.add("pod-c", pod)
             assert result == ignore.last("bridge").output
-            assert 0.5 <= ignore.last("masq-cni").seconds < 2.0
+            assert 0.5 <= ignore.last("masq-cni").seconds < 3.0
             with pytest.raises(cni_runtime.PluginFailed) as failed:
                 fail.add("pod-d", node.pod(stack))
             assert_error(failed.value.call, 11, "try again later")
