@@ -87,13 +87,20 @@ EOF
 build_wheels() {
   log "wheels of masqd and its dependencies into $WHEELS"
   rm -rf "$WHEELS"
-  "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$WHEELS" \
-    . 'pyinstaller>=6.10'
+  # Fixed timestamps make the wheels byte-for-byte the same for the same source, so podman's
+  # layer cache holds across re-builds until the source really changes.
+  local epoch=${SOURCE_DATE_EPOCH:-315532800}
+  SOURCE_DATE_EPOCH=$epoch "$PYTHON" -m pip wheel --quiet --disable-pip-version-check \
+    --wheel-dir "$WHEELS" . 'pyinstaller>=6.10'
+  touch --date="@$epoch" "$WHEELS" "$WHEELS"/*
 }
 
 build_image() {
   log "podman build $IMAGE"
-  podman build --pull=never --network host --layers --tag "$IMAGE" --file Dockerfile .
+  # --format docker: the OCI image config has no SHELL, and the Dockerfile's SHELL (pipefail)
+  # must hold. `podman save` below still writes an OCI archive.
+  podman build --pull=never --network host --layers --format docker --tag "$IMAGE" \
+    --file Dockerfile .
   mkdir -p "$(dirname "$ARCHIVE")"
   rm -f "$ARCHIVE"
   podman save --format oci-archive --output "$ARCHIVE" "$IMAGE"
