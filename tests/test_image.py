@@ -126,6 +126,23 @@ def netns_exec(netns: str, *args: str, check: bool = True) -> subprocess.Complet
     return run("ip", "netns", "exec", netns, *args, check=check)
 
 
+def write_configmap_volume(directory: Path, text: str) -> None:
+    """Writes ip-masq-agent the way the kubelet updates a ConfigMap volume: a new timestamped
+    directory, then an atomic swap of the `..data` symlink that `ip-masq-agent` points through."""
+    directory.mkdir(exist_ok=True)
+    new = directory / f"..{time.time_ns()}"
+    new.mkdir()
+    (new / "ip-masq-agent").write_text(text)
+    data, swap = directory / "..data", directory / "..data_tmp"
+    old = data.resolve() if data.is_symlink() else None
+    swap.symlink_to(new.name)
+    swap.rename(data)
+    if not (directory / "ip-masq-agent").is_symlink():
+        (directory / "ip-masq-agent").symlink_to("..data/ip-masq-agent")
+    if old is not None:
+        shutil.rmtree(old)
+
+
 def require_prerequisites() -> None:
     """Root, podman and iproute2; missing ones skip locally and fail in CI."""
     missing = [tool for tool in ("podman", "ip", "make") if shutil.which(tool) is None]
@@ -157,6 +174,7 @@ class Built:
 @pytest.fixture(scope="module")
 def built_image() -> Built:
     require_prerequisites()
+    REPORT.unlink(missing_ok=True)
     build_seconds = None
     if not image_is_fresh():
         start = time.monotonic()
@@ -211,6 +229,7 @@ class Masqd:
     netns: str
     socket: str
     started: float
+    config_dir: Path  # on the host, mounted at /etc/config like the ConfigMap volume
 
 
 @pytest.fixture(scope="module")
@@ -223,10 +242,9 @@ def masqd(
     """masqd from the image, with the chart's command line, in the test's network namespace."""
     base = tmp_path_factory.mktemp("masqd-pod")
     config_dir, run_dir, lock = base / "config", base / "run-masqd", base / "xtables.lock"
-    config_dir.mkdir()
     run_dir.mkdir()
     lock.touch()
-    (config_dir / "ip-masq-agent").write_text(NODE_IDENTITY_CONFIG)
+    write_configmap_volume(config_dir, NODE_IDENTITY_CONFIG)
 
     spec = pod_container(daemonset, "masqd")
     name = f"masqd-image-test-{os.getpid()}"
@@ -245,7 +263,7 @@ def masqd(
         *spec["args"],
     )
     try:
-        yield Masqd(name, netns, "/run/masqd/masqd.sock", time.monotonic())
+        yield Masqd(name, netns, "/run/masqd/masqd.sock", time.monotonic(), config_dir)
     finally:
         logs = podman("logs", name, check=False)
         print(f"--- masqd's log ---\n{logs.stdout}{logs.stderr}")
@@ -453,6 +471,29 @@ def test_init_container_installs_masq_cni_on_the_host(
     plugins = json.loads(conflist.read_text())["plugins"]
     assert plugins[0] == bridge
     assert [p["type"] for p in plugins] == ["bridge", "masq-cni"]
+
+
+def wait_for_chain(masqd: Masqd, tool: str, expected: list[str], timeout: float = 10) -> float:
+    """Seconds until the live chain is expected; fails with what it was."""
+    start = time.monotonic()
+    while (chain := live_chain(masqd.netns, tool)[1]) != expected:
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{tool} chain after {timeout}s: {chain}")
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def test_configmap_update_takes_effect_without_a_restart(masqd: Masqd) -> None:
+    """`kubectl edit cm`: the kubelet's ..data swap reaches masqd in the container within
+    seconds; switching to the seed's own-identity config drops the IPv4 catch-all MASQUERADE."""
+    wait_healthy(masqd)
+    own_identity = NODE_IDENTITY_CONFIG.replace("masqOutBound: true", "masqOutBound: false")
+    write_configmap_volume(masqd.config_dir, own_identity)
+    seconds = wait_for_chain(masqd, "iptables", EXPECTED_CHAIN["iptables"][:-1])
+    assert live_chain(masqd.netns, "ip6tables")[1] == EXPECTED_CHAIN["ip6tables"]
+    record(seconds_to_apply_config_change=round(seconds, 2))
+    write_configmap_volume(masqd.config_dir, NODE_IDENTITY_CONFIG)
+    wait_for_chain(masqd, "iptables", EXPECTED_CHAIN["iptables"])
 
 
 def test_sigterm_stops_masqd_quickly_and_keeps_the_rules(masqd: Masqd) -> None:
