@@ -32,14 +32,16 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 # The first URI of the host's apt sources that serves $1 (a suite), e.g. http://deb.debian.org/debian.
 apt_mirror() {
-  local suite=$1
-  # deb822 (.sources) files: a stanza's URIs line before its Suites line.
+  local suite=$1 files=() f
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+    if [ -f "$f" ]; then files+=("$f"); fi
+  done
+  # deb822 (.sources) stanzas: a URIs line before its Suites line; one-line "deb URI SUITE ...".
   awk -v suite="$suite" '
     /^URIs:/ { uri = $2 }
     /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == suite && uri != "") { print uri; exit } }
     /^deb[ \t]/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i + 1) == suite) { print $i; exit } } }
-  ' $(ls /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list \
-      2>/dev/null) </dev/null | head -n 1
+  ' "${files[@]}" </dev/null | head -n 1
 }
 
 build_base() {
