@@ -30,6 +30,10 @@ export CONTAINERS_STORAGE_CONF=$PWD/deploy/podman/storage.conf
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# The debootstrap tree while the base image is made; removed however the script ends.
+ROOTFS=
+trap 'if [ -n "$ROOTFS" ]; then rm -rf "$ROOTFS"; fi' EXIT
+
 # The first URI of the host's apt sources that serves $1 (a suite), e.g. http://deb.debian.org/debian.
 apt_mirror() {
   local suite=$1 files=() f
@@ -54,7 +58,7 @@ build_base() {
   security=$(apt_mirror "$SUITE-security")
   [ -n "$mirror" ] || { echo "no Debian mirror for $SUITE in /etc/apt/sources.list*" >&2; exit 1; }
   rootfs=$(mktemp -d /var/tmp/masqd-rootfs.XXXXXX)
-  trap 'rm -rf "$rootfs"' RETURN
+  ROOTFS=$rootfs
   log "base image $BASE: debootstrap --variant=minbase $SUITE from $mirror"
   debootstrap --variant=minbase "$SUITE" "$rootfs" "$mirror" >/dev/null
   # Make it like Debian's -slim image: apt sources with updates and security, no docs, man
@@ -82,6 +86,8 @@ EOF
     "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*
   tar -C "$rootfs" --numeric-owner -c . |
     podman import --change 'CMD ["bash"]' - "$BASE" >/dev/null
+  rm -rf "$rootfs"
+  ROOTFS=
   # A short name resolves to docker.io/library/... as well; tag both so FROM finds it offline.
   podman tag "$BASE" "docker.io/library/$BASE"
 }
