@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import helm_python
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
@@ -103,7 +103,7 @@ def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def container(daemonset: dict[str, Any], name: str, init: bool = False) -> dict[str, Any]:
     spec = daemonset["spec"]["template"]["spec"]
     (found,) = [c for c in spec["initContainers" if init else "containers"] if c["name"] == name]
-    return found
+    return dict(found)
 
 
 def volume_for(daemonset: dict[str, Any], mount_path: str, name: str = "masqd") -> dict[str, Any]:
@@ -112,7 +112,7 @@ def volume_for(daemonset: dict[str, Any], mount_path: str, name: str = "masqd") 
     (mount,) = [m for m in mounts if m["mountPath"] == mount_path]
     volumes = daemonset["spec"]["template"]["spec"]["volumes"]
     (volume,) = [v for v in volumes if v["name"] == mount["name"]]
-    return volume
+    return dict(volume)
 
 
 @pytest.fixture(scope="module")
