@@ -45,12 +45,12 @@ def read(path: str, max_bytes: int = MAX_CONFIG_BYTES) -> bytes | None:
         return None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(f"{path} is {kind}, not a config file")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ConfigError(f"{path} is a directory, not a config file")
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"{path} is not a regular file")
         try:
             data = f.read(max_bytes + 1)
         except OSError as e:
