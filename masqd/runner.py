@@ -291,7 +291,8 @@ class FamilyRunner:
             self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
         with self._io:
             self.state = "syncing"
-            outcome = self._sync_on_worker(rules)
+            # The interval sync reads everything, whatever the worker remembers.
+            outcome = self._sync_on_worker(rules, full=reason in (Reason.INTERVAL, Reason.STARTUP))
             self.state = "idle"
         if outcome.changed:
             self.restores += 1
@@ -317,11 +318,11 @@ class FamilyRunner:
         self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
         return result
 
-    def _sync_on_worker(self, rules: list[str]) -> worker.SyncOutcome:
+    def _sync_on_worker(self, rules: list[str], *, full: bool) -> worker.SyncOutcome:
         """Sync, restarting a dead worker (with backoff) and trying once more on the new one."""
         for _ in range(2):
             try:
-                outcome = self._call(worker.SyncCommand(tuple(rules)))
+                outcome = self._call(worker.SyncCommand(tuple(rules), full=full))
                 assert isinstance(outcome, worker.SyncOutcome)
                 return outcome
             except WorkerGone as e:

@@ -19,6 +19,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from masqd import nftgen
 from masqd.iptables import Backend, IptablesError
 from masqd.livestate import LiveChain, parse_save
 from masqd.rules import Family, jump_rule, render_restore
@@ -39,6 +40,8 @@ class SyncCommand:
     """Make our chain hold exactly these rules (specs as iptables-save prints them)."""
 
     rules: tuple[str, ...]
+    full: bool = False
+    """Read the live state even where the worker's memory says nothing changed."""
 
 
 @dataclass(frozen=True)
@@ -61,19 +64,64 @@ class ReadOutcome:
     error: str = ""
 
 
-def sync(backend: Backend, opts: WorkerOptions, rules: list[str]) -> SyncOutcome:
-    """Compare the live chain with the rules and rewrite it only when they differ."""
+@dataclass
+class Known:
+    """What this worker last verified or wrote; lets a sync skip work that cannot change its
+    outcome. Forgotten after any failure, so the next sync reads everything again."""
+
+    rules: tuple[str, ...] | None = None
+    """The chain as last verified or written by us."""
+    jump: bool = False
+    """Our jump was in POSTROUTING then."""
+    generation: int | None = None
+    """nft mode: the ruleset generation at the last read that matched."""
+
+
+def sync(
+    backend: Backend,
+    opts: WorkerOptions,
+    rules: list[str],
+    known: Known | None = None,
+    *,
+    full: bool = False,
+) -> SyncOutcome:
+    """Compare the live chain with the rules and rewrite it only when they differ.
+
+    Two shortcuts, each safe because our restore replaces the whole chain:
+    - nft mode, rules as last verified, and the ruleset generation unchanged since: nothing in
+      the kernel changed, so there is nothing to read (one netlink round trip, no exec);
+    - rules different from what we last verified or wrote: the live chain differs from them
+      too, so reading it could not change the decision to write.
+    """
     start = time.monotonic()
+    known = known if known is not None else Known()
+    wanted = tuple(rules)
     jump = jump_rule(opts.chain)
+    nft = opts.mode == "nft"
     changed = False
+
+    unchanged_since_verified = (
+        not full and nft and known.generation is not None and known.rules == wanted
+    )
+    if unchanged_since_verified and nftgen.generation() == known.generation:
+        return SyncOutcome(True, False, time.monotonic() - start, in_sync=True)
 
     def attempt() -> None:
         nonlocal changed
-        live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
-        if live.matches(rules, jump):
-            return
-        text = render_restore(rules, opts.chain, with_jump=jump not in live.jump_rules)
+        if not full and known.rules is not None and known.rules != wanted:
+            text = render_restore(rules, opts.chain, with_jump=not known.jump)
+        else:
+            # The generation before the read: a change during the read shows up next time.
+            generation = nftgen.generation() if nft else None
+            live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
+            if live.matches(rules, jump):
+                known.rules, known.jump, known.generation = wanted, True, generation
+                return
+            text = render_restore(rules, opts.chain, with_jump=jump not in live.jump_rules)
+        known.rules = None  # unknown until the restore succeeds
         backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
+        # Written, not verified: the next sync with the same rules reads the chain back.
+        known.rules, known.jump, known.generation = wanted, True, None
         changed = True
 
     retrying = Retrying(
@@ -85,6 +133,7 @@ def sync(backend: Backend, opts: WorkerOptions, rules: list[str]) -> SyncOutcome
     try:
         retrying(attempt)
     except IptablesError as e:
+        known.rules, known.generation = None, None
         return SyncOutcome(False, changed, time.monotonic() - start, str(e))
     return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
 
@@ -104,6 +153,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     # A forked worker inherits the supervisor's handlers; SIGTERM must simply end it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     backend = Backend(opts.family, opts.mode)
+    known = Known()
     while True:
         try:
             command = conn.recv()
@@ -112,6 +162,6 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
         if command is None:
             return
         if isinstance(command, SyncCommand):
-            conn.send(sync(backend, opts, list(command.rules)))
+            conn.send(sync(backend, opts, list(command.rules), known, full=command.full))
         elif isinstance(command, ReadCommand):
             conn.send(read(backend, opts))

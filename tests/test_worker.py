@@ -191,3 +191,83 @@ def test_run_ends_when_the_pipe_closes(
     parent, child = Pipe()
     parent.close()
     worker.run(OPTS, child)
+
+
+# -- what the worker remembers between syncs -------------------------------------------------
+
+
+@pytest.fixture
+def generation(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The nft ruleset generation the worker sees; tests bump it to say 'something changed'."""
+    current = [41]
+    monkeypatch.setattr(worker.nftgen, "generation", lambda timeout=1.0: current[0])
+    return current
+
+
+def test_unchanged_generation_skips_the_read(generation: list[int]) -> None:
+    """nft: rules as last verified and the ruleset generation unchanged — no iptables exec."""
+    backend = FakeBackend(save_text(RULES))
+    known = worker.Known()
+    assert worker.sync(backend, OPTS, RULES, known).ok  # type: ignore[arg-type]
+    assert backend.saves == 1
+    outcome = worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+    assert outcome.ok and outcome.in_sync and not outcome.changed
+    assert backend.saves == 1 and backend.restores == []
+
+
+def test_changed_generation_reads_and_repairs(generation: list[int]) -> None:
+    """nft: a bumped generation (someone flushed our chain) means read, compare and repair."""
+    backend = FakeBackend(save_text(RULES))
+    known = worker.Known()
+    worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+    backend.dump = save_text([])
+    generation[0] += 1
+    outcome = worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+    assert outcome.changed and backend.saves == 2 and len(backend.restores) == 1
+
+
+def test_full_sync_reads_even_with_unchanged_generation(generation: list[int]) -> None:
+    """An interval sync (full) reads the chain whatever the worker remembers."""
+    backend = FakeBackend(save_text(RULES))
+    known = worker.Known()
+    worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+    worker.sync(backend, OPTS, RULES, known, full=True)  # type: ignore[arg-type]
+    assert backend.saves == 2
+
+
+def test_legacy_mode_always_reads() -> None:
+    """legacy has no generation id: every sync reads the chain."""
+    backend = FakeBackend(save_text(RULES))
+    known = worker.Known()
+    legacy = worker.WorkerOptions(Family.IPV4, "legacy", CHAIN, 5.0, 5, 1.0)
+    for _ in range(3):
+        assert worker.sync(backend, legacy, RULES, known).ok  # type: ignore[arg-type]
+    assert backend.saves == 3 and backend.restores == []
+
+
+def test_new_rules_are_written_without_reading_first(generation: list[int]) -> None:
+    """Rules that differ from those last verified are written at once: the read could not
+    change the decision; the jump is left out because it was there."""
+    backend = FakeBackend(save_text(RULES))
+    known = worker.Known()
+    worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+    new = [*RULES[:1], f"-A {CHAIN} -d 192.168.0.0/16 -j RETURN"]
+    outcome = worker.sync(backend, OPTS, new, known)  # type: ignore[arg-type]
+    assert outcome.changed and backend.saves == 1
+    assert JUMP not in backend.restores[0]
+    # Written, not verified: the next sync with the same rules reads them back.
+    worker.sync(backend, OPTS, new, known)  # type: ignore[arg-type]
+    assert backend.saves == 2 and len(backend.restores) == 1
+
+
+def test_failure_forgets_what_was_known(generation: list[int]) -> None:
+    """After a failed restore the worker reads everything again before deciding."""
+    rejected = IptablesError("rejected", retryable=False)
+    backend = FakeBackend(save_text(RULES), errors=[rejected])
+    known = worker.Known()
+    worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+    new = RULES[:1]
+    assert not worker.sync(backend, OPTS, new, known).ok  # type: ignore[arg-type]
+    assert known.rules is None
+    assert worker.sync(backend, OPTS, new, known).ok  # type: ignore[arg-type]
+    assert backend.saves == 2
