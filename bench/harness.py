@@ -38,9 +38,12 @@ resyncInterval: 60s
 """
 
 
-def config_with_cidrs(count: int) -> str:
-    """A config with count distinct IPv4 nonMasqueradeCIDRs (10.x.y.0/24) and a limit to match."""
+def config_with_cidrs(count: int, last: str | None = None) -> str:
+    """A config with count distinct IPv4 nonMasqueradeCIDRs (10.x.y.0/24) and a limit to match;
+    last, if given, replaces the last entry (a second config of the same size)."""
     cidrs = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(count)]
+    if last is not None:
+        cidrs[-1] = last
     lines = ["nonMasqueradeCIDRs:", *(f"  - {c}" for c in cidrs)]
     return "\n".join([*lines, "masqOutBound: true", f"cidrLimit: {max(count, 64)}", ""])
 
@@ -65,6 +68,10 @@ class InProcessMasqd:
         self.supervisor = Supervisor(self.settings, mode)
         self.api: ApiServer | None = None
         self.channel: grpc.Channel | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.settings.config_path)
 
     def __enter__(self) -> InProcessMasqd:
         """Start masqd the way its cli does: fork the workers, then gRPC, then the supervisor."""

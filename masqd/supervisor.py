@@ -77,6 +77,7 @@ class Supervisor:
         )
         self.events = EventBus()
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._config = ConfigState(settings.config_path)
         self._desired_cache: dict[Family, tuple[int, list[str]]] = {}
         self._schedule = _Schedule()
@@ -186,8 +187,17 @@ class Supervisor:
             elif configfile.identity(self.settings.config_path) != sched.file_identity:
                 self._reload(Reason.CONFIG_CHANGE)
 
-    def _reload(self, reason: Reason, *, force: bool = False) -> None:
+    def reload(self) -> dict[Family, int]:
+        """Read the file now, as a change to it would; returns the tickets of the syncs it
+        requested (none when the config did not change or was rejected)."""
+        return self._reload(Reason.CONFIG_CHANGE)
+
+    def _reload(self, reason: Reason, *, force: bool = False) -> dict[Family, int]:
         """Read and parse the file; a good change is applied, a bad one is reported and kept out."""
+        with self._reload_lock:
+            return self._reload_locked(reason, force)
+
+    def _reload_locked(self, reason: Reason, force: bool) -> dict[Family, int]:
         path = self.settings.config_path
         sched = self._schedule
         sched.file_identity = configfile.identity(path)
@@ -195,10 +205,10 @@ class Supervisor:
             data = configfile.read(path)
         except ConfigError as e:
             self._reject(str(e), f"unreadable: {e}")
-            return
+            return {}
         digest = hashlib.sha256(data if data is not None else b"\0missing").hexdigest()
         if digest == sched.applied_digest and not force:
-            return
+            return {}
         try:
             loaded = parse_config(
                 data or b"",
@@ -206,7 +216,7 @@ class Supervisor:
             )
         except ConfigError as e:
             self._reject(str(e), digest)
-            return
+            return {}
         if data is None:
             log.debug("no config file at %s; using defaults", path)
         changed = self._config.loaded is None or loaded != self._config.loaded
@@ -220,7 +230,7 @@ class Supervisor:
         sched.applied_digest = digest
         sched.rejected_digest = ""
         if not changed:
-            return
+            return {}
         for warning in loaded.warnings:
             log.warning("config %s: %s", path, warning)
         log.info(
@@ -229,10 +239,13 @@ class Supervisor:
             path,
             " (defaults)" if loaded.using_defaults else "",
         )
+        for family in self.settings.families:
+            self.desired(family)  # rendered once here, not on the apply path
         self._publish(EventKind.CONFIG_LOADED, f"generation {self._config.generation}")
         self._reschedule()
-        if reason != Reason.STARTUP:
-            self.request_sync(self.settings.families, Reason.CONFIG_CHANGE)
+        if reason == Reason.STARTUP:
+            return {}
+        return self.request_sync(self.settings.families, Reason.CONFIG_CHANGE)
 
     def _reject(self, error: str, digest: str) -> None:
         sched = self._schedule
