@@ -97,3 +97,20 @@ def running(
         yield daemon.start(wait_synced)
     finally:
         daemon.stop()
+
+
+@contextlib.contextmanager
+def quiet_masqd(workdir: Path, config_text: str, prefix: str) -> Iterator[tuple[str, Masqd]]:
+    """A masqd (nft, drift checks off) in a namespace of its own, shared by a module's tests
+    that leave it as they found it; yields the namespace and the daemon."""
+    from tests import netns
+
+    config = workdir / "ip-masq-agent"
+    config.write_text(config_text)
+    with (
+        netns.namespace(prefix) as ns,
+        running(
+            ns, workdir, config, "--iptables-mode", "nft", "--drift-check-interval", "600"
+        ) as daemon,
+    ):
+        yield ns, daemon

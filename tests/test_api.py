@@ -25,7 +25,7 @@ from masqd.api.v1 import control_pb2_grpc as pb_grpc
 from masqd.batching import DEFAULT_SPACING
 from tests import netns
 from tests.conftest import require_root
-from tests.daemon import Masqd, wait_until
+from tests.daemon import Masqd, quiet_masqd, wait_until
 
 CONFIG = """\
 nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, fc00::/7]
@@ -60,16 +60,8 @@ class Shared:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     require_root()
-    workdir = tmp_path_factory.mktemp("api")
-    config = workdir / "ip-masq-agent"
-    config.write_text(CONFIG)
-    with netns.namespace("api") as ns:
-        flags = ("--iptables-mode", "nft", "--drift-check-interval", "600")
-        daemon = Masqd(ns, workdir, config, *flags)
-        try:
-            yield Shared(ns, daemon.start())
-        finally:
-            daemon.stop()
+    with quiet_masqd(tmp_path_factory.mktemp("api"), CONFIG, "api") as (ns, daemon):
+        yield Shared(ns, daemon)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from masqd.config import parse_config
 from masqd.rules import Family, RenderOptions, render
 from tests import netns
 from tests.conftest import require_root
-from tests.daemon import Masqd, wait_until
+from tests.daemon import Masqd, quiet_masqd, wait_until
 
 CONFIG = """\
 nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, fc00::/7]
@@ -73,16 +73,8 @@ class Shared:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     """One masqd (nft, drift checks off) for the commands that leave it as they found it."""
     require_root()
-    workdir = tmp_path_factory.mktemp("masqctl")
-    config = workdir / "ip-masq-agent"
-    config.write_text(CONFIG)
-    with netns.namespace("ctl") as ns:
-        flags = ("--iptables-mode", "nft", "--drift-check-interval", "600")
-        daemon = Masqd(ns, workdir, config, *flags)
-        try:
-            yield Shared(ns, daemon.start())
-        finally:
-            daemon.stop()
+    with quiet_masqd(tmp_path_factory.mktemp("masqctl"), CONFIG, "ctl") as (ns, daemon):
+        yield Shared(ns, daemon)
 
 
 @pytest.fixture
