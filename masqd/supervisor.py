@@ -23,7 +23,7 @@ from masqd.config import (
     parse_config,
 )
 from masqd.events import EventBus
-from masqd.model import Event, EventKind, Reason, SyncResult
+from masqd.model import Event, EventKind, Reason
 from masqd.rules import Family, desired_rules
 from masqd.runner import FamilyRunner, Launcher, fork_worker, spawn_worker
 from masqd.settings import Settings
@@ -157,11 +157,10 @@ class Supervisor:
         override = self._schedule.override
         if override is not None and override.expires_at > time.time():
             return override.interval, "override", override
-        loaded = self._config.loaded
-        configured = loaded.config.resync_interval if loaded else 60.0
-        return configured, "config", None
+        return self.configured_interval(), "config", None
 
     def configured_interval(self) -> float:
+        """The config's resyncInterval (60s until a config was loaded)."""
         loaded = self._config.loaded
         return loaded.config.resync_interval if loaded else 60.0
 
@@ -280,23 +279,6 @@ class Supervisor:
 
     def request_sync(self, families: tuple[Family, ...], reason: Reason) -> dict[Family, int]:
         return {f: self.runners[f].request(reason) for f in families if f in self.runners}
-
-    def resync(
-        self, families: tuple[Family, ...], reason: Reason, *, wait: bool, timeout: float | None
-    ) -> list[SyncResult | None]:
-        """Ask for a sync now; with wait, each family's result (None where timed out)."""
-        unknown = [f.label for f in families if f not in self.runners]
-        if unknown:
-            raise RequestError(f"family {', '.join(unknown)} is not enabled (--enable-ipv6)")
-        tickets = self.request_sync(families, reason)
-        if not wait:
-            return []
-        deadline = None if timeout is None else time.monotonic() + timeout
-        results = []
-        for family, ticket in tickets.items():
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            results.append(self.runners[family].wait(ticket, left))
-        return results
 
     def read_live(self, family: Family) -> ReadOutcome:
         if family not in self.runners:
