@@ -26,6 +26,7 @@ from masqd.batching import DEFAULT_SPACING
 from tests import netns
 from tests.conftest import require_root
 from tests.daemon import Masqd, quiet_masqd, wait_until
+from tests.test_proto import SPEC_RPCS
 
 CONFIG = """\
 nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, fc00::/7]
@@ -466,14 +467,7 @@ def test_reflection_lists_services_and_describes_the_api(shared: Shared) -> None
     ]
     control = next(f for f in files if f.name == "masqd/api/v1/control.proto")
     methods = {m.name for m in control.service[0].method}
-    assert methods == {
-        "Resync",
-        "GetStatus",
-        "GetRules",
-        "SetIntervalOverride",
-        "ClearIntervalOverride",
-        "Watch",
-    }
+    assert methods == SPEC_RPCS
 
 
 # -- the socket ----------------------------------------------------------------------------

@@ -32,18 +32,21 @@ def test_the_proto_path_mirrors_the_package() -> None:
     assert pb.DESCRIPTOR.package == "masqd.api.v1"
 
 
+SPEC_RPCS = {
+    "Resync",
+    "GetStatus",
+    "GetRules",
+    "SetIntervalOverride",
+    "ClearIntervalOverride",
+    "Watch",
+}
+
+
 def test_control_offers_every_rpc_of_the_spec() -> None:
     """Resync, status, rules, the override pair and a server-streaming Watch."""
     service = pb.DESCRIPTOR.services_by_name["Control"]
     methods = {m.name: m for m in service.methods}
-    assert set(methods) == {
-        "Resync",
-        "GetStatus",
-        "GetRules",
-        "SetIntervalOverride",
-        "ClearIntervalOverride",
-        "Watch",
-    }
+    assert set(methods) == SPEC_RPCS
     assert methods["Watch"].server_streaming
     assert not any(m.client_streaming for m in methods.values())
 
