@@ -7,6 +7,7 @@ only what a sync needs.
 
 from __future__ import annotations
 
+import enum
 import signal
 import time
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ from tenacity import (
 )
 
 from masqd import nftgen
+from masqd.fingerprint import Fingerprint
 from masqd.iptables import Backend, IptablesError
 from masqd.livestate import LiveChain, parse_save
+from masqd.probe import KernelProbe, Probe
 from masqd.rules import Family, jump_rule, render_restore
 
 
@@ -66,62 +69,95 @@ class ReadOutcome:
 
 @dataclass
 class Known:
-    """What this worker last verified or wrote; lets a sync skip work that cannot change its
+    """What this worker last wrote or verified; lets a sync skip work that cannot change its
     outcome. Forgotten after any failure, so the next sync reads everything again."""
 
     rules: tuple[str, ...] | None = None
     """The chain as last verified or written by us."""
+    verified: bool = False
+    """`rules` were read back from the kernel (or, nft, written with no other change between)."""
     jump: bool = False
     """Our jump was in POSTROUTING then."""
+    fingerprint: Fingerprint | None = None
+    """The kernel's chain and jump at that moment, as the probe reads them."""
     generation: int | None = None
-    """nft mode: the ruleset generation at the last read that matched."""
+    """nft: the ruleset generation at that moment."""
+
+    def forget(self) -> None:
+        self.rules, self.verified, self.fingerprint, self.generation = None, False, None, None
+
+
+class Step(enum.Enum):
+    """What a sync does next."""
+
+    IN_SYNC = "nothing: the chain is as desired"
+    READ = "read the chain with iptables-save and compare"
+    WRITE = "write the chain (the jump is in place)"
+    WRITE_WITH_JUMP = "write the chain and the jump"
+
+
+def plan(known: Known, wanted: tuple[str, ...], probe: Probe) -> Step:
+    """Decide from what the worker knows and the probe's cheap looks, without an exec.
+
+    - rules different from those last written or verified: the live chain differs from them
+      too, so reading it could not change the decision to write;
+    - nft, and the ruleset generation unchanged since a verified state: nothing changed;
+    - the fingerprint as at a verified state: our chain and jump did not change (someone else
+      changed something else in the table);
+    - only our chain's fingerprint moved, the jump's did not: someone changed our chain, so
+      rewrite it; reading it first could not change that.
+    Anything else, or a probe that cannot tell, means reading the chain.
+    """
+    if known.rules is None:
+        return Step.READ
+    if known.rules != wanted:
+        return Step.WRITE if known.jump else Step.WRITE_WITH_JUMP
+    generation = probe.generation()
+    if known.verified and generation is not None and generation == known.generation:
+        return Step.IN_SYNC
+    current = probe.fingerprint()
+    if current is None or known.fingerprint is None:
+        return Step.READ
+    if current == known.fingerprint:
+        if not known.verified:
+            return Step.READ  # written but never read back: verify once
+        known.generation = generation  # read before the fingerprint: at worst, too old
+        return Step.IN_SYNC
+    if current.jumps == known.fingerprint.jumps and known.jump:
+        return Step.WRITE
+    return Step.READ
 
 
 def sync(
     backend: Backend,
+    probe: Probe,
     opts: WorkerOptions,
     rules: list[str],
     known: Known | None = None,
     *,
     full: bool = False,
 ) -> SyncOutcome:
-    """Compare the live chain with the rules and rewrite it only when they differ.
+    """Make the live chain hold `rules`, rewriting it only when it differs (see `plan`).
 
-    Two shortcuts, each safe because our restore replaces the whole chain:
-    - nft mode, rules as last verified, and the ruleset generation unchanged since: nothing in
-      the kernel changed, so there is nothing to read (one netlink round trip, no exec);
-    - rules different from what we last verified or wrote: the live chain differs from them
-      too, so reading it could not change the decision to write.
+    A full sync (interval, startup) reads the chain whatever the worker remembers.
     """
     start = time.monotonic()
     known = known if known is not None else Known()
     wanted = tuple(rules)
-    jump = jump_rule(opts.chain)
-    nft = opts.mode == "nft"
     changed = False
-
-    unchanged_since_verified = (
-        not full and nft and known.generation is not None and known.rules == wanted
-    )
-    if unchanged_since_verified and nftgen.generation() == known.generation:
-        return SyncOutcome(True, False, time.monotonic() - start, in_sync=True)
 
     def attempt() -> None:
         nonlocal changed
-        if not full and known.rules is not None and known.rules != wanted:
-            text = render_restore(rules, opts.chain, with_jump=not known.jump)
-        else:
-            # The generation before the read: a change during the read shows up next time.
-            generation = nftgen.generation() if nft else None
-            live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
-            if live.matches(rules, jump):
-                known.rules, known.jump, known.generation = wanted, True, generation
+        step = Step.READ if full or known.rules is None else plan(known, wanted, probe)
+        if step == Step.IN_SYNC:
+            return
+        if step == Step.READ:
+            with_jump = _read_and_compare(backend, opts, probe, known, wanted)
+            if with_jump is None:
                 return
-            text = render_restore(rules, opts.chain, with_jump=jump not in live.jump_rules)
-        known.rules = None  # unknown until the restore succeeds
-        backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
-        # Written, not verified: the next sync with the same rules reads the chain back.
-        known.rules, known.jump, known.generation = wanted, True, None
+        else:
+            with_jump = step == Step.WRITE_WITH_JUMP
+        _write(backend, opts, probe, known, wanted, with_jump)
         changed = True
 
     retrying = Retrying(
@@ -133,9 +169,56 @@ def sync(
     try:
         retrying(attempt)
     except IptablesError as e:
-        known.rules, known.generation = None, None
+        known.forget()
         return SyncOutcome(False, changed, time.monotonic() - start, str(e))
     return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
+
+
+def _read_and_compare(
+    backend: Backend, opts: WorkerOptions, probe: Probe, known: Known, wanted: tuple[str, ...]
+) -> bool | None:
+    """Read the chain; None when it is as desired (and now verified), else whether the
+    restore must also add our jump."""
+    # Probed before the read: a change during the read shows up next time.
+    generation = probe.generation()
+    before = probe.fingerprint()
+    live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
+    jump = jump_rule(opts.chain)
+    if not live.matches(list(wanted), jump):
+        return jump not in live.jump_rules
+    # The fingerprint counts only if nothing moved while iptables-save ran.
+    settled = before is not None and probe.fingerprint() == before
+    known.rules, known.verified, known.jump = wanted, True, True
+    known.fingerprint, known.generation = (before if settled else None), generation
+    return None
+
+
+def _write(
+    backend: Backend,
+    opts: WorkerOptions,
+    probe: Probe,
+    known: Known,
+    wanted: tuple[str, ...],
+    with_jump: bool,
+) -> None:
+    """One atomic iptables-restore of our chain (and jump), then a fingerprint of the result."""
+    text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
+    known.forget()  # unknown until the restore succeeds
+    before = probe.generation()
+    backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
+    after = probe.generation()
+    fingerprint = probe.fingerprint()
+    # nft: exactly one generation step across the restore means no one else wrote meanwhile,
+    # and the same generation after the fingerprint means it shows our write: verified.
+    # Otherwise the next sync that finds this fingerprint reads the chain back once.
+    verified = (
+        before is not None
+        and after == nftgen.next_generation(before)
+        and fingerprint is not None
+        and probe.generation() == after
+    )
+    known.rules, known.jump, known.fingerprint = wanted, True, fingerprint
+    known.verified, known.generation = verified, (after if verified else None)
 
 
 def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
@@ -153,6 +236,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     # A forked worker inherits the supervisor's handlers; SIGTERM must simply end it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     backend = Backend(opts.family, opts.mode)
+    probe = KernelProbe(opts.family, opts.mode, opts.chain)
     known = Known()
     while True:
         try:
@@ -162,6 +246,6 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
         if command is None:
             return
         if isinstance(command, SyncCommand):
-            conn.send(sync(backend, opts, list(command.rules), known, full=command.full))
+            conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
         elif isinstance(command, ReadCommand):
             conn.send(read(backend, opts))

@@ -28,6 +28,13 @@ def test_generation_moves_on_changes_only(ns: str) -> None:
 
 
 def test_reply_parsing_rejects_garbage() -> None:
-    """A short or foreign netlink message gives None, never an exception."""
-    assert nftgen._parse(b"") is None
-    assert nftgen._parse(b"\x00" * 40) is None
+    """A short or garbled reply gives None, never an exception."""
+    assert nftgen.gen_id(b"") is None
+    assert nftgen.gen_id(b"\x00" * 40) is None
+    assert nftgen.gen_id(b"\x08\x00\x01\x00\x00\x00\x01\x02") == 0x102
+
+
+def test_next_generation_wraps() -> None:
+    """The id is a u32: the one after 2**32 - 1 is 0."""
+    assert nftgen.next_generation(41) == 42
+    assert nftgen.next_generation(0xFFFFFFFF) == 0

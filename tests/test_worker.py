@@ -10,7 +10,9 @@ from multiprocessing import Pipe
 import pytest
 
 from masqd import worker
+from masqd.fingerprint import Fingerprint
 from masqd.iptables import IptablesError
+from masqd.livestate import parse_save
 from masqd.rules import Family, jump_rule
 
 CHAIN = "IP-MASQ-AGENT"
@@ -24,6 +26,7 @@ OPTS = worker.WorkerOptions(
     lock_wait=5,
     retry_deadline=1.0,
 )
+LEGACY = worker.WorkerOptions(Family.IPV4, "legacy", CHAIN, 5.0, 5, 1.0)
 
 
 def save_text(rules: list[str], *, chain: bool = True, jump: bool = True) -> str:
@@ -37,13 +40,17 @@ def save_text(rules: list[str], *, chain: bool = True, jump: bool = True) -> str
 
 
 class FakeBackend:
-    """Answers save_nat from a script of dumps and records every restore; errors can be queued."""
+    """Answers save_nat from a script of dumps and records every restore; errors can be queued.
+
+    `generation` plays the nft ruleset generation: each restore bumps it by one; a test that
+    plays someone else changing the table bumps it too."""
 
     def __init__(self, dump: str, errors: list[IptablesError] | None = None) -> None:
         self.dump = dump
         self.errors = list(errors or [])
         self.restores: list[str] = []
         self.saves = 0
+        self.generation = 41
 
     def save_nat(self, *, counters: bool = False, timeout: float = 10.0) -> str:
         self.saves += 1
@@ -55,10 +62,40 @@ class FakeBackend:
         self.restores.append(text)
         rules = [line for line in text.splitlines() if line.startswith(f"-A {CHAIN} ")]
         self.dump = save_text(rules)
+        self.generation += 1
 
 
-def sync(backend: FakeBackend, rules: list[str] = RULES) -> worker.SyncOutcome:
-    return worker.sync(backend, OPTS, rules)  # type: ignore[arg-type]
+class FakeProbe:
+    """The probe's view of a FakeBackend: its generation (nft) and a fingerprint of its dump;
+    `blind` plays a probe that cannot tell."""
+
+    def __init__(self, backend: FakeBackend, mode: str = "nft", blind: bool = False) -> None:
+        self.backend, self.mode, self.blind = backend, mode, blind
+        self.fingerprints = 0
+
+    def generation(self) -> int | None:
+        return self.backend.generation if self.mode == "nft" and not self.blind else None
+
+    def fingerprint(self) -> Fingerprint | None:
+        if self.blind:
+            return None
+        self.fingerprints += 1
+        live = parse_save(self.backend.dump, CHAIN)
+        chain = "\n".join(live.specs).encode() if live.chain_exists else None
+        return Fingerprint(chain, "\n".join(live.jump_rules).encode())
+
+
+def sync(
+    backend: FakeBackend,
+    rules: list[str] = RULES,
+    known: worker.Known | None = None,
+    *,
+    opts: worker.WorkerOptions = OPTS,
+    full: bool = False,
+    probe: FakeProbe | None = None,
+) -> worker.SyncOutcome:
+    probe = probe or FakeProbe(backend, opts.mode)
+    return worker.sync(backend, probe, opts, rules, known, full=full)  # type: ignore[arg-type]
 
 
 def test_unchanged_chain_is_not_rewritten() -> None:
@@ -169,6 +206,7 @@ def test_run_answers_commands_in_order_until_told_to_stop(
     """The worker loop answers sync and read commands over its pipe and ends on None."""
     backend = FakeBackend(save_text([], chain=False, jump=False))
     monkeypatch.setattr(worker, "Backend", lambda family, mode: backend)
+    monkeypatch.setattr(worker, "KernelProbe", lambda family, mode, chain: FakeProbe(backend))
     parent, child = Pipe()
     parent.send(worker.SyncCommand(tuple(RULES)))
     parent.send(worker.SyncCommand(tuple(RULES)))
@@ -188,6 +226,9 @@ def test_run_ends_when_the_pipe_closes(
 ) -> None:
     """A closed pipe (the supervisor is gone) ends the worker loop."""
     monkeypatch.setattr(worker, "Backend", lambda family, mode: FakeBackend(""))
+    monkeypatch.setattr(
+        worker, "KernelProbe", lambda family, mode, chain: FakeProbe(FakeBackend(""))
+    )
     parent, child = Pipe()
     parent.close()
     worker.run(OPTS, child)
@@ -196,78 +237,162 @@ def test_run_ends_when_the_pipe_closes(
 # -- what the worker remembers between syncs -------------------------------------------------
 
 
-@pytest.fixture
-def generation(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The nft ruleset generation the worker sees; tests bump it to say 'something changed'."""
-    current = [41]
-    monkeypatch.setattr(worker.nftgen, "generation", lambda timeout=1.0: current[0])
-    return current
-
-
-def test_unchanged_generation_skips_the_read(generation: list[int]) -> None:
-    """nft: rules as last verified and the ruleset generation unchanged — no iptables exec."""
+def synced(mode: str = "nft") -> tuple[FakeBackend, worker.Known, worker.WorkerOptions]:
+    """A backend whose chain is as desired, and a worker that has read and verified it."""
     backend = FakeBackend(save_text(RULES))
     known = worker.Known()
-    assert worker.sync(backend, OPTS, RULES, known).ok  # type: ignore[arg-type]
-    assert backend.saves == 1
-    outcome = worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+    opts = OPTS if mode == "nft" else LEGACY
+    assert sync(backend, RULES, known, opts=opts).ok
+    assert backend.saves == 1 and known.verified
+    return backend, known, opts
+
+
+def test_unchanged_generation_skips_every_read() -> None:
+    """nft: rules as verified and the generation unchanged: no exec, not even a fingerprint."""
+    backend, known, opts = synced("nft")
+    probe = FakeProbe(backend)
+    outcome = sync(backend, RULES, known, opts=opts, probe=probe)
     assert outcome.ok and outcome.in_sync and not outcome.changed
+    assert backend.saves == 1 and backend.restores == [] and probe.fingerprints == 0
+
+
+def test_change_elsewhere_in_the_table_reads_nothing() -> None:
+    """nft: another chain changed (generation moved, our fingerprint did not): in sync with no
+    exec, and the new generation is remembered for the next time."""
+    backend, known, opts = synced("nft")
+    backend.dump = backend.dump.replace("COMMIT", ":KUBE-SERVICES - [0:0]\nCOMMIT")
+    backend.generation += 5
+    outcome = sync(backend, RULES, known, opts=opts)
+    assert outcome.in_sync and not outcome.changed and backend.saves == 1
+    probe = FakeProbe(backend)
+    sync(backend, RULES, known, opts=opts, probe=probe)
+    assert probe.fingerprints == 0
+
+
+@pytest.mark.parametrize("mode", ["nft", "legacy"])
+def test_unchanged_fingerprint_is_in_sync_without_reading(mode: str) -> None:
+    """A verified chain whose fingerprint did not move is in sync: no iptables-save."""
+    backend, known, opts = synced(mode)
+    backend.generation += 1
+    for _ in range(3):
+        assert sync(backend, RULES, known, opts=opts).in_sync
     assert backend.saves == 1 and backend.restores == []
 
 
-def test_changed_generation_reads_and_repairs(generation: list[int]) -> None:
-    """nft: a bumped generation (someone flushed our chain) means read, compare and repair."""
-    backend = FakeBackend(save_text(RULES))
-    known = worker.Known()
-    worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+@pytest.mark.parametrize("mode", ["nft", "legacy"])
+def test_flushed_chain_is_rewritten_without_reading(mode: str) -> None:
+    """Someone flushed our chain (its fingerprint moved, the jump's did not): one restore of
+    the chain, no iptables-save, no second jump."""
+    backend, known, opts = synced(mode)
     backend.dump = save_text([])
-    generation[0] += 1
-    outcome = worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
-    assert outcome.changed and backend.saves == 2 and len(backend.restores) == 1
+    backend.generation += 1
+    outcome = sync(backend, RULES, known, opts=opts)
+    assert outcome.ok and outcome.changed
+    assert backend.saves == 1
+    (text,) = backend.restores
+    assert JUMP not in text and RULES[0] in text
 
 
-def test_full_sync_reads_even_with_unchanged_generation(generation: list[int]) -> None:
-    """An interval sync (full) reads the chain whatever the worker remembers."""
-    backend = FakeBackend(save_text(RULES))
-    known = worker.Known()
-    worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
-    worker.sync(backend, OPTS, RULES, known, full=True)  # type: ignore[arg-type]
-    assert backend.saves == 2
+@pytest.mark.parametrize("mode", ["nft", "legacy"])
+def test_deleted_jump_is_read_and_restored(mode: str) -> None:
+    """A moved jump fingerprint means reading: the restore then adds the jump back."""
+    backend, known, opts = synced(mode)
+    backend.dump = save_text(RULES, jump=False)
+    backend.generation += 1
+    assert sync(backend, RULES, known, opts=opts).changed
+    assert backend.saves == 2 and JUMP in backend.restores[0]
 
 
-def test_legacy_mode_always_reads() -> None:
-    """legacy has no generation id: every sync reads the chain."""
-    backend = FakeBackend(save_text(RULES))
-    known = worker.Known()
-    legacy = worker.WorkerOptions(Family.IPV4, "legacy", CHAIN, 5.0, 5, 1.0)
+def test_nft_write_with_one_generation_step_is_verified() -> None:
+    """nft: a restore that moved the generation by exactly one was the only change, so the
+    next sync reads nothing back."""
+    backend, known, opts = synced("nft")
+    backend.dump = save_text([])
+    backend.generation += 1
+    sync(backend, RULES, known, opts=opts)
+    assert known.verified
+    assert sync(backend, RULES, known, opts=opts).in_sync
+    assert backend.saves == 1 and len(backend.restores) == 1
+
+
+def test_nft_write_beside_another_writer_is_read_back() -> None:
+    """nft: another change landed during our restore (two generation steps): the next sync
+    reads the chain back once before trusting it."""
+    backend, known, opts = synced("nft")
+    backend.dump = save_text([])
+    backend.generation += 1
+    original = backend.restore
+
+    def racing_restore(text: str, *, wait: int = 5, timeout: float = 10.0) -> None:
+        original(text)
+        backend.generation += 1
+
+    backend.restore = racing_restore  # type: ignore[method-assign]
+    sync(backend, RULES, known, opts=opts)
+    assert not known.verified
+    sync(backend, RULES, known, opts=opts)
+    assert backend.saves == 2 and known.verified
+
+
+def test_legacy_write_is_read_back_once() -> None:
+    """legacy has no generation: after a write, the next sync reads the chain back once
+    (verifying it), and the ones after read nothing."""
+    backend, known, opts = synced("legacy")
+    backend.dump = save_text([])
+    sync(backend, RULES, known, opts=opts)
+    assert not known.verified
     for _ in range(3):
-        assert worker.sync(backend, legacy, RULES, known).ok  # type: ignore[arg-type]
-    assert backend.saves == 3 and backend.restores == []
-
-
-def test_new_rules_are_written_without_reading_first(generation: list[int]) -> None:
-    """Rules that differ from those last verified are written at once: the read could not
-    change the decision; the jump is left out because it was there."""
-    backend = FakeBackend(save_text(RULES))
-    known = worker.Known()
-    worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
-    new = [*RULES[:1], f"-A {CHAIN} -d 192.168.0.0/16 -j RETURN"]
-    outcome = worker.sync(backend, OPTS, new, known)  # type: ignore[arg-type]
-    assert outcome.changed and backend.saves == 1
-    assert JUMP not in backend.restores[0]
-    # Written, not verified: the next sync with the same rules reads them back.
-    worker.sync(backend, OPTS, new, known)  # type: ignore[arg-type]
+        assert not sync(backend, RULES, known, opts=opts).changed
     assert backend.saves == 2 and len(backend.restores) == 1
 
 
-def test_failure_forgets_what_was_known(generation: list[int]) -> None:
-    """After a failed restore the worker reads everything again before deciding."""
-    rejected = IptablesError("rejected", retryable=False)
-    backend = FakeBackend(save_text(RULES), errors=[rejected])
+def test_full_sync_reads_whatever_is_known() -> None:
+    """An interval sync (full) reads the chain whatever the worker remembers."""
+    backend, known, opts = synced("nft")
+    sync(backend, RULES, known, opts=opts, full=True)
+    assert backend.saves == 2
+
+
+def test_probe_that_cannot_tell_means_reading_every_time() -> None:
+    """Without a fingerprint (the probe failed), every sync reads the chain."""
+    backend = FakeBackend(save_text(RULES))
     known = worker.Known()
-    worker.sync(backend, OPTS, RULES, known)  # type: ignore[arg-type]
+    probe = FakeProbe(backend, "legacy", blind=True)
+    for _ in range(3):
+        assert sync(backend, RULES, known, opts=LEGACY, probe=probe).ok
+    assert backend.saves == 3 and backend.restores == []
+
+
+def test_fingerprint_moving_during_the_read_is_not_trusted() -> None:
+    """A chain that changed while iptables-save ran is verified, but its fingerprint is not
+    kept: the next sync reads again."""
+    backend = FakeBackend(save_text(RULES))
+    known = worker.Known()
+    probe = FakeProbe(backend, "legacy")
+    readings = iter([Fingerprint(b"before", b"j"), Fingerprint(b"after", b"j")])
+    probe.fingerprint = lambda: next(readings)  # type: ignore[method-assign]
+    sync(backend, RULES, known, opts=LEGACY, probe=probe)
+    assert known.verified and known.fingerprint is None
+    sync(backend, RULES, known, opts=LEGACY)
+    assert backend.saves == 2
+
+
+def test_new_rules_are_written_without_reading_first() -> None:
+    """Rules that differ from those last verified are written at once: the read could not
+    change the decision; the jump is left out because it was there."""
+    backend, known, opts = synced("nft")
+    new = [*RULES[:1], f"-A {CHAIN} -d 192.168.0.0/16 -j RETURN"]
+    outcome = sync(backend, new, known, opts=opts)
+    assert outcome.changed and backend.saves == 1
+    assert JUMP not in backend.restores[0]
+
+
+def test_failure_forgets_what_was_known() -> None:
+    """After a failed restore the worker reads everything again before deciding."""
+    backend, known, opts = synced("nft")
+    backend.errors.append(IptablesError("rejected", retryable=False))
     new = RULES[:1]
-    assert not worker.sync(backend, OPTS, new, known).ok  # type: ignore[arg-type]
-    assert known.rules is None
-    assert worker.sync(backend, OPTS, new, known).ok  # type: ignore[arg-type]
+    assert not sync(backend, new, known, opts=opts).ok
+    assert known.rules is None and not known.verified
+    assert sync(backend, new, known, opts=opts).ok
     assert backend.saves == 2

@@ -1,0 +1,84 @@
+"""The few nfnetlink pieces masqd needs: one request, its replies, and attribute walking.
+
+Used by nftgen.py (the ruleset generation) and nftchain.py (a dump of one chain's rules).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Iterator
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP_INTR = 0x10
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian)
+NLATTR = struct.Struct("=HH")  # len, type
+_RECV_SIZE = 1 << 16
+
+
+def nft_type(msg: int) -> int:
+    return (NFNL_SUBSYS_NFTABLES << 8) | msg
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    data = NLATTR.pack(NLATTR.size + len(payload), kind) + payload
+    return data.ljust((len(data) + 3) & ~3, b"\0")
+
+
+def attrs(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of each attribute in data[start:end]."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + NLATTR.size <= end:
+        length, kind = NLATTR.unpack_from(data, pos)
+        if length < NLATTR.size or pos + length > end:
+            raise OSError("malformed netlink attribute")
+        yield kind & NLA_TYPE_MASK, data[pos + NLATTR.size : pos + length]
+        pos += (length + 3) & ~3
+
+
+def request(
+    msg: int, family: int, payload: bytes = b"", *, dump: bool = False, timeout: float = 1.0
+) -> list[bytes]:
+    """Send one nftables request; the attribute bytes of each reply message, in order.
+
+    Raises OSError when the kernel answers with an error, or a dump was interrupted by a
+    ruleset change (the caller then knows nothing and reads the slow way).
+    """
+    seq = os.getpid() & 0xFFFF
+    flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+    body = NFGENMSG.pack(family, 0, 0) + payload
+    message = NLMSGHDR.pack(NLMSGHDR.size + len(body), nft_type(msg), flags, seq, 0) + body
+    replies: list[bytes] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        sock.settimeout(timeout)
+        sock.send(message)
+        while True:
+            data = sock.recv(_RECV_SIZE)
+            pos = 0
+            while pos + NLMSGHDR.size <= len(data):
+                length, kind, mflags, _seq, _pid = NLMSGHDR.unpack_from(data, pos)
+                if length < NLMSGHDR.size:
+                    raise OSError("malformed netlink message")
+                if mflags & NLM_F_DUMP_INTR:
+                    raise OSError("the ruleset changed during the dump")
+                if kind == NLMSG_ERROR:
+                    (error,) = struct.unpack_from("=i", data, pos + NLMSGHDR.size)
+                    if error:
+                        raise OSError(-error, os.strerror(-error))
+                    return replies  # an acknowledgement
+                if kind == NLMSG_DONE:
+                    return replies
+                replies.append(data[pos + NLMSGHDR.size + NFGENMSG.size : pos + length])
+                if not dump:
+                    return replies
+                pos += (length + 3) & ~3

@@ -1,0 +1,98 @@
+"""nft mode: our chain and jump read over netlink, without exec-ing iptables-nft-save.
+
+Two rule dumps (our chain, and POSTROUTING) from the nat table of the family. Each rule is
+hashed from its expressions, compat info and user data (the comment), leaving out what
+changes without the rule changing: its handle, its position and its counter's values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+
+from masqd import netlink
+from masqd.fingerprint import Fingerprint
+from masqd.rules import Family
+
+NFT_MSG_GETRULE = 7
+NFTA_RULE_TABLE = 1
+NFTA_RULE_CHAIN = 2
+NFTA_RULE_EXPRESSIONS = 4
+NFTA_RULE_COMPAT = 5
+NFTA_RULE_USERDATA = 7
+NFTA_EXPR_NAME = 1
+NFTA_EXPR_DATA = 2
+NFTA_IMMEDIATE_DATA = 2
+NFTA_DATA_VERDICT = 2
+NFTA_VERDICT_CODE = 1
+NFTA_VERDICT_CHAIN = 2
+NFT_JUMP = (-3).to_bytes(4, "big", signed=True)
+_KEPT = (NFTA_RULE_EXPRESSIONS, NFTA_RULE_COMPAT, NFTA_RULE_USERDATA)
+_FAMILIES = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
+
+
+def read(family: Family, chain: str) -> Fingerprint:
+    """Digests of our chain and of the POSTROUTING rules jumping to it; OSError if unreadable.
+
+    A chain that does not exist reads as an empty one: nft refuses to delete a chain a jump
+    still points at, so a missing chain also shows as a missing jump.
+    """
+    ours = _rules(family, chain)
+    postrouting = _rules(family, "POSTROUTING")
+    return digest(ours, postrouting, chain)
+
+
+def _rules(family: Family, chain: str) -> list[bytes]:
+    payload = netlink.attr(NFTA_RULE_TABLE, b"nat\0") + netlink.attr(
+        NFTA_RULE_CHAIN, chain.encode() + b"\0"
+    )
+    return netlink.request(NFT_MSG_GETRULE, _FAMILIES[family], payload, dump=True)
+
+
+def digest(ours: list[bytes], postrouting: list[bytes], chain: str) -> Fingerprint:
+    """The fingerprint from the two dumps (each rule's attributes, in order). Pure."""
+    chain_hash = hashlib.blake2b(digest_size=16)
+    for rule in ours:
+        chain_hash.update(_normalized(rule))
+    jump_hash = hashlib.blake2b(digest_size=16)
+    target = chain.encode() + b"\0"
+    for rule in postrouting:
+        if _jumps_to(rule, target):
+            jump_hash.update(_normalized(rule))
+    return Fingerprint(chain_hash.digest(), jump_hash.digest())
+
+
+def _normalized(rule: bytes) -> bytes:
+    parts: list[bytes] = []
+    for kind, payload in netlink.attrs(rule):
+        if kind not in _KEPT:
+            continue
+        if kind == NFTA_RULE_EXPRESSIONS:
+            payload = b"".join(_expression(e) for _, e in netlink.attrs(payload))
+        parts.append(netlink.attr(kind, payload))
+    return netlink.attr(0, b"".join(parts))
+
+
+def _expression(elem: bytes) -> bytes:
+    """One expression; a counter keeps only its name (its values change with traffic)."""
+    fields = dict(netlink.attrs(elem))
+    if fields.get(NFTA_EXPR_NAME) == b"counter\0":
+        return netlink.attr(NFTA_EXPR_NAME, b"counter\0")
+    return netlink.attr(0, elem)
+
+
+def _jumps_to(rule: bytes, target: bytes) -> bool:
+    """Whether the rule's verdict is a jump to the chain named target (NUL-terminated)."""
+    for kind, expressions in netlink.attrs(rule):
+        if kind != NFTA_RULE_EXPRESSIONS:
+            continue
+        for _, elem in netlink.attrs(expressions):
+            fields = dict(netlink.attrs(elem))
+            if fields.get(NFTA_EXPR_NAME) != b"immediate\0" or NFTA_EXPR_DATA not in fields:
+                continue
+            data = dict(netlink.attrs(fields[NFTA_EXPR_DATA])).get(NFTA_IMMEDIATE_DATA, b"")
+            verdict = dict(netlink.attrs(data)).get(NFTA_DATA_VERDICT, b"")
+            v = dict(netlink.attrs(verdict))
+            if v.get(NFTA_VERDICT_CODE) == NFT_JUMP and v.get(NFTA_VERDICT_CHAIN) == target:
+                return True
+    return False
