@@ -27,7 +27,10 @@ NFTA_DATA_VERDICT = 2
 NFTA_VERDICT_CODE = 1
 NFTA_VERDICT_CHAIN = 2
 NFT_JUMP = (-3).to_bytes(4, "big", signed=True)
-_KEPT = (NFTA_RULE_EXPRESSIONS, NFTA_RULE_COMPAT, NFTA_RULE_USERDATA)
+_KEPT = (NFTA_RULE_COMPAT, NFTA_RULE_USERDATA)
+# An expression is NFTA_EXPR_NAME then NFTA_EXPR_DATA; a counter's data is its values.
+_COUNTER = netlink.attr(NFTA_EXPR_NAME, b"counter\0")
+_SEPARATOR = b"\xff\xff"  # no attribute starts like this (its length is at most 0xfffc)
 _FAMILIES = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
 
 
@@ -57,28 +60,24 @@ def digest(ours: list[bytes], postrouting: list[bytes], chain: str) -> Fingerpri
     jump_hash = hashlib.blake2b(digest_size=16)
     target = chain.encode() + b"\0"
     for rule in postrouting:
-        if _jumps_to(rule, target):
+        # The byte search is a cheap first filter: most rules never name our chain.
+        if target in rule and _jumps_to(rule, target):
             jump_hash.update(_normalized(rule))
     return Fingerprint(chain_hash.digest(), jump_hash.digest())
 
 
 def _normalized(rule: bytes) -> bytes:
+    """The rule's kept attributes, each length-prefixed, counters' values left out."""
     parts: list[bytes] = []
     for kind, payload in netlink.attrs(rule):
-        if kind not in _KEPT:
-            continue
         if kind == NFTA_RULE_EXPRESSIONS:
-            payload = b"".join(_expression(e) for _, e in netlink.attrs(payload))
-        parts.append(netlink.attr(kind, payload))
-    return netlink.attr(0, b"".join(parts))
-
-
-def _expression(elem: bytes) -> bytes:
-    """One expression; a counter keeps only its name (its values change with traffic)."""
-    fields = dict(netlink.attrs(elem))
-    if fields.get(NFTA_EXPR_NAME) == b"counter\0":
-        return netlink.attr(NFTA_EXPR_NAME, b"counter\0")
-    return netlink.attr(0, elem)
+            for _, elem in netlink.attrs(payload):
+                parts.append(_COUNTER if elem.startswith(_COUNTER) else elem)
+                parts.append(_SEPARATOR)
+        elif kind in _KEPT:
+            parts.append(payload)
+        parts.append(_SEPARATOR)
+    return b"".join(parts)
 
 
 def _jumps_to(rule: bytes, target: bytes) -> bool:

@@ -82,9 +82,12 @@ class Known:
     """The kernel's chain and jump at that moment, as the probe reads them."""
     generation: int | None = None
     """nft: the ruleset generation at that moment."""
+    unsettled: tuple[int | None, int | None] | None = None
+    """After a write: the generations around the restore, until `settle` fingerprints it."""
 
     def forget(self) -> None:
         self.rules, self.verified, self.fingerprint, self.generation = None, False, None, None
+        self.unsettled = None
 
 
 class Step(enum.Enum):
@@ -145,6 +148,7 @@ def sync(
     known = known if known is not None else Known()
     wanted = tuple(rules)
     changed = False
+    settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> None:
         nonlocal changed
@@ -201,24 +205,35 @@ def _write(
     wanted: tuple[str, ...],
     with_jump: bool,
 ) -> None:
-    """One atomic iptables-restore of our chain (and jump), then a fingerprint of the result."""
+    """One atomic iptables-restore of our chain (and jump). Fingerprinting the result is left
+    to `settle`, which the worker runs after it has answered."""
     text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
     known.forget()  # unknown until the restore succeeds
     before = probe.generation()
     backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
-    after = probe.generation()
+    known.rules, known.jump, known.unsettled = wanted, True, (before, probe.generation())
+
+
+def settle(probe: Probe, known: Known) -> None:
+    """Fingerprint what the last write left in the kernel.
+
+    nft: exactly one generation step across the restore means no one else wrote meanwhile,
+    and the same generation after the fingerprint means it shows our write: verified.
+    Otherwise the next sync that finds this fingerprint reads the chain back once.
+    """
+    if known.unsettled is None:
+        return
+    before, after = known.unsettled
+    known.unsettled = None
     fingerprint = probe.fingerprint()
-    # nft: exactly one generation step across the restore means no one else wrote meanwhile,
-    # and the same generation after the fingerprint means it shows our write: verified.
-    # Otherwise the next sync that finds this fingerprint reads the chain back once.
     verified = (
         before is not None
         and after == nftgen.next_generation(before)
         and fingerprint is not None
         and probe.generation() == after
     )
-    known.rules, known.jump, known.fingerprint = wanted, True, fingerprint
-    known.verified, known.generation = verified, (after if verified else None)
+    known.fingerprint, known.verified = fingerprint, verified
+    known.generation = after if verified else None
 
 
 def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
@@ -247,5 +262,6 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
             return
         if isinstance(command, SyncCommand):
             conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
+            settle(probe, known)  # after answering: off the caller's path
         elif isinstance(command, ReadCommand):
             conn.send(read(backend, opts))

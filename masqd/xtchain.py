@@ -138,7 +138,7 @@ def _chain_start(blob: bytes, layout: _Layout, chain: str) -> int | None:
         if start >= 0:
             target_offset, next_offset = _OFFSETS.unpack_from(blob, start + layout.offsets)
             if target_offset == layout.entry_size and start + next_offset <= len(blob):
-                return start + next_offset
+                return int(start + next_offset)
         found = blob.find(pattern, found + 1)
     return None
 

@@ -310,9 +310,21 @@ def test_nft_write_with_one_generation_step_is_verified() -> None:
     backend.dump = save_text([])
     backend.generation += 1
     sync(backend, RULES, known, opts=opts)
-    assert known.verified
+    assert known.unsettled is not None and not known.verified
+    worker.settle(FakeProbe(backend), known)
+    assert known.verified and known.unsettled is None
     assert sync(backend, RULES, known, opts=opts).in_sync
     assert backend.saves == 1 and len(backend.restores) == 1
+
+
+def test_sync_settles_a_write_the_caller_did_not() -> None:
+    """A sync right after a write first fingerprints that write, then decides."""
+    backend, known, opts = synced("nft")
+    backend.dump = save_text([])
+    backend.generation += 1
+    sync(backend, RULES, known, opts=opts)
+    assert sync(backend, RULES, known, opts=opts).in_sync
+    assert known.verified and backend.saves == 1
 
 
 def test_nft_write_beside_another_writer_is_read_back() -> None:
@@ -329,6 +341,7 @@ def test_nft_write_beside_another_writer_is_read_back() -> None:
 
     backend.restore = racing_restore  # type: ignore[method-assign]
     sync(backend, RULES, known, opts=opts)
+    worker.settle(FakeProbe(backend), known)
     assert not known.verified
     sync(backend, RULES, known, opts=opts)
     assert backend.saves == 2 and known.verified
@@ -340,7 +353,8 @@ def test_legacy_write_is_read_back_once() -> None:
     backend, known, opts = synced("legacy")
     backend.dump = save_text([])
     sync(backend, RULES, known, opts=opts)
-    assert not known.verified
+    worker.settle(FakeProbe(backend, "legacy"), known)
+    assert not known.verified and known.fingerprint is not None
     for _ in range(3):
         assert not sync(backend, RULES, known, opts=opts).changed
     assert backend.saves == 2 and len(backend.restores) == 1
