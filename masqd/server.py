@@ -78,7 +78,11 @@ class ControlServicer(pb_grpc.ControlServicer):
         remaining = context.time_remaining()
         timeout = DEFAULT_RESYNC_TIMEOUT if remaining is None else remaining
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*waits), timeout))
+            # asyncio.timeout, and no gather for one family: no extra task on the hot path.
+            async with asyncio.timeout(timeout):
+                if len(waits) == 1:
+                    return [await waits[0]]
+                return list(await asyncio.gather(*waits))
         except TimeoutError:
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "the sync did not finish in time"
