@@ -8,6 +8,7 @@ changes without the rule changing: its handle, its position and its counter's va
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 
 from masqd import netlink
@@ -28,9 +29,16 @@ NFTA_VERDICT_CODE = 1
 NFTA_VERDICT_CHAIN = 2
 NFT_JUMP = (-3).to_bytes(4, "big", signed=True)
 _KEPT = (NFTA_RULE_COMPAT, NFTA_RULE_USERDATA)
-# An expression is NFTA_EXPR_NAME then NFTA_EXPR_DATA; a counter's data is its values.
-_COUNTER = netlink.attr(NFTA_EXPR_NAME, b"counter\0")
-_SEPARATOR = b"\xff\xff"  # no attribute starts like this (its length is at most 0xfffc)
+# A counter expression as the kernel dumps it: its name, then NFTA_EXPR_DATA (nested) holding
+# NFTA_COUNTER_BYTES and NFTA_COUNTER_PACKETS, 8 bytes each. One regex over a rule's
+# expressions blanks the values; a layout it does not match (a kernel that pads u64
+# attributes) leaves them in, so the fingerprint moves with traffic: slower (the worker then
+# reads with iptables-save), never wrong.
+_COUNTER_VALUES = re.compile(
+    re.escape(netlink.attr(NFTA_EXPR_NAME, b"counter\0"))
+    + rb"(\x1c\x00\x02[\x00\x80]\x0c\x00\x01\x00).{8}(\x0c\x00\x02\x00).{8}",
+    re.DOTALL,
+)
 _FAMILIES = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
 
 
@@ -67,17 +75,18 @@ def digest(ours: list[bytes], postrouting: list[bytes], chain: str) -> Fingerpri
 
 
 def _normalized(rule: bytes) -> bytes:
-    """The rule's kept attributes, each length-prefixed, counters' values left out."""
+    """The rule's kept attributes, each length-prefixed, counters' values blanked."""
     parts: list[bytes] = []
     for kind, payload in netlink.attrs(rule):
         if kind == NFTA_RULE_EXPRESSIONS:
-            for _, elem in netlink.attrs(payload):
-                parts.append(_COUNTER if elem.startswith(_COUNTER) else elem)
-                parts.append(_SEPARATOR)
+            parts.append(netlink.attr(kind, _COUNTER_VALUES.sub(_blank_counter, payload)))
         elif kind in _KEPT:
-            parts.append(payload)
-        parts.append(_SEPARATOR)
-    return b"".join(parts)
+            parts.append(netlink.attr(kind, payload))
+    return netlink.attr(0, b"".join(parts))
+
+
+def _blank_counter(match: re.Match[bytes]) -> bytes:
+    return match.group(1) + bytes(8) + match.group(2) + bytes(8)
 
 
 def _jumps_to(rule: bytes, target: bytes) -> bool:

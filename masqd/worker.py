@@ -190,8 +190,12 @@ def _read_and_compare(
     jump = jump_rule(opts.chain)
     if not live.matches(list(wanted), jump):
         return jump not in live.jump_rules
-    # The fingerprint counts only if nothing moved while iptables-save ran.
-    settled = before is not None and probe.fingerprint() == before
+    # The fingerprint counts only if nothing moved while iptables-save ran: nft tells by its
+    # generation, legacy by a second fingerprint.
+    if generation is not None:
+        settled = before is not None and probe.generation() == generation
+    else:
+        settled = before is not None and probe.fingerprint() == before
     known.rules, known.verified, known.jump = wanted, True, True
     known.fingerprint, known.generation = (before if settled else None), generation
     return None

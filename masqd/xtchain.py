@@ -46,15 +46,14 @@ class _Layout:
     level: int
     sock_family: int
     offsets: int  # target_offset (u16), next_offset (u16)
-    comefrom: int  # u32, set by the kernel from the hooks that reach the entry
-    counters: int  # struct xt_counters, 16 bytes
+    volatile: tuple[int, int]  # comefrom (set by the kernel) up to the end of the counters
     entry_size: int  # sizeof the entry header: where matches (or the target) begin
 
 
 _LAYOUTS = {
     # struct ipt_ip is 84 bytes; struct ip6t_ip6 is 136; both entries align counters to 8.
-    Family.IPV4: _Layout(socket.IPPROTO_IP, socket.AF_INET, 88, 92, 96, 112),
-    Family.IPV6: _Layout(socket.IPPROTO_IPV6, socket.AF_INET6, 140, 144, 152, 168),
+    Family.IPV4: _Layout(socket.IPPROTO_IP, socket.AF_INET, 88, (92, 112), 112),
+    Family.IPV6: _Layout(socket.IPPROTO_IPV6, socket.AF_INET6, 140, (144, 168), 168),
 }
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -78,32 +77,26 @@ def _nat_blob(family: Family) -> tuple[tuple[int, ...], tuple[int, ...], bytes]:
     layout = _LAYOUTS[family]
     with socket.socket(layout.sock_family, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
         name = b"nat".ljust(_TABLE_NAME_LEN, b"\0")
-        info, _ = _getsockopt(sock, layout.level, _SO_GET_INFO, name, _GETINFO.size)
-        fields = _GETINFO.unpack(info.raw)
+        info = _getsockopt(sock, layout.level, _SO_GET_INFO, bytearray(name.ljust(_GETINFO.size)))
+        fields = _GETINFO.unpack(info)
         hooks, underflows, size = fields[2:7], fields[7:12], fields[13]
-        request = name + struct.pack("=I", size)
-        entries, length = _getsockopt(
-            sock, layout.level, _SO_GET_ENTRIES, request, _GET_ENTRIES_HEAD + size
-        )
-    # One copy of the entry table (a kube-proxy-sized table is megabytes).
-    blob = ctypes.string_at(
-        ctypes.addressof(entries) + _GET_ENTRIES_HEAD, length - _GET_ENTRIES_HEAD
-    )
-    return hooks, underflows, blob
+        request = bytearray(_GET_ENTRIES_HEAD + size)
+        request[: _TABLE_NAME_LEN + 4] = name + struct.pack("=I", size)
+        entries = _getsockopt(sock, layout.level, _SO_GET_ENTRIES, request)
+    # A kube-proxy-sized table is megabytes: the kernel writes into one buffer, copied once.
+    return hooks, underflows, entries[_GET_ENTRIES_HEAD:].tobytes()
 
 
-def _getsockopt(
-    sock: socket.socket, level: int, option: int, head: bytes, size: int
-) -> tuple[ctypes.Array[ctypes.c_char], int]:
+def _getsockopt(sock: socket.socket, level: int, option: int, buf: bytearray) -> memoryview:
     """getsockopt with an input buffer (which Python's socket.getsockopt cannot pass): the
-    buffer, starting with head, and the length the kernel filled in."""
-    buf = ctypes.create_string_buffer(size)
-    ctypes.memmove(buf, head, len(head))
-    length = ctypes.c_uint32(size)
-    if _libc.getsockopt(sock.fileno(), level, option, buf, ctypes.byref(length)) != 0:
+    kernel reads the request from buf and writes its answer over it."""
+    length = ctypes.c_uint32(len(buf))
+    view = (ctypes.c_char * len(buf)).from_buffer(buf)
+    if _libc.getsockopt(sock.fileno(), level, option, view, ctypes.byref(length)) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
-    return buf, length.value
+    del view  # release the export, or buf cannot be resized or freed
+    return memoryview(buf)[: length.value]
 
 
 def digest(family: Family, blob: bytes, hook: int, underflow: int, chain: str) -> Fingerprint:
@@ -116,9 +109,16 @@ def digest(family: Family, blob: bytes, hook: int, underflow: int, chain: str) -
     first_rule = _chain_start(blob, layout, chain)
     if first_rule is None:
         return Fingerprint(None, b"")
-    chain_hash = hashlib.blake2b(digest_size=16)
-    for start, end, _ in _walk(blob, layout, first_rule, len(blob)):
-        chain_hash.update(_cleared(blob, start, end, layout, None))
+    # Our chain in one piece, its entries' volatile fields cleared: one hash update, however
+    # many thousand rules it holds.
+    starts, end = _chain_entries(blob, layout, first_rule)
+    rules = bytearray(blob[first_rule:end])
+    low, high = layout.volatile
+    blank = bytes(high - low)
+    for start in starts:
+        at = start - first_rule
+        rules[at + low : at + high] = blank
+    chain_hash = hashlib.blake2b(rules, digest_size=16)
     jump_hash = hashlib.blake2b(digest_size=16)
     for start, end, data in _walk(blob, layout, hook, underflow):
         standard = blob[data - _TARGET_HEAD.size + 2] == 0  # an empty target name
@@ -143,6 +143,23 @@ def _chain_start(blob: bytes, layout: _Layout, chain: str) -> int | None:
     return None
 
 
+def _chain_entries(blob: bytes, layout: _Layout, first: int) -> tuple[list[int], int]:
+    """The offsets of a chain's entries from first up to the next ERROR entry, and that
+    entry's offset. `_walk` unrolled: a chain can hold thousands of rules."""
+    unpack, where, size = _OFFSETS.unpack_from, layout.offsets, len(blob)
+    starts: list[int] = []
+    offset = first
+    while offset < size:
+        target_offset, next_offset = unpack(blob, offset + where)
+        if next_offset == 0 or target_offset + _TARGET_HEAD.size > next_offset:
+            raise OSError("malformed x_tables blob")
+        if blob.startswith(b"ERROR\0", offset + target_offset + 2):
+            return starts, offset
+        starts.append(offset)
+        offset += next_offset
+    raise OSError("malformed x_tables blob: a chain without an end")
+
+
 def _walk(blob: bytes, layout: _Layout, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
     """(start, end, target data offset) of each entry from start, until stop or the next
     ERROR entry (the head of the next chain)."""
@@ -159,12 +176,11 @@ def _walk(blob: bytes, layout: _Layout, start: int, stop: int) -> Iterator[tuple
         offset = end
 
 
-def _cleared(blob: bytes, start: int, end: int, layout: _Layout, verdict_at: int | None) -> bytes:
-    """One entry's bytes with counters and comefrom cleared (and a jump verdict masked)."""
+def _cleared(blob: bytes, start: int, end: int, layout: _Layout, verdict_at: int) -> bytes:
+    """A jump entry's bytes: counters and comefrom cleared, the verdict (an offset) masked."""
     entry = bytearray(blob[start:end])
-    entry[layout.comefrom : layout.comefrom + 4] = bytes(4)
-    entry[layout.counters : layout.counters + 16] = bytes(16)
-    if verdict_at is not None:
-        at = verdict_at - start
-        entry[at : at + 4] = _JUMP_MARKER
+    low, high = layout.volatile
+    entry[low:high] = bytes(high - low)
+    at = verdict_at - start
+    entry[at : at + 4] = _JUMP_MARKER
     return bytes(entry)

@@ -410,3 +410,20 @@ def test_failure_forgets_what_was_known() -> None:
     assert known.rules is None and not known.verified
     assert sync(backend, new, known, opts=opts).ok
     assert backend.saves == 2
+
+
+def test_generation_moving_during_the_read_is_not_trusted() -> None:
+    """nft: a generation that moved while iptables-save ran means the fingerprint taken
+    before it is not kept (nor the generation trusted past the next change)."""
+    backend = FakeBackend(save_text(RULES))
+    known = worker.Known()
+    probe = FakeProbe(backend)
+    original = backend.save_nat
+
+    def racing_save(*, counters: bool = False, timeout: float = 10.0) -> str:
+        backend.generation += 1
+        return original(counters=counters, timeout=timeout)
+
+    backend.save_nat = racing_save  # type: ignore[method-assign]
+    sync(backend, RULES, known, probe=probe)
+    assert known.verified and known.fingerprint is None
