@@ -219,6 +219,7 @@ class Supervisor:
         if data is None:
             log.debug("no config file at %s; using defaults", path)
         changed = self._config.loaded is None or loaded != self._config.loaded
+        previous = {f: self.desired(f) for f in self.settings.families}
         with self._lock:
             self._config = ConfigState(
                 path=path,
@@ -238,13 +239,14 @@ class Supervisor:
             path,
             " (defaults)" if loaded.using_defaults else "",
         )
-        for family in self.settings.families:
-            self.desired(family)  # rendered once here, not on the apply path
+        # Rendered once here, not on the apply path; a family whose rules stay as they were
+        # (say, only resyncInterval changed) has nothing to apply.
+        affected = tuple(f for f in self.settings.families if self.desired(f) != previous[f])
         self._publish(EventKind.CONFIG_LOADED, f"generation {self._config.generation}")
         self._reschedule()
-        if reason == Reason.STARTUP:
+        if reason == Reason.STARTUP or not affected:
             return {}
-        return self.request_sync(self.settings.families, Reason.CONFIG_CHANGE)
+        return self.request_sync(affected, Reason.CONFIG_CHANGE)
 
     def _reject(self, error: str, digest: str) -> None:
         sched = self._schedule

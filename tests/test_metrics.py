@@ -103,6 +103,22 @@ def test_rejected_config_counts_a_failure(
 
 
 @nft_only
+def test_config_change_that_keeps_the_rules_requests_no_sync(
+    topo: netns.Topology, start_masqd: Callable[..., Masqd]
+) -> None:
+    """A new config whose rules are the same (only resyncInterval changed) is loaded as a new
+    generation, and no family is asked to sync for it."""
+    daemon = start_masqd(GOOD)
+    daemon.config.write_text(GOOD + "resyncInterval: 90s\n")
+    m = wait_until(lambda: _when(scrape(topo.node), "masqd_config_generation", 2))
+    assert m.value("masqd_config_loads_total", result="success") == 2
+    requests = m.matching("masqd_resync_requests_total", source="config_change")
+    assert sum(requests.values()) == 0
+    syncs = m.matching("masqd_syncs_total", reason="config_change")
+    assert sum(syncs.values()) == 0
+
+
+@nft_only
 def test_flushed_chain_counts_a_drift_repair(
     topo: netns.Topology, start_masqd: Callable[..., Masqd]
 ) -> None:
