@@ -96,6 +96,18 @@ def ratio_row(
     return Row(figure, backend, v, f"<= {limit:g}x", ratio <= limit, b, ratio)
 
 
+def info_row(
+    figure: str, backend: str, value: Sequence[float], baseline: Sequence[float], note: str = ""
+) -> Row:
+    """A row shown for information: the ratio of the medians, no goal."""
+    v, b = Stats.of(value), Stats.of(baseline)
+    return Row(figure, backend, v, "info", None, b, v.median / b.median, note)
+
+
+IDLE_PAUSE = 0.05
+"""How long the bench sleeps before an 'after idle' baseline (see bench/README.md)."""
+
+
 def timed(action: Callable[[], object]) -> float:
     """Seconds action took (wall clock, perf_counter)."""
     start = time.perf_counter()
