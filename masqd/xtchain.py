@@ -68,45 +68,64 @@ _libc.getsockopt.argtypes = [
 
 def read(family: Family, chain: str) -> Fingerprint:
     """Digests of our chain and of the POSTROUTING rules jumping to it; OSError if unreadable."""
-    hooks, underflows, blob = _nat_blob(family)
+    hooks, underflows, buf = _nat_blob(family)
     hook, underflow = hooks[_NF_INET_POST_ROUTING], underflows[_NF_INET_POST_ROUTING]
-    return digest(family, blob, hook, underflow, chain)
+    return digest(family, buf, hook, underflow, chain, base=_GET_ENTRIES_HEAD)
 
 
-def _nat_blob(family: Family) -> tuple[tuple[int, ...], tuple[int, ...], bytes]:
+# One buffer per family, kept between reads: beside a kube-proxy-sized table the blob is
+# megabytes, and a fresh buffer every drift check costs more in page faults than the copy
+# the kernel makes into it.
+_buffers: dict[Family, bytearray] = {}
+
+
+def _nat_blob(family: Family) -> tuple[tuple[int, ...], tuple[int, ...], bytearray]:
+    """The hooks, underflows and a buffer holding struct ipt_get_entries (the entry table
+    starts at _GET_ENTRIES_HEAD)."""
     layout = _LAYOUTS[family]
     with socket.socket(layout.sock_family, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
         name = b"nat".ljust(_TABLE_NAME_LEN, b"\0")
-        info = _getsockopt(sock, layout.level, _SO_GET_INFO, bytearray(name.ljust(_GETINFO.size)))
+        info = bytearray(name.ljust(_GETINFO.size, b"\0"))
+        _getsockopt(sock, layout.level, _SO_GET_INFO, info)
         fields = _GETINFO.unpack(info)
         hooks, underflows, size = fields[2:7], fields[7:12], fields[13]
-        request = bytearray(_GET_ENTRIES_HEAD + size)
-        request[: _TABLE_NAME_LEN + 4] = name + struct.pack("=I", size)
-        entries = _getsockopt(sock, layout.level, _SO_GET_ENTRIES, request)
-    # A kube-proxy-sized table is megabytes: the kernel writes into one buffer, copied once.
-    return hooks, underflows, entries[_GET_ENTRIES_HEAD:].tobytes()
+        buf = _buffers.get(family)
+        if buf is None or len(buf) != _GET_ENTRIES_HEAD + size:
+            buf = _buffers[family] = bytearray(_GET_ENTRIES_HEAD + size)
+        buf[: _TABLE_NAME_LEN + 4] = name + struct.pack("=I", size)
+        _getsockopt(sock, layout.level, _SO_GET_ENTRIES, buf)
+    return hooks, underflows, buf
 
 
-def _getsockopt(sock: socket.socket, level: int, option: int, buf: bytearray) -> memoryview:
+def _getsockopt(sock: socket.socket, level: int, option: int, buf: bytearray) -> None:
     """getsockopt with an input buffer (which Python's socket.getsockopt cannot pass): the
     kernel reads the request from buf and writes its answer over it."""
     length = ctypes.c_uint32(len(buf))
     view = (ctypes.c_char * len(buf)).from_buffer(buf)
-    if _libc.getsockopt(sock.fileno(), level, option, view, ctypes.byref(length)) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-    del view  # release the export, or buf cannot be resized or freed
-    return memoryview(buf)[: length.value]
+    try:
+        if _libc.getsockopt(sock.fileno(), level, option, view, ctypes.byref(length)) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+    finally:
+        del view  # release the export, or buf could never be freed
+    if length.value != len(buf):
+        raise OSError(f"the kernel answered {length.value} bytes, not {len(buf)}")
 
 
-def digest(family: Family, blob: bytes, hook: int, underflow: int, chain: str) -> Fingerprint:
-    """The fingerprint of our chain and jump in a nat table blob. Pure.
+Blob = bytes | bytearray
+
+
+def digest(
+    family: Family, blob: Blob, hook: int, underflow: int, chain: str, base: int = 0
+) -> Fingerprint:
+    """The fingerprint of our chain and jump in a nat table blob whose entry table starts at
+    base (hook and underflow, like jump verdicts, count from there). Pure.
 
     Only two short stretches of the blob are walked: POSTROUTING, whose bounds the kernel
     gives, and our chain, whose head entry is found by a byte search for its ERROR target.
     """
     layout = _LAYOUTS[family]
-    first_rule = _chain_start(blob, layout, chain)
+    first_rule = _chain_start(blob, layout, chain, base)
     if first_rule is None:
         return Fingerprint(None, b"")
     # Our chain in one piece, its entries' volatile fields cleared: one hash update, however
@@ -120,22 +139,22 @@ def digest(family: Family, blob: bytes, hook: int, underflow: int, chain: str) -
         rules[at + low : at + high] = blank
     chain_hash = hashlib.blake2b(rules, digest_size=16)
     jump_hash = hashlib.blake2b(digest_size=16)
-    for start, end, data in _walk(blob, layout, hook, underflow):
+    for start, end, data in _walk(blob, layout, base + hook, base + underflow):
         standard = blob[data - _TARGET_HEAD.size + 2] == 0  # an empty target name
-        if standard and _VERDICT.unpack_from(blob, data)[0] == first_rule:
+        if standard and _VERDICT.unpack_from(blob, data)[0] == first_rule - base:
             jump_hash.update(_cleared(blob, start, end, layout, data))
     return Fingerprint(chain_hash.digest(), jump_hash.digest())
 
 
-def _chain_start(blob: bytes, layout: _Layout, chain: str) -> int | None:
+def _chain_start(blob: Blob, layout: _Layout, chain: str, base: int) -> int | None:
     """The offset of our chain's first rule: just past the ERROR entry that names it."""
     # The ERROR target: name "ERROR" padded to 29 bytes, revision 0, then the chain's name.
     pattern = b"ERROR".ljust(_TARGET_NAME_LEN + 1, b"\0") + chain.encode() + b"\0"
-    found = blob.find(pattern)
+    found = blob.find(pattern, base)
     while found >= 0:
         target = found - 2  # the u16 target_size comes before the name
         start = target - layout.entry_size  # an ERROR entry has no matches
-        if start >= 0:
+        if start >= base:
             target_offset, next_offset = _OFFSETS.unpack_from(blob, start + layout.offsets)
             if target_offset == layout.entry_size and start + next_offset <= len(blob):
                 return int(start + next_offset)
@@ -143,7 +162,7 @@ def _chain_start(blob: bytes, layout: _Layout, chain: str) -> int | None:
     return None
 
 
-def _chain_entries(blob: bytes, layout: _Layout, first: int) -> tuple[list[int], int]:
+def _chain_entries(blob: Blob, layout: _Layout, first: int) -> tuple[list[int], int]:
     """The offsets of a chain's entries from first up to the next ERROR entry, and that
     entry's offset. `_walk` unrolled: a chain can hold thousands of rules."""
     unpack, where, size = _OFFSETS.unpack_from, layout.offsets, len(blob)
@@ -160,7 +179,7 @@ def _chain_entries(blob: bytes, layout: _Layout, first: int) -> tuple[list[int],
     raise OSError("malformed x_tables blob: a chain without an end")
 
 
-def _walk(blob: bytes, layout: _Layout, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+def _walk(blob: Blob, layout: _Layout, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
     """(start, end, target data offset) of each entry from start, until stop or the next
     ERROR entry (the head of the next chain)."""
     offset = start
@@ -176,7 +195,7 @@ def _walk(blob: bytes, layout: _Layout, start: int, stop: int) -> Iterator[tuple
         offset = end
 
 
-def _cleared(blob: bytes, start: int, end: int, layout: _Layout, verdict_at: int) -> bytes:
+def _cleared(blob: Blob, start: int, end: int, layout: _Layout, verdict_at: int) -> bytes:
     """A jump entry's bytes: counters and comefrom cleared, the verdict (an offset) masked."""
     entry = bytearray(blob[start:end])
     low, high = layout.volatile
