@@ -20,7 +20,6 @@ import hashlib
 import os
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from masqd.fingerprint import Fingerprint
@@ -130,7 +129,9 @@ def digest(
         return Fingerprint(None, b"")
     # Our chain in one piece, its entries' volatile fields cleared: one hash update, however
     # many thousand rules it holds.
-    starts, end = _chain_entries(blob, layout, first_rule)
+    starts, end = _entries(blob, layout, first_rule, len(blob))
+    if end >= len(blob):  # the table ends with an ERROR entry, so every chain ends before
+        raise OSError("malformed x_tables blob: a chain without an end")
     rules = bytearray(blob[first_rule:end])
     low, high = layout.volatile
     blank = bytes(high - low)
@@ -139,10 +140,14 @@ def digest(
         rules[at + low : at + high] = blank
     chain_hash = hashlib.blake2b(rules, digest_size=16)
     jump_hash = hashlib.blake2b(digest_size=16)
-    for start, end, data in _walk(blob, layout, base + hook, base + underflow):
-        standard = blob[data - _TARGET_HEAD.size + 2] == 0  # an empty target name
+    postrouting, _ = _entries(blob, layout, base + hook, base + underflow)
+    for start in postrouting:
+        target_offset, next_offset = _OFFSETS.unpack_from(blob, start + layout.offsets)
+        target = start + target_offset
+        data = target + _TARGET_HEAD.size
+        standard = blob[target + 2] == 0  # an empty target name
         if standard and _VERDICT.unpack_from(blob, data)[0] == first_rule - base:
-            jump_hash.update(_cleared(blob, start, end, layout, data))
+            jump_hash.update(_cleared(blob, start, start + next_offset, layout, data))
     return Fingerprint(chain_hash.digest(), jump_hash.digest())
 
 
@@ -162,37 +167,22 @@ def _chain_start(blob: Blob, layout: _Layout, chain: str, base: int) -> int | No
     return None
 
 
-def _chain_entries(blob: Blob, layout: _Layout, first: int) -> tuple[list[int], int]:
-    """The offsets of a chain's entries from first up to the next ERROR entry, and that
-    entry's offset. `_walk` unrolled: a chain can hold thousands of rules."""
+def _entries(blob: Blob, layout: _Layout, start: int, stop: int) -> tuple[list[int], int]:
+    """The offsets of the entries from start until stop or the next ERROR entry (the head of
+    the next chain), and where they end. A plain loop: a chain can hold thousands of rules."""
     unpack, where, size = _OFFSETS.unpack_from, layout.offsets, len(blob)
     starts: list[int] = []
-    offset = first
-    while offset < size:
-        target_offset, next_offset = unpack(blob, offset + where)
-        if next_offset == 0 or target_offset + _TARGET_HEAD.size > next_offset:
-            raise OSError("malformed x_tables blob")
-        if blob.startswith(b"ERROR\0", offset + target_offset + 2):
-            return starts, offset
-        starts.append(offset)
-        offset += next_offset
-    raise OSError("malformed x_tables blob: a chain without an end")
-
-
-def _walk(blob: Blob, layout: _Layout, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
-    """(start, end, target data offset) of each entry from start, until stop or the next
-    ERROR entry (the head of the next chain)."""
     offset = start
     while offset < stop:
-        target_offset, next_offset = _OFFSETS.unpack_from(blob, offset + layout.offsets)
-        end = offset + next_offset
-        if next_offset == 0 or end > len(blob) or target_offset + _TARGET_HEAD.size > next_offset:
+        target_offset, next_offset = unpack(blob, offset + where)
+        too_short = next_offset == 0 or target_offset + _TARGET_HEAD.size > next_offset
+        if too_short or offset + next_offset > size:
             raise OSError("malformed x_tables blob")
-        target = offset + target_offset
-        if blob.startswith(b"ERROR\0", target + 2):
-            return
-        yield offset, end, target + _TARGET_HEAD.size
-        offset = end
+        if blob.startswith(b"ERROR\0", offset + target_offset + 2):
+            break
+        starts.append(offset)
+        offset += next_offset
+    return starts, offset
 
 
 def _cleared(blob: Blob, start: int, end: int, layout: _Layout, verdict_at: int) -> bytes:
