@@ -90,3 +90,28 @@ def _jump_args() -> list[str]:
         "-m", "addrtype", "!", "--dst-type", "LOCAL",
         "-j", CHAIN,
     ]  # fmt: skip
+
+
+def test_garbled_input_raises_and_the_probe_answers_it_cannot_tell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A blob or dump that does not parse raises OSError (never a wrong fingerprint), and the
+    probe turns that into None, so the worker reads with iptables-save instead."""
+    from masqd import nftchain, probe, xtchain
+    from masqd.rules import Family
+
+    head = b"ERROR".ljust(30, b"\0") + CHAIN.encode() + b"\0"
+    blob = bytearray(400)
+    blob[112 + 2 : 112 + 2 + len(head)] = head  # an ERROR entry naming our chain at offset 0
+    blob[88:92] = (112).to_bytes(2, "little") + (176).to_bytes(2, "little")
+    # ... followed by an entry whose next_offset is 0.
+    with pytest.raises(OSError, match="malformed"):
+        xtchain.digest(Family.IPV4, bytes(blob), 0, 0, CHAIN)
+    with pytest.raises(OSError):
+        nftchain.digest([b"\x02\x00\x01\x00"], [], CHAIN)  # an attribute shorter than its header
+
+    def broken(family: Family, chain: str) -> None:
+        raise OSError("malformed x_tables blob")
+
+    monkeypatch.setattr(probe.xtchain, "read", broken)
+    assert probe.KernelProbe(Family.IPV4, "legacy", CHAIN).fingerprint() is None
