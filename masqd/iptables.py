@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from masqd.rules import Family
 
@@ -24,12 +24,21 @@ class IptablesError(RuntimeError):
         self.stderr = stderr
 
 
-@dataclass(frozen=True)
+@dataclass
 class Backend:
-    """The iptables binaries of one family in one mode (legacy or nft)."""
+    """The iptables binaries of one family in one mode (legacy or nft).
+
+    A long-lived user (a worker) may start its next iptables-restore ahead of need with
+    `prepare_restore`: the process waits on its stdin, so the write that uses it pays only for
+    parsing and committing, not for exec, the dynamic loader and iptables' own start-up (about
+    1.2-1.5 ms of a 2.5-3.5 ms restore here). A waiting iptables-restore holds nothing: it takes
+    the xtables lock (legacy) and reads the kernel only once it reads `*nat`, and it exits
+    without touching anything when its stdin closes.
+    """
 
     family: Family
     mode: str
+    _ready: subprocess.Popen[str] | None = field(default=None, init=False, repr=False)
 
     def binary(self, action: str) -> str:
         """e.g. ip6tables-nft-restore for (IPv6, nft, "restore")."""
@@ -45,8 +54,32 @@ class Backend:
 
     def restore(self, text: str, *, wait: int = 5, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Apply text with `iptables-restore --noflush -w WAIT` in one atomic transaction."""
-        argv = [self.binary("restore"), "--noflush", "-w", str(wait)]
-        _run(argv, text, timeout, retry_on_lock=True)
+        argv = self._restore_argv(wait)
+        ready, self._ready = self._ready, None
+        if ready is not None and (ready.args != argv or ready.poll() is not None):
+            _discard(ready)
+            ready = None
+        _finish(ready or _start(argv), argv, text, timeout, retry_on_lock=True)
+
+    def prepare_restore(self, wait: int = 5) -> None:
+        """Start the next restore now, if none is waiting; it serves the next `restore`."""
+        if self._ready is not None:
+            if self._ready.poll() is None:
+                return
+            _discard(self._ready)  # died waiting (killed by someone): reap it, start another
+        try:
+            self._ready = _start(self._restore_argv(wait))
+        except IptablesError:
+            self._ready = None  # not installed: restore() will say so when it is needed
+
+    def close(self) -> None:
+        """End a waiting restore, if any (it exits on the closed stdin, having done nothing)."""
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            _discard(ready)
+
+    def _restore_argv(self, wait: int) -> list[str]:
+        return [self.binary("restore"), "--noflush", "-w", str(wait)]
 
     def available(self) -> bool:
         return shutil.which(self.binary("restore")) is not None
@@ -103,20 +136,52 @@ def _mangle_and_rules(mode: str, timeout: float) -> tuple[str, int]:
 def _run(
     argv: list[str], stdin: str | None, timeout: float, *, retry_on_lock: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    return _finish(_start(argv), argv, stdin, timeout, retry_on_lock=retry_on_lock)
+
+
+def _start(argv: list[str]) -> subprocess.Popen[str]:
     try:
-        proc = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
     except FileNotFoundError as e:
         raise IptablesError(f"{argv[0]} is not installed", retryable=False) from e
+
+
+def _finish(
+    proc: subprocess.Popen[str],
+    argv: list[str],
+    stdin: str | None,
+    timeout: float,
+    *,
+    retry_on_lock: bool,
+) -> subprocess.CompletedProcess[str]:
+    """Feed proc (started with argv) its stdin, wait for its exit, and classify a failure."""
+    try:
+        stdout, stderr = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired as e:
+        proc.kill()
+        proc.communicate()
         raise IptablesError(f"{argv[0]} did not finish within {timeout:g}s", retryable=True) from e
     if proc.returncode != 0:
-        stderr = proc.stderr.strip()
+        stderr = stderr.strip()
         lock = any(m in stderr for m in _LOCK_MESSAGES)
         raise IptablesError(
             f"{' '.join(argv)} exited {proc.returncode}: {stderr or '(no message)'}",
             retryable=retry_on_lock and lock,
             stderr=stderr,
         )
-    return proc
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _discard(proc: subprocess.Popen[str]) -> None:
+    """Close a waiting restore's stdin and reap it; kill it if it does not go."""
+    try:
+        proc.communicate(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()

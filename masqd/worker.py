@@ -257,15 +257,19 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     backend = Backend(opts.family, opts.mode)
     probe = KernelProbe(opts.family, opts.mode, opts.chain)
     known = Known()
-    while True:
-        try:
-            command = conn.recv()
-        except (EOFError, OSError):
-            return
-        if command is None:
-            return
-        if isinstance(command, SyncCommand):
-            conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
-            settle(probe, known)  # after answering: off the caller's path
-        elif isinstance(command, ReadCommand):
-            conn.send(read(backend, opts))
+    try:
+        while True:
+            try:
+                command = conn.recv()
+            except (EOFError, OSError):
+                return
+            if command is None:
+                return
+            if isinstance(command, SyncCommand):
+                conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
+                settle(probe, known)  # after answering: off the caller's path
+            elif isinstance(command, ReadCommand):
+                conn.send(read(backend, opts))
+            backend.prepare_restore(opts.lock_wait)  # the next write's restore, started idle
+    finally:
+        backend.close()

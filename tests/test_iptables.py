@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,73 @@ def test_missing_binary_is_not_retryable(fake_bin: Path, monkeypatch: pytest.Mon
     assert "is not installed" in str(info.value)
 
 
+def _wait_for(path: Path, text: str) -> None:
+    """Until path holds text (a fake binary logs its argv as soon as it starts)."""
+    deadline = time.monotonic() + 10
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"{path} never held {text!r}"
+        time.sleep(0.01)
+
+
+def test_prepared_restore_waits_for_its_rules_and_serves_the_next_restore(fake_bin: Path) -> None:
+    """prepare_restore starts iptables-restore ahead; restore() feeds it: one process in all."""
+    log = fake(fake_bin, "iptables-nft-restore", "exit 0")
+    backend = Backend(Family.IPV4, "nft")
+    backend.prepare_restore(7)
+    _wait_for(log, "--noflush -w 7\n")
+    assert log.read_text() == "--noflush -w 7\n"  # started, waiting on stdin
+    backend.restore("*nat\nCOMMIT\n", wait=7)
+    assert log.read_text() == "--noflush -w 7\n*nat\nCOMMIT\n"
+    backend.restore("*nat\nCOMMIT\n", wait=7)  # none prepared: started on the spot
+    assert log.read_text().count("--noflush") == 2
+
+
+def test_prepared_restore_with_another_lock_wait_is_not_used(fake_bin: Path) -> None:
+    """A waiting restore started with another -w exits unfed; a fresh one applies the rules."""
+    log = fake(fake_bin, "iptables-legacy-restore", "exit 0")
+    backend = Backend(Family.IPV4, "legacy")
+    backend.prepare_restore(5)
+    _wait_for(log, "-w 5\n")
+    backend.restore("*nat\nCOMMIT\n", wait=1)
+    assert log.read_text() == "--noflush -w 5\n--noflush -w 1\n*nat\nCOMMIT\n"
+
+
+def test_prepared_restore_that_died_is_replaced(fake_bin: Path) -> None:
+    """A waiting restore killed by someone else is reaped; the rules still go in, once."""
+    log = fake(fake_bin, "ip6tables-nft-restore", "exit 0")
+    backend = Backend(Family.IPV6, "nft")
+    backend.prepare_restore()
+    _wait_for(log, "-w 5\n")
+    waiting = backend._ready
+    assert waiting is not None
+    waiting.kill()
+    waiting.wait()
+    backend.restore("*nat\nCOMMIT\n")
+    assert log.read_text() == "--noflush -w 5\n--noflush -w 5\n*nat\nCOMMIT\n"
+    backend.prepare_restore()  # and after a death noticed by prepare_restore itself
+    _wait_for(log, "COMMIT\n--noflush -w 5\n")
+    assert backend._ready is not None
+    backend._ready.kill()
+    backend._ready.wait()
+    backend.prepare_restore()
+    _wait_for(log, "COMMIT\n--noflush -w 5\n--noflush -w 5\n")
+    backend.close()
+
+
+def test_close_ends_a_waiting_restore_unfed(fake_bin: Path) -> None:
+    """close() ends the waiting restore: it exits having read nothing, and is reaped."""
+    log = fake(fake_bin, "iptables-nft-restore", "exit 0")
+    backend = Backend(Family.IPV4, "nft")
+    backend.prepare_restore()
+    waiting = backend._ready
+    assert waiting is not None
+    _wait_for(log, "-w 5\n")
+    backend.close()
+    assert waiting.returncode == 0
+    assert log.read_text() == "--noflush -w 5\n"
+    backend.close()  # nothing waiting: nothing to do
+
+
 # -- the real kernel, inside a namespace ------------------------------------------------------
 
 _IN_NS = """
@@ -200,6 +268,50 @@ def test_legacy_lock_held_elsewhere_is_retryable_and_waits(kernel_ns: str, tmp_p
         holder.wait()
     assert in_ns(kernel_ns, "restore", "4", "legacy", "1", input=text, env=env) == "ok"
     assert ":HELD - [0:0]" in netns.run(kernel_ns, "iptables-legacy-save", "-t", "nat")
+
+
+_PREPARED_IN_NS = """
+import json, subprocess, sys
+from masqd.iptables import Backend
+from masqd.rules import Family
+mode, lock = sys.argv[1], sys.argv[2]
+backend = Backend(Family.IPV4, mode)
+backend.prepare_restore(1)
+seen = {}
+with open("/proc/net/ip_tables_names") as f:
+    seen["legacy tables while waiting"] = f.read().split()
+# The lock is free while the restore waits (flock -n fails if it is held).
+seen["lock free while waiting"] = subprocess.run(["flock", "-n", lock, "true"]).returncode == 0
+# A chain created after the restore started: it must see the kernel as of its input.
+subprocess.run([f"iptables-{mode}", "-w", "1", "-t", "nat", "-N", "LATER"], check=True)
+backend.restore("*nat\\n-A LATER -d 192.0.2.0/24 -j RETURN\\nCOMMIT\\n", wait=1)
+seen["save"] = subprocess.run(
+    [f"iptables-{mode}-save", "-t", "nat"], capture_output=True, text=True, check=True
+).stdout
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("mode", ["nft", "legacy"])
+def test_prepared_restore_holds_nothing_and_reads_the_kernel_when_fed(
+    mode: str, kernel_ns: str, tmp_path: Path
+) -> None:
+    """A waiting iptables-restore neither holds the xtables lock nor creates a legacy table,
+    and it applies its rules to the kernel as it is when they arrive, not as it was at start."""
+    lock = tmp_path / "xtables.lock"
+    lock.touch()
+    proc = subprocess.run(
+        ["ip", "netns", "exec", kernel_ns, sys.executable, "-c", _PREPARED_IN_NS, mode, str(lock)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "XTABLES_LOCKFILE": str(lock)},
+        check=True,
+    )
+    seen = json.loads(proc.stdout)
+    assert seen["legacy tables while waiting"] == []
+    assert seen["lock free while waiting"] is True
+    assert "-A LATER -d 192.0.2.0/24 -j RETURN" in seen["save"]
 
 
 def _mangle_chain(ns: str, mode: str, chain: str) -> None:

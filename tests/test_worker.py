@@ -51,6 +51,8 @@ class FakeBackend:
         self.restores: list[str] = []
         self.saves = 0
         self.generation = 41
+        self.prepared: list[int] = []  # the lock wait of each prepare_restore
+        self.closed = False
 
     def save_nat(self, *, counters: bool = False, timeout: float = 10.0) -> str:
         self.saves += 1
@@ -63,6 +65,12 @@ class FakeBackend:
         rules = [line for line in text.splitlines() if line.startswith(f"-A {CHAIN} ")]
         self.dump = save_text(rules)
         self.generation += 1
+
+    def prepare_restore(self, wait: int = 5) -> None:
+        self.prepared.append(wait)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakeProbe:
@@ -203,7 +211,8 @@ def keep_signal_handlers() -> Iterator[None]:
 def test_run_answers_commands_in_order_until_told_to_stop(
     monkeypatch: pytest.MonkeyPatch, keep_signal_handlers: None
 ) -> None:
-    """The worker loop answers sync and read commands over its pipe and ends on None."""
+    """The worker loop answers sync and read commands over its pipe and ends on None; after
+    each answer it has the next restore started, and it ends the waiting one when it ends."""
     backend = FakeBackend(save_text([], chain=False, jump=False))
     monkeypatch.setattr(worker, "Backend", lambda family, mode: backend)
     monkeypatch.setattr(worker, "KernelProbe", lambda family, mode, chain: FakeProbe(backend))
@@ -219,19 +228,23 @@ def test_run_answers_commands_in_order_until_told_to_stop(
     assert isinstance(read, worker.ReadOutcome) and read.live is not None
     assert read.live.specs == RULES
     assert len(backend.restores) == 1
+    assert backend.prepared == [OPTS.lock_wait] * 3
+    assert backend.closed
 
 
 def test_run_ends_when_the_pipe_closes(
     monkeypatch: pytest.MonkeyPatch, keep_signal_handlers: None
 ) -> None:
-    """A closed pipe (the supervisor is gone) ends the worker loop."""
-    monkeypatch.setattr(worker, "Backend", lambda family, mode: FakeBackend(""))
+    """A closed pipe (the supervisor is gone) ends the worker loop, and its waiting restore."""
+    backend = FakeBackend("")
+    monkeypatch.setattr(worker, "Backend", lambda family, mode: backend)
     monkeypatch.setattr(
         worker, "KernelProbe", lambda family, mode, chain: FakeProbe(FakeBackend(""))
     )
     parent, child = Pipe()
     parent.close()
     worker.run(OPTS, child)
+    assert backend.closed
 
 
 # -- what the worker remembers between syncs -------------------------------------------------
