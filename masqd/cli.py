@@ -109,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from masqd import flags, logs, socketfile
+    from masqd import flags, heap, logs, socketfile
     from masqd.settings import Settings
     from masqd.supervisor import Supervisor
 
+    heap.limit_arenas(2)  # before any thread: gRPC's threads share one arena, not one each
     logs.setup(args.log_format, args.log_level)
     log = logging.getLogger("masqd")
     settings = Settings(

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from masqd import configfile, iptables
+from masqd import configfile, heap, iptables
 from masqd.config import (
     MAX_RESYNC_INTERVAL,
     MIN_RESYNC_INTERVAL,
@@ -63,6 +63,7 @@ class _Schedule:
     rejected_digest: str = ""
     applied_digest: str | None = None
     file_identity: configfile.FileIdentity | None = field(default=None)
+    trimmed_after: int = 0  # syncs done when the heap was last trimmed
 
 
 class Supervisor:
@@ -185,6 +186,10 @@ class Supervisor:
                 sched.next_interval_at = time.monotonic() + self.interval()[0]
             elif configfile.identity(self.settings.config_path) != sched.file_identity:
                 self._reload(Reason.CONFIG_CHANGE)
+            syncs = sum(sum(r.counts.values()) for r in self.runners.values())
+            if syncs != sched.trimmed_after:  # after activity, not every tick of an idle loop
+                heap.trim()
+                sched.trimmed_after = syncs
 
     def reload(self) -> dict[Family, int]:
         """Read the file now, as a change to it would; returns the tickets of the syncs it

@@ -20,7 +20,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from masqd import nftgen
+from masqd import heap, nftgen
 from masqd.fingerprint import Fingerprint
 from masqd.iptables import Backend, IptablesError
 from masqd.livestate import LiveChain, parse_save
@@ -271,5 +271,6 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
             elif isinstance(command, ReadCommand):
                 conn.send(read(backend, opts))
             backend.prepare_restore(opts.lock_wait)  # the next write's restore, started idle
+            heap.trim()
     finally:
         backend.close()
