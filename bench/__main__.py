@@ -27,11 +27,11 @@ BACKENDS = ("nft", "legacy")
 class Budget:
     """How many rounds each kind of figure runs; --quick trades precision for time."""
 
-    rounds: int = 15
+    rounds: int = 25
     daemon_rounds: int = 8
     repair_rounds: int = 3
     idle_seconds: float = 60.0
-    apply_rounds: int = 7
+    apply_rounds: int = 15
 
 
 FULL = Budget()
