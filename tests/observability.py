@@ -65,16 +65,23 @@ def scrape(ns: str, address: str = DEFAULT_ADDRESS) -> Samples:
     return samples
 
 
+# The markers are looked at once the input has arrived: a real restore meets the kernel and the
+# lock only then, and masqd starts its next restore long before it has rules to feed it.
 _RESTORE = """#!/bin/sh
+input=$(mktemp)
+cat > "$input"
 if [ -e "{fail}" ]; then
   echo "iptables-restore: line 3 failed" >&2
-  exit 1
-fi
-if [ -e "{lock}" ]; then
+  rc=1
+elif [ -e "{lock}" ]; then
   echo "Another app is currently holding the xtables lock. Stopped waiting after 5s." >&2
-  exit 4
+  rc=4
+else
+  {real} "$@" < "$input"
+  rc=$?
 fi
-exec {real} "$@"
+rm -f "$input"
+exit $rc
 """
 _SAVE = """#!/bin/sh
 echo "$0 $*" >> "{calls}"
