@@ -5,6 +5,8 @@ milliseconds while a burst of hundreds of callers trickles in over half a second
 still costs dozens of syncs. Here a request that arrives while no other is in flight goes to the
 supervisor at once (no added latency for the usual lone caller); requests arriving while others
 are in flight are gathered and handed over together, at most once every `spacing` seconds.
+Once a burst has been gathered, it goes on being gathered until `spacing` passes with no
+hand-over: a burst reaches the server in waves, and between two waves nothing may be in flight.
 
 Every caller still gets a sync that started after its request: tickets are issued when the
 batch is handed over, which is after each of its requests arrived.
@@ -47,6 +49,7 @@ class ResyncBatcher:
         self._in_flight = 0
         self._batch: _Batch | None = None
         self._last_submit = float("-inf")
+        self._gathering_until = float("-inf")  # a burst is being gathered until then
         self.submissions = 0
         """How many times requests were handed to the supervisor (for tests and metrics)."""
 
@@ -64,7 +67,8 @@ class ResyncBatcher:
 
     async def _admit(self, families: tuple[Family, ...], reason: Reason) -> dict[Family, int]:
         loop = asyncio.get_running_loop()
-        if self._in_flight == 0 and self._batch is None:
+        idle = self._in_flight == 0 and self._batch is None
+        if idle and loop.time() >= self._gathering_until:
             self._last_submit = loop.time()
             self.submissions += 1
             return self._submit(families, reason)
@@ -83,6 +87,7 @@ class ResyncBatcher:
         if batch is None:
             return
         self._last_submit = asyncio.get_running_loop().time()
+        self._gathering_until = self._last_submit + self._spacing
         self.submissions += 1
         tickets: dict[Family, int] = {}
         try:
