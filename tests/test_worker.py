@@ -4,6 +4,8 @@ adds the jump only when missing, retry what is retryable (with a deadline) and n
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from multiprocessing import Pipe
 
@@ -211,8 +213,8 @@ def keep_signal_handlers() -> Iterator[None]:
 def test_run_answers_commands_in_order_until_told_to_stop(
     monkeypatch: pytest.MonkeyPatch, keep_signal_handlers: None
 ) -> None:
-    """The worker loop answers sync and read commands over its pipe and ends on None; after
-    each answer it has the next restore started, and it ends the waiting one when it ends."""
+    """The worker loop answers sync and read commands over its pipe and ends on None. Queued
+    commands are answered one after another, with no tidying between them."""
     backend = FakeBackend(save_text([], chain=False, jump=False))
     monkeypatch.setattr(worker, "Backend", lambda family, mode: backend)
     monkeypatch.setattr(worker, "KernelProbe", lambda family, mode, chain: FakeProbe(backend))
@@ -228,7 +230,44 @@ def test_run_answers_commands_in_order_until_told_to_stop(
     assert isinstance(read, worker.ReadOutcome) and read.live is not None
     assert read.live.specs == RULES
     assert len(backend.restores) == 1
-    assert backend.prepared == [OPTS.lock_wait] * 3
+    assert backend.prepared == []  # a command was always waiting: no time to tidy
+    assert backend.closed
+
+
+def test_run_tidies_after_each_answer_when_idle(
+    monkeypatch: pytest.MonkeyPatch, keep_signal_handlers: None
+) -> None:
+    """Between commands the worker settles its last write and starts the next restore; it
+    ends the waiting restore when it ends."""
+    backend = FakeBackend(save_text([], chain=False, jump=False))
+    probe = FakeProbe(backend)
+    monkeypatch.setattr(worker, "Backend", lambda family, mode: backend)
+    monkeypatch.setattr(worker, "KernelProbe", lambda family, mode, chain: probe)
+    parent, child = Pipe()
+    seen: dict[str, object] = {}
+
+    def supervisor() -> None:  # the worker must run on the main thread (it sets signals)
+        try:
+            parent.send(worker.SyncCommand(tuple(RULES)))
+            seen["changed"] = parent.recv().changed
+            time.sleep(0.2)  # idle: the worker tidies
+            seen["after sync"] = (list(backend.prepared), probe.fingerprints)
+            parent.send(worker.ReadCommand())
+            seen["read"] = parent.recv().live is not None
+            time.sleep(0.2)
+            seen["after read"] = list(backend.prepared)
+        finally:
+            parent.send(None)
+
+    thread = threading.Thread(target=supervisor)
+    thread.start()
+    worker.run(OPTS, child)
+    thread.join(10)
+    assert seen["changed"] is True and seen["read"] is True
+    prepared, fingerprints = seen["after sync"]  # type: ignore[misc]
+    assert prepared == [OPTS.lock_wait]
+    assert fingerprints >= 1  # the write was settled
+    assert seen["after read"] == [OPTS.lock_wait] * 2
     assert backend.closed
 
 
