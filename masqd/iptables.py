@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from masqd import subproc
 from masqd.rules import Family
 
 MODES = ("legacy", "nft")
@@ -38,7 +39,7 @@ class Backend:
 
     family: Family
     mode: str
-    _ready: subprocess.Popen[str] | None = field(default=None, init=False, repr=False)
+    _ready: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def binary(self, action: str) -> str:
         """e.g. ip6tables-nft-restore for (IPv6, nft, "restore")."""
@@ -139,21 +140,20 @@ def _run(
     return _finish(_start(argv), argv, stdin, timeout, retry_on_lock=retry_on_lock)
 
 
-def _start(argv: list[str]) -> subprocess.Popen[str]:
+def _start(argv: list[str]) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
     except FileNotFoundError as e:
         raise IptablesError(f"{argv[0]} is not installed", retryable=False) from e
 
 
 def _finish(
-    proc: subprocess.Popen[str],
+    proc: subprocess.Popen[bytes],
     argv: list[str],
     stdin: str | None,
     timeout: float,
@@ -162,11 +162,11 @@ def _finish(
 ) -> subprocess.CompletedProcess[str]:
     """Feed proc (started with argv) its stdin, wait for its exit, and classify a failure."""
     try:
-        stdout, stderr = proc.communicate(stdin, timeout=timeout)
+        out, err = subproc.exchange(proc, (stdin or "").encode(), timeout)
     except subprocess.TimeoutExpired as e:
-        proc.kill()
-        proc.communicate()
+        subproc.kill(proc)
         raise IptablesError(f"{argv[0]} did not finish within {timeout:g}s", retryable=True) from e
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
     if proc.returncode != 0:
         stderr = stderr.strip()
         lock = any(m in stderr for m in _LOCK_MESSAGES)
@@ -178,7 +178,7 @@ def _finish(
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
-def _discard(proc: subprocess.Popen[str]) -> None:
+def _discard(proc: subprocess.Popen[bytes]) -> None:
     """Close a waiting restore's stdin and reap it; kill it if it does not go."""
     try:
         proc.communicate(timeout=1.0)
