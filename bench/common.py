@@ -124,7 +124,9 @@ def tool(mode: str, family: int = 4, action: str = "") -> str:
 
 
 def run(argv: Sequence[str], stdin: str | None = None, *, check: bool = True) -> str:
-    proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=120)
+    # No timeout here: with one, subprocess polls for the exit in 1 ms sleeps, which would
+    # inflate every baseline. The driver bounds each figure's process as a whole.
+    proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
     return proc.stdout
@@ -159,7 +161,7 @@ def upstream_sync(mode: str, text: str) -> None:
     run([ipt, "-w", "5", "-t", "nat", "-N", CHAIN], check=False)
     jump = shlex.split(jump_rule(CHAIN))[2:]  # without "-A POSTROUTING"
     present = subprocess.run(
-        [ipt, "-w", "5", "-t", "nat", "-C", "POSTROUTING", *jump], capture_output=True, timeout=60
+        [ipt, "-w", "5", "-t", "nat", "-C", "POSTROUTING", *jump], capture_output=True
     )
     if present.returncode != 0:
         run([ipt, "-w", "5", "-t", "nat", "-A", "POSTROUTING", *jump])

@@ -208,7 +208,8 @@ def _wait_in_sync(client: Any, timeout: float = 15.0) -> None:
 
 
 def _run(argv: list[str], stdin: str | None = None) -> None:
-    subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True, timeout=30)
+    # No timeout: with one, subprocess polls for the exit in 1 ms sleeps (see bench.common.run).
+    subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True)
 
 
 def _interleaved(
