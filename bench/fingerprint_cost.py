@@ -53,15 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.inside:
         inside(args.inside, args.rounds)
         return 0
-    from bench.__main__ import table
-    from bench.netns import run_figure
+    from bench.netns import print_per_backend
 
-    rows = []
-    for mode in ("nft", "legacy"):
-        rows += run_figure(
-            "fingerprint_cost", ["--inside", mode, "--rounds", str(args.rounds)], f"fp-{mode}"
-        ).rows
-    print(table(rows))
+    print_per_backend("fingerprint_cost", args.rounds)
     return 0
 
 

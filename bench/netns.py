@@ -53,5 +53,17 @@ def run_figure(module: str, args: Sequence[str], label: str, timeout: float = 60
         raise FigureFailed(f"{' '.join(argv[4:])}: {e}:\n{_tail(proc.stderr)}") from e
 
 
+def print_per_backend(module: str, rounds: int) -> None:
+    """Run an info-only `bench.<module> --inside MODE` for each backend, each in a fresh
+    namespace, and print one table of its rows."""
+    from bench.__main__ import BACKENDS, table
+
+    rows = []
+    for mode in BACKENDS:
+        args = ["--inside", mode, "--rounds", str(rounds)]
+        rows += run_figure(module, args, f"{module[:8]}-{mode}").rows
+    print(table(rows))
+
+
 def _tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
