@@ -11,7 +11,6 @@ For information: no goal rides on it, but it is where figures 3 and 8 come from.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from bench.common import CHAIN, Report, info_row, interleaved, run, save_nat, tool
@@ -46,17 +45,9 @@ def inside(mode: str, rounds: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.fingerprint_cost")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--inside", choices=("nft", "legacy"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.inside:
-        inside(args.inside, args.rounds)
-        return 0
-    from bench.netns import print_per_backend
+    from bench.netns import info_main
 
-    print_per_backend("fingerprint_cost", args.rounds)
-    return 0
+    return info_main("fingerprint_cost", inside, argv, rounds=10)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ The namespace is deleted in `finally`, also when the figure fails or is interrup
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from bench.common import NAMESPACE_PREFIX, Report
 
@@ -53,16 +54,27 @@ def run_figure(module: str, args: Sequence[str], label: str, timeout: float = 60
         raise FigureFailed(f"{' '.join(argv[4:])}: {e}:\n{_tail(proc.stderr)}") from e
 
 
-def print_per_backend(module: str, rounds: int) -> None:
-    """Run an info-only `bench.<module> --inside MODE` for each backend, each in a fresh
-    namespace, and print one table of its rows."""
+def info_main(
+    module: str, inside: Callable[[str, int], None], argv: list[str] | None, rounds: int
+) -> int:
+    """The command line of an info-only bench (`python -m bench.<module> [--rounds N]`): run
+    `inside(mode, rounds)` for each backend, each in a fresh namespace (the module re-executed
+    there with --inside MODE), and print one table of their rows."""
     from bench.__main__ import BACKENDS, table
 
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{module}")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--inside", choices=BACKENDS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inside:
+        inside(args.inside, args.rounds)
+        return 0
     rows = []
     for mode in BACKENDS:
-        args = ["--inside", mode, "--rounds", str(rounds)]
-        rows += run_figure(module, args, f"{module[:8]}-{mode}").rows
+        more = ["--inside", mode, "--rounds", str(args.rounds)]
+        rows += run_figure(module, more, f"{module[:8]}-{mode}").rows
     print(table(rows))
+    return 0
 
 
 def _tail(text: str, lines: int = 30) -> str:

@@ -12,7 +12,6 @@ on it, but it is where much of figures 1 and 9 comes from.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -69,17 +68,9 @@ def _one_size(mode: str, size: int, rounds: int, report: Report) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.restore_cost")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--inside", choices=("nft", "legacy"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.inside:
-        inside(args.inside, args.rounds)
-        return 0
-    from bench.netns import print_per_backend
+    from bench.netns import info_main
 
-    print_per_backend("restore_cost", args.rounds)
-    return 0
+    return info_main("restore_cost", inside, argv, rounds=20)
 
 
 if __name__ == "__main__":
