@@ -43,11 +43,13 @@ LABEL org.opencontainers.image.title="masqd" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # iptables brings ip6tables and both backends (nft, Debian's default, and legacy); masqd's
-# --iptables-mode=auto picks the one the node uses. Versions follow Debian stable's security
+# --iptables-mode=auto picks the one the node uses. tini runs as PID 1: it reaps the processes
+# a killed worker leaves behind (the iptables-restore each keeps waiting), which masqd as PID 1
+# would leave as zombies, and passes SIGTERM on. Versions follow Debian stable's security
 # updates, so they are not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables ipset python3 \
+    && apt-get install -y --no-install-recommends iptables ipset python3 tini \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/*
 
 COPY --from=builder /opt/masqd /opt/masqd
@@ -63,4 +65,4 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # SIGTERM (the default stop signal) leaves the rules in place, so traffic keeps flowing while
 # the pod is replaced.
-CMD ["masqd", "--config", "/etc/config/ip-masq-agent", "--socket", "/run/masqd/masqd.sock"]
+CMD ["tini", "--", "masqd", "--config", "/etc/config/ip-masq-agent", "--socket", "/run/masqd/masqd.sock"]

@@ -225,6 +225,12 @@ def test_every_container_has_requests_and_limits(
             assert set(c["resources"][kind]) == {"cpu", "memory"}, c["name"]
 
 
+def test_masqd_runs_under_tini(default_objects: dict[str, dict[str, Any]]) -> None:
+    """masqd's container starts tini as PID 1 (a pod's command replaces the image's), so what
+    a killed worker leaves behind is reaped, not left as zombies of masqd."""
+    assert container(default_objects["DaemonSet"], "masqd")["command"] == ["tini", "--", "masqd"]
+
+
 def test_probes_run_masqctl_health(default_objects: dict[str, dict[str, Any]]) -> None:
     """Liveness and readiness are `masqctl health` on masqd's socket."""
     masqd = container(default_objects["DaemonSet"], "masqd")
@@ -442,10 +448,11 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_dockerfile_runtime_is_slim_debian_running_masqd() -> None:
-    """Multi-stage; the final stage is debian:bookworm-slim with iptables and ipset, runs masqd."""
+    """Multi-stage; the final stage is debian:bookworm-slim with iptables and ipset, runs masqd
+    under tini."""
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
     stages = [line.split()[1] for line in lines if line.startswith("FROM ")]
     assert len(stages) >= 2 and stages[-1] == "debian:bookworm-slim"
     final = "\n".join(lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :])
-    assert "iptables" in final and "ipset" in final
-    assert 'CMD ["masqd"' in final
+    assert "iptables" in final and "ipset" in final and "tini" in final
+    assert 'CMD ["tini", "--", "masqd"' in final

@@ -355,8 +355,8 @@ def test_make_image_saves_an_oci_archive(built_image: Built) -> None:
 def test_image_has_the_tools_and_no_build_leftovers(built_image: Built, netns: str) -> None:
     """iptables, ip6tables, ipset, masqd, masqctl and masq-cni; no compiler, pip or caches."""
     script = (
-        "for t in iptables ip6tables iptables-legacy iptables-nft ipset masqd masqctl masq-cni;"
-        ' do command -v "$t" >/dev/null || echo "missing $t"; done;'
+        "for t in iptables ip6tables iptables-legacy iptables-nft ipset tini masqd masqctl"
+        ' masq-cni; do command -v "$t" >/dev/null || echo "missing $t"; done;'
         " for t in gcc cc g++ make pip pip3 pyinstaller objdump;"
         ' do command -v "$t" >/dev/null && echo "leftover $t"; done;'
         " find /var/lib/apt/lists /var/cache/apt /root/.cache -mindepth 1 2>/dev/null; true"
@@ -368,7 +368,7 @@ def test_image_has_the_tools_and_no_build_leftovers(built_image: Built, netns: s
     command = json.loads(
         podman("image", "inspect", IMAGE, "--format", "{{json .Config.Cmd}}").stdout
     )
-    assert command[0] == "masqd", "the image runs masqd by default"
+    assert command[:3] == ["tini", "--", "masqd"], "the image runs masqd under tini by default"
 
 
 # ---- masqd running from the image ----------------------------------------------------------
@@ -494,6 +494,58 @@ def test_configmap_update_takes_effect_without_a_restart(masqd: Masqd) -> None:
     record(seconds_to_apply_config_change=round(seconds, 2))
     write_configmap_volume(masqd.config_dir, NODE_IDENTITY_CONFIG)
     wait_for_chain(masqd, "iptables", EXPECTED_CHAIN["iptables"])
+
+
+# Inside the container: kill -9 the worker whose iptables-restore waits, then list what is left.
+_KILL_A_WORKER = """
+import json, os, signal, time
+
+def processes():
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+        except OSError:
+            continue
+        found[int(pid)] = (stat[0], int(stat[1]), os.path.basename(argv[0].decode()))
+    return found
+
+waiting = {}
+deadline = time.monotonic() + 10
+while not waiting and time.monotonic() < deadline:
+    waiting = {p: v for p, v in processes().items() if v[2].endswith("-restore")}
+    time.sleep(0.1)
+restore, (_, worker, _) = sorted(waiting.items())[0]
+os.kill(worker, signal.SIGKILL)
+time.sleep(1)
+orphans = [v for v in processes().values() if v[0] == "Z" and v[1] == 1]
+# The killed worker is masqd's own zombie until its runner notices and replaces it.
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    left = processes()
+    if not any(v[0] == "Z" for v in left.values()):
+        break
+    time.sleep(0.2)
+print(json.dumps({
+    "pid1": left[1][2],
+    "restore left": restore in left,
+    "orphan zombies": orphans,
+    "zombies": [v for v in left.values() if v[0] == "Z"],
+}))
+"""
+
+
+def test_a_killed_worker_leaves_no_zombie(masqd: Masqd) -> None:
+    """A worker killed with SIGKILL orphans the iptables-restore it kept waiting; that exits
+    at once (its stdin closed) and PID 1 (tini) reaps it; masqd starts a new worker."""
+    wait_healthy(masqd)
+    seen = json.loads(podman("exec", masqd.container, "python3", "-c", _KILL_A_WORKER).stdout)
+    assert seen["pid1"] == "tini"
+    assert seen["restore left"] is False, seen
+    assert seen["orphan zombies"] == [], seen  # tini reaped the orphaned restore
+    assert seen["zombies"] == [], seen  # and masqd its dead worker, when it replaced it
+    wait_healthy(masqd)  # the worker was replaced and both families are in sync again
 
 
 def test_sigterm_stops_masqd_quickly_and_keeps_the_rules(masqd: Masqd) -> None:
