@@ -182,7 +182,6 @@ def _finish(
 def _discard(proc: subprocess.Popen[bytes]) -> None:
     """Close a waiting restore's stdin and reap it; kill it if it does not go."""
     try:
-        proc.communicate(timeout=1.0)
+        subproc.exchange(proc, b"", timeout=1.0)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+        subproc.kill(proc)

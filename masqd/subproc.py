@@ -75,6 +75,8 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 
 def _wait_exit(proc: subprocess.Popen[bytes], deadline: float, timeout: float) -> None:
     """Reap proc by the deadline; its pidfd becomes readable when it exits."""
+    if proc.poll() is not None:  # reaped already: its pid may belong to another process now
+        return
     try:
         pidfd = os.pidfd_open(proc.pid)
     except OSError:  # a kernel before 5.3: Popen's polling wait
