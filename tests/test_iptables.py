@@ -206,6 +206,8 @@ if what == "detect":
     print(json.dumps(detect_mode()))
 else:
     backend = Backend(Family(int(sys.argv[2])), sys.argv[3])
+    if sys.argv[5:] == ["prepared"]:
+        backend.prepare_restore(int(sys.argv[4]))  # fed to a restore started ahead
     try:
         backend.restore(sys.stdin.read(), wait=int(sys.argv[4]))
         print(json.dumps("ok"))
@@ -239,14 +241,20 @@ def kernel_ns() -> Iterator[str]:
 LOOP = "*nat\n:LOOP - [0:0]\n-A LOOP -j LOOP\n-A POSTROUTING -j LOOP\nCOMMIT\n"
 
 
+@pytest.mark.parametrize("started", ["on the spot", "prepared"])
 @pytest.mark.parametrize("mode", ["nft", "legacy"])
-def test_kernel_rejection_is_not_retryable(mode: str, kernel_ns: str) -> None:
-    """A rule set the kernel refuses (a loop) is a final error in both modes; nothing changes."""
-    result = in_ns(kernel_ns, "restore", "4", mode, "5", input=LOOP)
+def test_kernel_rejection_is_not_retryable(mode: str, started: str, kernel_ns: str) -> None:
+    """A rule set the kernel refuses (a loop) is a final error in both modes, also when fed to
+    a restore started ahead; nothing changes."""
+    keep = "-A KEEP -d 192.0.2.0/24 -j RETURN"
+    netns.run(kernel_ns, f"iptables-{mode}-restore", input=f"*nat\n:KEEP - [0:0]\n{keep}\nCOMMIT\n")
+    extra = ["prepared"] if started == "prepared" else []
+    result = in_ns(kernel_ns, "restore", "4", mode, "5", *extra, input=LOOP)
     assert isinstance(result, dict)
     assert result["retryable"] is False, result["error"]
     save = netns.run(kernel_ns, f"iptables-{mode}-save", "-t", "nat")
     assert "LOOP" not in save
+    assert keep in save.splitlines()  # what was there before is still there
 
 
 def test_legacy_lock_held_elsewhere_is_retryable_and_waits(kernel_ns: str, tmp_path: Path) -> None:
