@@ -16,16 +16,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from masqd import logs
-from masqd.rules import Family, RenderOptions
-from masqd.settings import Settings
-from masqd.supervisor import Supervisor
+from masqd.core.model import Family
+from masqd.core.rules import RenderOptions
+from masqd.core.settings import Settings
+from masqd.engine.supervisor import Supervisor
 
 if TYPE_CHECKING:  # gRPC is imported only once the workers are forked, as masqd's cli does
     import grpc
 
     from masqd.api.v1 import control_pb2 as pb
     from masqd.api.v1 import control_pb2_grpc as pb_grpc
-    from masqd.server import ApiServer
+    from masqd.serve.server import ApiServer
 
 FAMILY_IPV4 = 1  # control_pb2.FAMILY_IPV4, without importing gRPC early
 
@@ -80,7 +81,7 @@ class InProcessMasqd:
         self.supervisor.fork_workers()
         import grpc
 
-        from masqd.server import ApiServer
+        from masqd.serve.server import ApiServer
 
         self.api = ApiServer(self.supervisor, self.settings.socket)
         self.api.start()

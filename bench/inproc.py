@@ -31,7 +31,7 @@ def figure1(m: InProcessMasqd, rounds: int, report: Report) -> None:
         restore,
         save_nat,
     )
-    from masqd.rules import render_restore
+    from masqd.core.rules import render_restore
 
     text = render_restore(m.desired(), CHAIN, with_jump=False)
 
@@ -63,7 +63,7 @@ def figure1(m: InProcessMasqd, rounds: int, report: Report) -> None:
 def figure2(m: InProcessMasqd, rounds: int, report: Report) -> None:
     """Resync with changed rules vs upstream ip-masq-agent's per-sync command sequence."""
     from bench.common import flush_chain, interleaved, ratio_row, upstream_sync
-    from masqd.rules import render_restore
+    from masqd.core.rules import render_restore
 
     text = render_restore(m.desired(), CHAIN, with_jump=False)
     ours, upstream = interleaved(
@@ -195,8 +195,9 @@ def figure9(mode: str, rounds: int, report: Report) -> None:
 def _figure9_size(mode: str, size: int, rounds: int, report: Report) -> None:
     from bench.common import IDLE_PAUSE, Row, Stats, info_row, interleaved, ratio_row, restore
     from bench.harness import InProcessMasqd, config_with_cidrs
-    from masqd.config import parse_config
-    from masqd.rules import Family, RenderOptions, desired_rules, render_restore
+    from masqd.core.config import parse_config
+    from masqd.core.model import Family
+    from masqd.core.rules import RenderOptions, desired_rules, render_restore
 
     variants = [config_with_cidrs(size), config_with_cidrs(size, last="192.0.2.0/24")]
     texts = [

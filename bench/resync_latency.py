@@ -120,9 +120,10 @@ def inside(backend: str, rounds: int) -> int:
     if not here.strip().startswith(NS_PREFIX):
         print("refusing to run outside a bench namespace", file=sys.stderr)
         return 2
-    from masqd.rules import Family, RenderOptions, render_restore
-    from masqd.settings import Settings
-    from masqd.supervisor import Supervisor
+    from masqd.core.model import Family
+    from masqd.core.rules import RenderOptions, render_restore
+    from masqd.core.settings import Settings
+    from masqd.engine.supervisor import Supervisor
 
     with tempfile.TemporaryDirectory(prefix="masqd-bench-") as tmp:
         config = os.path.join(tmp, "ip-masq-agent")
@@ -139,7 +140,7 @@ def inside(backend: str, rounds: int) -> int:
         supervisor.fork_workers()  # as masqd does: before gRPC is imported
         from masqctl.client import Client
         from masqd.api.v1 import control_pb2 as pb
-        from masqd.server import ApiServer
+        from masqd.serve.server import ApiServer
 
         api = ApiServer(supervisor, settings.socket)
         api.start()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from masqctl.errors import CommandError, Exit
-from masqd.durations import parse_duration
+from masqd.core.durations import parse_duration
 
 if TYPE_CHECKING:
     from masqctl.client import Client
@@ -124,7 +124,7 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
         sub.add_argument("file", metavar="FILE", help="the config file (YAML or JSON), - for stdin")
         sub.set_defaults(handler=handler)
         if render_flags:
-            from masqd import flags
+            from masqd.core import flags
 
             flags.add_render_flags(sub)
     _add_family(render, "render only this family")

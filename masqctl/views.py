@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from masqctl import listing
 from masqd.api.v1 import control_pb2 as pb
-from masqd.durations import format_duration
+from masqd.core.durations import format_duration
 
 FAMILY_LABEL = {pb.FAMILY_IPV4: "ipv4", pb.FAMILY_IPV6: "ipv6", pb.FAMILY_UNSPECIFIED: "-"}
 FAMILY_VERSION = {pb.FAMILY_IPV4: 4, pb.FAMILY_IPV6: 6}

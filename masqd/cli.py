@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from masqd.settings import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
+from masqd.core.settings import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 
 SHUTDOWN_GRACE = 3.0
 
@@ -23,7 +23,7 @@ def _mode(text: str) -> int:
 
 
 def _duration(text: str) -> float:
-    from masqd.durations import parse_duration
+    from masqd.core.durations import parse_duration
 
     try:
         seconds = parse_duration(text)
@@ -35,7 +35,7 @@ def _duration(text: str) -> float:
 
 
 def _address(text: str) -> str:
-    from masqd.httpserver import parse_address
+    from masqd.serve.httpserver import parse_address
 
     if text:
         try:
@@ -46,7 +46,7 @@ def _address(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from masqd import flags
+    from masqd.core import flags
 
     parser = argparse.ArgumentParser(
         prog="masqd",
@@ -109,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from masqd import flags, heap, logs, socketfile
-    from masqd.settings import Settings
-    from masqd.supervisor import Supervisor
+    from masqd import logs
+    from masqd.core import flags
+    from masqd.core.settings import Settings
+    from masqd.engine.supervisor import Supervisor
+    from masqd.host import heap
+    from masqd.serve import socketfile
 
     heap.limit_arenas(2)  # before any thread: gRPC's threads share one arena, not one each
     logs.setup(args.log_format, args.log_level)
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     supervisor = Supervisor(settings)
     # Workers are forked while this process has no threads and no gRPC; they share its pages.
     supervisor.fork_workers()
-    from masqd.server import ApiServer
+    from masqd.serve.server import ApiServer
 
     api = ApiServer(supervisor, settings.socket, settings.socket_mode, settings.socket_group)
     try:
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot serve the control API on %s: %s", settings.socket, e)
         supervisor.stop(0.5)
         return 1
-    from masqd import httpserver
+    from masqd.serve import httpserver
 
     http = httpserver.start(supervisor, args.metrics_address, args.health_timeout)
     supervisor.start()
@@ -166,10 +169,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cleanup_main(argv: list[str]) -> int:
-    from masqd import flags
-    from masqd.iptables import MODES, Backend, IptablesError
-    from masqd.livestate import parse_save
-    from masqd.rules import DEFAULT_CHAIN, Family, render_cleanup
+    from masqd.core import flags
+    from masqd.core.livestate import parse_save
+    from masqd.core.model import Family
+    from masqd.core.rules import DEFAULT_CHAIN, render_cleanup
+    from masqd.host.iptables import MODES, Backend, IptablesError
 
     parser = argparse.ArgumentParser(
         prog="masqd cleanup",

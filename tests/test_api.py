@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
-from masqd.batching import DEFAULT_SPACING
+from masqd.serve.batching import DEFAULT_SPACING
 from tests import netns
 from tests.conftest import require_root
 from tests.daemon import Masqd, quiet_masqd, wait_until

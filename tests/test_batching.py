@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from masqd.batching import ResyncBatcher
-from masqd.model import Reason
-from masqd.rules import Family
+from masqd.core.model import Family, Reason
+from masqd.serve.batching import ResyncBatcher
 
 SPACING = 0.2
 

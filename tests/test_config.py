@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from masqd.config import (
+from masqd.core.config import (
     OTHER_RESERVED,
     RFC1918,
     ConfigError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from masqd.durations import format_duration, parse_duration
+from masqd.core.durations import format_duration, parse_duration
 
 # Go's own time.ParseDuration test table (the cases a float can represent exactly enough).
 VALID = [

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from masqd.api.v1 import control_pb2 as pb
-from masqd.config import parse_config
-from masqd.rules import Family, RenderOptions, desired_rules, jump_rule
+from masqd.core.config import parse_config
+from masqd.core.model import Family
+from masqd.core.rules import RenderOptions, desired_rules, jump_rule
 from tests import netns
 from tests.daemon import Masqd, wait_until
 
@@ -427,7 +428,7 @@ def test_sync_waits_out_a_held_xtables_lock(
 
 def test_one_unreadable_state_replacing_another_is_noticed(tmp_path: Path) -> None:
     """A symlink loop replaced by a path through a regular file changes the file's identity."""
-    from masqd import configfile
+    from masqd.host import configfile
 
     path = tmp_path / "ip-masq-agent"
     prepare_links(tmp_path)
@@ -442,7 +443,7 @@ def test_a_fifo_at_the_config_path_does_not_block_reading(tmp_path: Path) -> Non
     """Reading a FIFO at the config path fails promptly instead of blocking the config loop."""
     import threading
 
-    from masqd import configfile
+    from masqd.host import configfile
 
     fifo = tmp_path / "ip-masq-agent"
     os.mkfifo(fifo)

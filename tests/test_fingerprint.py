@@ -21,7 +21,7 @@ def fingerprint(ns: str, mode: str, family: str) -> tuple[str, str]:
     reader = "nftchain" if mode == "nft" else "xtchain"
     fam = "IPV4" if family == "4" else "IPV6"
     code = (
-        f"from masqd import {reader}; from masqd.rules import Family; "
+        f"from masqd.host.probe import {reader}; from masqd.core.model import Family; "
         f"f = {reader}.read(Family.{fam}, {CHAIN!r}); "
         "print(f.chain.hex() if f.chain is not None else None, f.jumps.hex() or '-')"
     )
@@ -97,8 +97,9 @@ def test_garbled_input_raises_and_the_probe_answers_it_cannot_tell(
 ) -> None:
     """A blob or dump that does not parse raises OSError (never a wrong fingerprint), and the
     probe turns that into None, so the worker reads with iptables-save instead."""
-    from masqd import nftchain, probe, xtchain
-    from masqd.rules import Family
+    from masqd.core.model import Family
+    from masqd.host import probe
+    from masqd.host.probe import nftchain, xtchain
 
     head = b"ERROR".ljust(30, b"\0") + CHAIN.encode() + b"\0"
     blob = bytearray(400)

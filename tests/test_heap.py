@@ -1,4 +1,4 @@
-"""masqd.heap: freed C heap goes back to the kernel when masqd trims it (glibc)."""
+"""masqd.host.heap: freed C heap goes back to the kernel when masqd trims it (glibc)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 _FREE_THEN_TRIM = """
 import json
-from masqd import heap
+from masqd.host import heap
 
 def rss_kib():
     with open("/proc/self/status") as f:

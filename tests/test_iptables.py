@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from masqd.iptables import Backend, IptablesError
-from masqd.rules import Family
+from masqd.core.model import Family
+from masqd.host.iptables import Backend, IptablesError
 from tests import netns
 from tests.conftest import require_root
 
@@ -199,8 +199,8 @@ def test_close_ends_a_waiting_restore_unfed(fake_bin: Path) -> None:
 
 _IN_NS = """
 import json, sys
-from masqd.iptables import Backend, IptablesError, detect_mode
-from masqd.rules import Family
+from masqd.host.iptables import Backend, IptablesError, detect_mode
+from masqd.core.model import Family
 what = sys.argv[1]
 if what == "detect":
     print(json.dumps(detect_mode()))
@@ -280,8 +280,8 @@ def test_legacy_lock_held_elsewhere_is_retryable_and_waits(kernel_ns: str, tmp_p
 
 _PREPARED_IN_NS = """
 import json, subprocess, sys
-from masqd.iptables import Backend
-from masqd.rules import Family
+from masqd.host.iptables import Backend
+from masqd.core.model import Family
 mode, lock = sys.argv[1], sys.argv[2]
 backend = Backend(Family.IPV4, mode)
 backend.prepare_restore(1)

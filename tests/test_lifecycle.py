@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
-from masqd.config import parse_config
-from masqd.rules import Family, RenderOptions, desired_rules, jump_rule, render
+from masqd.core.config import parse_config
+from masqd.core.model import Family
+from masqd.core.rules import RenderOptions, desired_rules, jump_rule, render
 from tests import netns
 from tests.conftest import BACKENDS
 from tests.daemon import Masqd, wait_until

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from masqd.livestate import LiveRule, parse_save
-from masqd.rules import jump_rule
+from masqd.core.livestate import LiveRule, parse_save
+from masqd.core.rules import jump_rule
 
 CHAIN = "IP-MASQ-AGENT"
 JUMP = jump_rule(CHAIN)

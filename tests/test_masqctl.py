@@ -19,8 +19,9 @@ from google.protobuf import json_format
 
 from masqctl.cli import main
 from masqd.api.v1 import control_pb2 as pb
-from masqd.config import parse_config
-from masqd.rules import Family, RenderOptions, render
+from masqd.core.config import parse_config
+from masqd.core.model import Family
+from masqd.core.rules import RenderOptions, render
 from tests import netns
 from tests.conftest import require_root
 from tests.daemon import Masqd, quiet_masqd, wait_until

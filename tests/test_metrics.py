@@ -15,7 +15,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from masqd.api.v1 import control_pb2 as pb
-from masqd.httpserver import parse_address
+from masqd.serve.httpserver import parse_address
 from tests import netns
 from tests.daemon import Masqd, wait_until
 from tests.observability import IptablesWrapper, Samples, fetch, scrape

@@ -3,12 +3,14 @@ change (any family, through iptables-nft), and not on reads or on legacy tables.
 
 from __future__ import annotations
 
-from masqd import nftgen
+from masqd.host.probe import nftgen
 from tests.netns import run
 
 
 def generation_in(ns: str) -> int:
-    out = run(ns, "python3", "-c", "from masqd.nftgen import generation; print(generation())")
+    out = run(
+        ns, "python3", "-c", "from masqd.host.probe.nftgen import generation; print(generation())"
+    )
     return int(out)
 
 

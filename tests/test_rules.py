@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from masqd.config import parse_config
-from masqd.livestate import parse_save
-from masqd.rules import (
+from masqd.core.config import parse_config
+from masqd.core.livestate import parse_save
+from masqd.core.rules import (
     DEFAULT_CHAIN,
     Family,
     RenderOptions,

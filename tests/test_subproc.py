@@ -1,4 +1,4 @@
-"""masqd.subproc.exchange: stdin in, stdout and stderr out, the exit reaped, by a deadline."""
+"""masqd.host.subproc.exchange: stdin in, stdout and stderr out, the exit reaped, by a deadline."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from masqd import subproc
+from masqd.host import subproc
 
 
 def start(*argv: str) -> subprocess.Popen[bytes]:

@@ -11,11 +11,12 @@ from multiprocessing import Pipe
 
 import pytest
 
-from masqd import worker
-from masqd.fingerprint import Fingerprint
-from masqd.iptables import IptablesError
-from masqd.livestate import parse_save
-from masqd.rules import Family, jump_rule
+from masqd.core.fingerprint import Fingerprint
+from masqd.core.livestate import parse_save
+from masqd.core.model import Family
+from masqd.core.rules import jump_rule
+from masqd.engine import worker
+from masqd.host.iptables import IptablesError
 
 CHAIN = "IP-MASQ-AGENT"
 JUMP = jump_rule(CHAIN)

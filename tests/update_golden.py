@@ -16,9 +16,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from masqd import flags
-from masqd.config import ParseOptions, parse_config
-from masqd.rules import Family, RenderOptions, render
+from masqd.core import flags
+from masqd.core.config import ParseOptions, parse_config
+from masqd.core.model import Family
+from masqd.core.rules import RenderOptions, render
 
 GOLDEN = Path(__file__).parent / "golden"
 FLAGS_PREFIX = "# flags:"

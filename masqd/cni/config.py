@@ -33,7 +33,7 @@ def parse_timeout(value: object) -> float:
             f"timeout must be a duration string like 2s or a number of seconds, got {value!r}",
         )
     if isinstance(value, str):
-        from masqd.durations import parse_duration  # imports re: only when a string is given
+        from masqd.core.durations import parse_duration  # imports re: only when a string is given
 
         try:
             seconds = parse_duration(value)

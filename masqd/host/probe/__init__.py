@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from masqd import nftchain, nftgen, xtchain
-from masqd.fingerprint import Fingerprint
-from masqd.rules import Family
+from masqd.core.fingerprint import Fingerprint
+from masqd.core.model import Family
+from masqd.host.probe import nftchain, nftgen, xtchain
 
 
 class Probe(Protocol):

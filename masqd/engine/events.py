@@ -10,9 +10,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from masqd.model import Event
+from masqd.core.model import Event
 
-log = logging.getLogger("masqd.events")
+log = logging.getLogger("masqd.engine.events")
 
 Listener = Callable[[Event | None], None]
 """Called with each event, and with None once the bus closes."""

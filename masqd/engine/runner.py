@@ -20,11 +20,11 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from masqd import worker
-from masqd.events import EventBus
-from masqd.model import Event, EventKind, Reason, SyncResult
+from masqd.core.model import Event, EventKind, Reason, SyncResult
+from masqd.engine import worker
+from masqd.engine.events import EventBus
 
-log = logging.getLogger("masqd.runner")
+log = logging.getLogger("masqd.engine.runner")
 
 # A process running gRPC threads must not fork. masqd forks its first two workers before it
 # imports gRPC (they then share the interpreter's pages with the supervisor); a worker replaced

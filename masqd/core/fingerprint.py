@@ -1,7 +1,7 @@
 """What a worker remembers of the kernel's view of its chain, to tell cheaply whether it changed.
 
-Read in-process (legacy: the x_tables blob, masqd/xtchain.py; nft: a netlink rule dump,
-masqd/nftchain.py), never by exec-ing iptables-save: a fingerprint costs well under a
+Read in-process (legacy: the x_tables blob, masqd/host/probe/xtchain.py; nft: a netlink rule dump,
+masqd/host/probe/nftchain.py), never by exec-ing iptables-save: a fingerprint costs well under a
 millisecond where an exec costs several.
 """
 

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 from prometheus_client.exposition import MetricsHandler
 
-from masqd.health import HealthCheck, Report
-from masqd.metrics import Metrics
-from masqd.supervisor import Supervisor
+from masqd.engine.supervisor import Supervisor
+from masqd.serve.health import HealthCheck, Report
+from masqd.serve.metrics import Metrics
 
 log = logging.getLogger("masqd.http")
 

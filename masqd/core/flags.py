@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from masqd.config import ParseOptions
-from masqd.rules import DEFAULT_CHAIN, RenderOptions, parse_to_ports, validate_chain_name
+from masqd.core.config import ParseOptions
+from masqd.core.rules import DEFAULT_CHAIN, RenderOptions, parse_to_ports, validate_chain_name
 
 _TRUE = {"1", "t", "true", "yes", "on"}
 _FALSE = {"0", "f", "false", "no", "off"}

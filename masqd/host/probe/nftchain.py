@@ -11,9 +11,9 @@ import hashlib
 import re
 import socket
 
-from masqd import netlink
-from masqd.fingerprint import Fingerprint
-from masqd.rules import Family
+from masqd.core.fingerprint import Fingerprint
+from masqd.core.model import Family
+from masqd.host.probe import netlink
 
 NFT_MSG_GETRULE = 7
 NFTA_RULE_TABLE = 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from masqd import netlink
+from masqd.host.probe import netlink
 
 NFT_MSG_GETGEN = 16
 NFTA_GEN_ID = 1

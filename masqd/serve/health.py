@@ -19,9 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from masqd.model import Event
-from masqd.rules import Family
-from masqd.supervisor import Supervisor
+from masqd.core.model import Event, Family
+from masqd.engine.supervisor import Supervisor
 
 DEFAULT_TIMEOUT = 60.0
 

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from masqd import subproc
-from masqd.rules import Family
+from masqd.core.model import Family
+from masqd.host import subproc
 
 MODES = ("legacy", "nft")
 DEFAULT_TIMEOUT = 10.0

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 
-log = logging.getLogger("masqd.socketfile")
+log = logging.getLogger("masqd.serve.socketfile")
 
 
 class SocketInUse(RuntimeError):

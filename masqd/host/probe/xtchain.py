@@ -22,8 +22,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from masqd.fingerprint import Fingerprint
-from masqd.rules import Family
+from masqd.core.fingerprint import Fingerprint
+from masqd.core.model import Family
 
 _SO_GET_INFO = 64  # IPT_SO_GET_INFO / IP6T_SO_GET_INFO
 _SO_GET_ENTRIES = 65

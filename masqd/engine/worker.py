@@ -20,12 +20,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from masqd import heap, nftgen
-from masqd.fingerprint import Fingerprint
-from masqd.iptables import Backend, IptablesError
-from masqd.livestate import LiveChain, parse_save
-from masqd.probe import KernelProbe, Probe
-from masqd.rules import Family, jump_rule, render_restore
+from masqd.core.fingerprint import Fingerprint
+from masqd.core.livestate import LiveChain, parse_save
+from masqd.core.model import Family
+from masqd.core.rules import jump_rule, render_restore
+from masqd.host import heap
+from masqd.host.iptables import Backend, IptablesError
+from masqd.host.probe import KernelProbe, Probe, nftgen
 
 TIDY_AFTER = 0.001
 """Seconds a worker leaves the supervisor to pass its answer on before it tidies up (on 2 vCPUs

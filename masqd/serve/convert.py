@@ -10,10 +10,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from masqd import __version__
 from masqd.api.v1 import control_pb2 as pb
-from masqd.model import Event, EventKind, Reason, SyncResult
-from masqd.rules import Family, jump_rule
-from masqd.supervisor import Supervisor
-from masqd.worker import ReadOutcome
+from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.rules import jump_rule
+from masqd.engine.supervisor import Supervisor
+from masqd.engine.worker import ReadOutcome
 
 FAMILY = {Family.IPV4: pb.FAMILY_IPV4, Family.IPV6: pb.FAMILY_IPV6}
 REASON = {

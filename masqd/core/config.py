@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from masqd.durations import format_duration, parse_duration
+from masqd.core.durations import format_duration, parse_duration
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

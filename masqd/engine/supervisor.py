@@ -13,8 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from masqd import configfile, heap, iptables
-from masqd.config import (
+from masqd.core.config import (
     MAX_RESYNC_INTERVAL,
     MIN_RESYNC_INTERVAL,
     ConfigError,
@@ -22,14 +21,15 @@ from masqd.config import (
     ParseOptions,
     parse_config,
 )
-from masqd.events import EventBus
-from masqd.model import Event, EventKind, Reason
-from masqd.rules import Family, desired_rules
-from masqd.runner import FamilyRunner, Launcher, fork_worker, spawn_worker
-from masqd.settings import Settings
-from masqd.worker import ReadOutcome, WorkerOptions
+from masqd.core.model import Event, EventKind, Family, Reason
+from masqd.core.rules import desired_rules
+from masqd.core.settings import Settings
+from masqd.engine.events import EventBus
+from masqd.engine.runner import FamilyRunner, Launcher, fork_worker, spawn_worker
+from masqd.engine.worker import ReadOutcome, WorkerOptions
+from masqd.host import configfile, heap, iptables
 
-log = logging.getLogger("masqd.supervisor")
+log = logging.getLogger("masqd.engine.supervisor")
 
 MAX_OVERRIDE_TTL = 24 * 3600.0
 

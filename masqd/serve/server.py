@@ -19,16 +19,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from masqd import convert
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
-from masqd.batching import ResyncBatcher
-from masqd.model import Event, Reason, SyncResult
-from masqd.rules import Family
-from masqd.socketfile import claim_socket
-from masqd.supervisor import RequestError, Supervisor
+from masqd.core.model import Event, Family, Reason, SyncResult
+from masqd.engine.supervisor import RequestError, Supervisor
+from masqd.serve import convert
+from masqd.serve.batching import ResyncBatcher
+from masqd.serve.socketfile import claim_socket
 
-log = logging.getLogger("masqd.server")
+log = logging.getLogger("masqd.serve.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Control"].full_name
 DEFAULT_RESYNC_TIMEOUT = 30.0

@@ -1,11 +1,20 @@
-"""The domain objects the supervisor reports: sync results, events, reasons. No I/O."""
+"""The domain's words: address families, sync reasons and results, events. No I/O."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
-from masqd.rules import Family
+
+class Family(enum.IntEnum):
+    """An address family; the value is the IP version."""
+
+    IPV4 = 4
+    IPV6 = 6
+
+    @property
+    def label(self) -> str:
+        return f"ipv{self.value}"
 
 
 class Reason(enum.Enum):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from masqd.rules import Family, RenderOptions
+from masqd.core.model import Family
+from masqd.core.rules import RenderOptions
 
 DEFAULT_CONFIG_PATH = "/etc/config/ip-masq-agent"
 DEFAULT_SOCKET = "/run/masqd/masqd.sock"

@@ -6,14 +6,15 @@ compared with the desired one line by line, without parsing iptables' option syn
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from masqd.core.model import Family
+
 if TYPE_CHECKING:  # workers import this module; they need no YAML parser
-    from masqd.config import IPNetwork, MasqConfig
+    from masqd.core.config import IPNetwork, MasqConfig
 
 DEFAULT_CHAIN = "IP-MASQ-AGENT"
 LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network("fe80::/10")}
@@ -32,17 +33,6 @@ _BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 # `-j MASQUERADE` rules into jumps to our own chain (a loop the kernel rejects).
 _TARGET_NAMES = {"ACCEPT", "DROP", "QUEUE", "RETURN", "MASQUERADE"}
 _PORT_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
-
-
-class Family(enum.IntEnum):
-    """An address family; the value is the IP version."""
-
-    IPV4 = 4
-    IPV6 = 6
-
-    @property
-    def label(self) -> str:
-        return f"ipv{self.value}"
 
 
 PortRange = tuple[int, int]

@@ -19,8 +19,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
-from masqd.model import Reason
-from masqd.rules import Family
+from masqd.core.model import Family, Reason
 
 Submit = Callable[[tuple[Family, ...], Reason], dict[Family, int]]
 """Hands requests to the supervisor; returns each family's ticket (Supervisor.request_sync)."""

@@ -26,10 +26,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from masqd.livestate import LiveChain
-from masqd.model import Event, EventKind, Reason
-from masqd.rules import Family
-from masqd.supervisor import Supervisor
+from masqd.core.livestate import LiveChain
+from masqd.core.model import Event, EventKind, Family, Reason
+from masqd.engine.supervisor import Supervisor
 
 LIVE_CACHE_SECONDS = 1.0
 """Scrapes within this long of a read reuse its counters."""
