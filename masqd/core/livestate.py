@@ -6,6 +6,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from masqd.core.errors import Kind
+
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")
 
 
@@ -47,6 +49,16 @@ class LiveChain:
     def matches(self, desired: list[str], jump: str) -> bool:
         """True when the chain holds exactly the desired rules and our jump is in place."""
         return self.chain_exists and self.specs == desired and jump in self.jump_rules
+
+
+@dataclass(frozen=True)
+class ReadOutcome:
+    """A worker's answer to a read of the live chain."""
+
+    live: LiveChain | None
+    """None when the read failed."""
+    error: str = ""
+    kind: Kind | None = None
 
 
 def parse_save(text: str, chain: str) -> LiveChain:

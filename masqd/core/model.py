@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from masqd.core.errors import Kind
+
 
 class Family(enum.IntEnum):
     """An address family; the value is the IP version."""
@@ -41,6 +43,8 @@ class SyncResult:
     reason: Reason
     error: str = ""
     in_sync: bool = False
+    error_kind: Kind | None = None
+    """What kind of failure `error` is; None when ok."""
 
 
 class EventKind(enum.Enum):

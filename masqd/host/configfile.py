@@ -6,7 +6,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from masqd.core.config import ConfigError
+from masqd.core.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from masqd.core.errors import ApplyError, Kind
 from masqd.core.model import Family
 from masqd.host import subproc
 
@@ -16,23 +17,14 @@ DEFAULT_TIMEOUT = 10.0
 _LOCK_MESSAGES = ("holding the xtables lock", "Can't lock")
 
 
-class IptablesError(RuntimeError):
-    """An iptables command failed. `retryable` says whether trying again may help."""
-
-    def __init__(self, message: str, *, retryable: bool, stderr: str = "") -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.stderr = stderr
-
-
 @dataclass
 class Backend:
     """The iptables binaries of one family in one mode (legacy or nft).
 
     A long-lived user (a worker) may start its next iptables-restore ahead of need with
     `prepare_restore`: the process waits on its stdin, so the write that uses it pays only for
-    parsing and committing, not for exec, the dynamic loader and iptables' own start-up (about
-    1.1-1.3 ms of a 3-3.5 ms legacy restore of 64 rules here; `python -m bench.restore_cost`).
+    parsing and committing, not for exec, the dynamic loader and iptables' own start-up (what
+    that saves: `python -m bench.restore_cost`).
     A waiting iptables-restore holds nothing: it takes the xtables lock (legacy) and reads the
     kernel only once it reads `*nat`, and it exits without touching anything when its stdin
     closes.
@@ -52,7 +44,7 @@ class Backend:
         argv = [self.binary("save"), "-t", "nat"]
         if counters:
             argv.append("-c")
-        return _run(argv, None, timeout, retry_on_lock=True).stdout
+        return _run(argv, None, timeout).stdout
 
     def restore(self, text: str, *, wait: int = 5, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Apply text with `iptables-restore --noflush -w WAIT` in one atomic transaction."""
@@ -61,7 +53,7 @@ class Backend:
         if ready is not None and (ready.args != argv or ready.poll() is not None):
             _discard(ready)
             ready = None
-        _finish(ready or _start(argv), argv, text, timeout, retry_on_lock=True)
+        _finish(ready or _start(argv), argv, text, timeout)
 
     def prepare_restore(self, wait: int = 5) -> None:
         """Start the next restore now, if none is waiting; it serves the next `restore`."""
@@ -71,7 +63,7 @@ class Backend:
             _discard(self._ready)  # died waiting (killed by someone): reap it, start another
         try:
             self._ready = _start(self._restore_argv(wait))
-        except IptablesError:
+        except ApplyError:
             self._ready = None  # not installed: restore() will say so when it is needed
 
     def close(self) -> None:
@@ -129,16 +121,14 @@ def _mangle_and_rules(mode: str, timeout: float) -> tuple[str, int]:
         try:
             mangle += _run([backend.binary("save"), "-t", "mangle"], None, timeout).stdout
             every = _run([backend.binary("save")], None, timeout).stdout
-        except IptablesError:
+        except ApplyError:
             continue
         rules += sum(1 for line in every.splitlines() if line.startswith("-"))
     return mangle, rules
 
 
-def _run(
-    argv: list[str], stdin: str | None, timeout: float, *, retry_on_lock: bool = False
-) -> subprocess.CompletedProcess[str]:
-    return _finish(_start(argv), argv, stdin, timeout, retry_on_lock=retry_on_lock)
+def _run(argv: list[str], stdin: str | None, timeout: float) -> subprocess.CompletedProcess[str]:
+    return _finish(_start(argv), argv, stdin, timeout)
 
 
 def _start(argv: list[str]) -> subprocess.Popen[bytes]:
@@ -150,7 +140,7 @@ def _start(argv: list[str]) -> subprocess.Popen[bytes]:
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError as e:
-        raise IptablesError(f"{argv[0]} is not installed", retryable=False) from e
+        raise ApplyError(f"{argv[0]} is not installed", Kind.MISSING) from e
 
 
 def _finish(
@@ -158,22 +148,20 @@ def _finish(
     argv: list[str],
     stdin: str | None,
     timeout: float,
-    *,
-    retry_on_lock: bool,
 ) -> subprocess.CompletedProcess[str]:
     """Feed proc (started with argv) its stdin, wait for its exit, and classify a failure."""
     try:
         out, err = subproc.exchange(proc, (stdin or "").encode(), timeout)
     except subprocess.TimeoutExpired as e:
         subproc.kill(proc)
-        raise IptablesError(f"{argv[0]} did not finish within {timeout:g}s", retryable=True) from e
+        raise ApplyError(f"{argv[0]} did not finish within {timeout:g}s", Kind.TIMEOUT) from e
     stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
     if proc.returncode != 0:
         stderr = stderr.strip()
         lock = any(m in stderr for m in _LOCK_MESSAGES)
-        raise IptablesError(
+        raise ApplyError(
             f"{' '.join(argv)} exited {proc.returncode}: {stderr or '(no message)'}",
-            retryable=retry_on_lock and lock,
+            Kind.LOCK if lock else Kind.REJECTED,
             stderr=stderr,
         )
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
