@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from masqd.api.v1 import control_pb2 as pb  # noqa: E402
-from tests import cni_runtime, netns  # noqa: E402
-from tests.daemon import Masqd  # noqa: E402
+from tests.support import cni_runtime, netns  # noqa: E402
+from tests.support.daemon import Masqd  # noqa: E402
 
 CONFIG = "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqOutBound: true\n"
 

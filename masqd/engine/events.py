@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from masqd.core.model import Event
 
-log = logging.getLogger("masqd.engine.events")
+log = logging.getLogger("masqd.events")
 
 Listener = Callable[[Event | None], None]
 """Called with each event, and with None once the bus closes."""

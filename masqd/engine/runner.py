@@ -1,95 +1,50 @@
-"""The supervisor's side of one family: its worker process, and the queue of sync requests.
+"""One family's loop: it serves the family's request queue on the worker process, checks the
+chain for drift while idle, and replaces the worker the moment it dies.
 
-Requests are coalesced: each carries a sequence number, and one sync serves every request that
-arrived before it started. A caller waiting on request N is answered by the first sync that
-started after N arrived, so a burst of hundreds of requests costs a handful of syncs.
+The loop runs on a thread of its own and is the only code that talks to the worker, so the pipe
+needs no lock. It waits on two things at once (`multiprocessing.connection.wait`): the
+queue's wake-up (an eventfd the queue writes to when a request arrives) and the worker's
+sentinel. Its state is read by other threads only as a frozen `FamilyStatus`, built under the
+runner's lock.
+
+Each sync request is a future (see `masqd.engine.queue`), resolved after the runner's status
+and events already show the sync that served it.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import gc
 import logging
-import multiprocessing
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from concurrent.futures import Future
+from multiprocessing.connection import wait
 
+from masqd.core.errors import Kind, NoConfig, Stopping, WorkerGone
+from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Reason, SyncResult
+from masqd.core.status import FamilyStatus
 from masqd.engine import worker
 from masqd.engine.events import EventBus
+from masqd.engine.process import Backoff, Launcher, WorkerProcess, spawn_worker
+from masqd.engine.queue import Batch, RequestQueue
 
-log = logging.getLogger("masqd.engine.runner")
+log = logging.getLogger("masqd.runner")
 
-# A process running gRPC threads must not fork. masqd forks its first two workers before it
-# imports gRPC (they then share the interpreter's pages with the supervisor); a worker replaced
-# later is spawned: a fresh interpreter, never a fork.
-_SPAWN = multiprocessing.get_context("spawn")
-_FORK = multiprocessing.get_context("fork")
-
-
-class WorkerProcess(Protocol):
-    """What the runner needs of a worker process (multiprocessing.Process has it)."""
-
-    @property
-    def pid(self) -> int | None: ...
-    @property
-    def exitcode(self) -> int | None: ...
-    def is_alive(self) -> bool: ...
-    def join(self, timeout: float | None = None) -> None: ...
-    def kill(self) -> None: ...
-
-
-Launcher = Callable[[worker.WorkerOptions], tuple[WorkerProcess, Connection]]
-
-
-def spawn_worker(opts: worker.WorkerOptions) -> tuple[WorkerProcess, Connection]:
-    """Start a worker in a fresh interpreter: safe at any time."""
-    return _start(_SPAWN, opts)
-
-
-def fork_worker(opts: worker.WorkerOptions) -> tuple[WorkerProcess, Connection]:
-    """Fork a worker: cheaper, but only while this process has no threads and no gRPC."""
-    if threading.active_count() > 1 or "grpc" in sys.modules:
-        return spawn_worker(opts)
-    # Objects that exist now are never collected, so the collector leaves their pages alone
-    # and they stay shared with the child.
-    gc.freeze()
-    return _start(_FORK, opts)
-
-
-def _start(ctx: Any, opts: worker.WorkerOptions) -> tuple[WorkerProcess, Connection]:
-    parent, child = ctx.Pipe()
-    target = _run_forked if ctx is _FORK else worker.run
-    proc = ctx.Process(
-        target=target, args=(opts, child), name=f"masqd-worker-{opts.family.label}", daemon=True
-    )
-    proc.start()
-    child.close()
-    return proc, parent
-
-
-def _run_forked(opts: worker.WorkerOptions, conn: Connection) -> None:
-    """A forked worker first closes every descriptor it inherited but stdio and its own pipe:
-    the supervisor's ends of the pipes (or the worker would never see EOF when the supervisor
-    dies) and the socket's lock (or a new masqd could not claim the socket)."""
-    keep = conn.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
-    worker.run(opts, conn)
-
-
-class WorkerGone(RuntimeError):
-    """The worker process died or its pipe broke."""
+NO_CONFIG = "no valid configuration has been loaded yet; the rules are left as they are"
+GATHER = 0.01
+"""Seconds a sync waits for more requests when some arrived during the sync before it: a
+burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
+--figures 4`). A request that finds the runner idle is served at once."""
+# A sync serving one of these reads everything, whatever the worker remembers.
+FULL_SYNC_REASONS = frozenset((Reason.INTERVAL, Reason.STARTUP))
 
 
 class FamilyRunner:
-    """Runs one family's worker and serves sync requests to it, one sync at a time."""
+    """Runs one family's worker and serves its requests, one sync at a time."""
 
     def __init__(
         self,
@@ -98,211 +53,176 @@ class FamilyRunner:
         events: EventBus,
         *,
         drift_check_interval: float = 5.0,
-        max_restart_backoff: float = 30.0,
+        gather: float = GATHER,
+        backoff: Backoff | None = None,
         launcher: Launcher = spawn_worker,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.family = opts.family
-        self._launcher = launcher
-        self._opts = opts
         self._desired = desired
         self._events = events
         self._drift_interval = drift_check_interval
-        self._max_backoff = max_restart_backoff
-
-        self._cond = threading.Condition()
-        self._requested = 0  # sequence number of the latest request
-        self._served = 0  # every request up to this one has been served by a finished sync
-        self._reasons: set[Reason] = set()
-        self._callbacks: list[tuple[int, Callable[[SyncResult | None], None]]] = []
-        self._stopping = False
+        self._gather = gather
+        self._clock = clock
+        self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.queue = RequestQueue(self._notify, clock)
+        self._worker = WorkerProcess(opts, launcher, backoff, clock)
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-        self._io = threading.Lock()  # one command at a time on the worker's pipe
-        self._proc: WorkerProcess | None = None
-        self._conn: Connection | None = None
-        self._started_at = 0.0
-
-        self.state = "starting"
-        self.restarts = 0
-        self.last_result: SyncResult | None = None
-        self.in_sync = False
-        self.counts: collections.Counter[Reason] = collections.Counter()
-        self.checks = 0
-        self.restores = 0
-        self.requests: collections.Counter[Reason] = collections.Counter()
-        """Sync requests received, by reason (drift repairs are found here, not requested)."""
-        # Monotonic arrival of the oldest request not yet applied: queued for the next sync,
-        # taken by the sync in flight, or taken by a sync that failed. See pending_since().
-        self._queued_since: float | None = None
-        self._taken_since: float | None = None
-        self._failed_since: float | None = None
+        # Written by the loop, read by status() from any thread: all under _lock.
+        self._lock = threading.Lock()
+        self._state = "starting"
+        self._pid = 0
+        self._restarts = 0
+        self._in_sync = False
+        self._last: SyncResult | None = None
+        self._syncs: collections.Counter[Reason] = collections.Counter()
+        self._checks = 0
+        self._restores = 0
+        self._taken_since: float | None = None  # oldest request of the sync in flight
+        self._failed_since: float | None = None  # of a failed sync, until one succeeds
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start_worker(self, launcher: Launcher | None = None) -> None:
-        """Start the worker process now (by default it starts with the runner)."""
-        self._spawn(launcher)
+        """Start the worker process now (by default it starts with the loop)."""
+        self._worker.start(launcher)
+        self._set(state="idle", pid=self._worker.pid)
 
     def start(self) -> None:
-        if self._proc is None:
-            self._spawn()
+        if not self._worker.running:
+            self.start_worker()
         self._thread = threading.Thread(
             target=self._loop, name=f"runner-{self.family.label}", daemon=True
         )
         self._thread.start()
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop the loop and the worker; a worker that does not exit in time is killed."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(grace)
-        # A sync still retrying holds the pipe; the worker is then killed mid-way, which is
-        # safe because each iptables-restore is atomic.
-        if self._io.acquire(timeout=grace):
-            try:
-                self._stop_worker(grace)
-            finally:
-                self._io.release()
-        elif self._proc is not None:
-            self._proc.kill()
-        self.state = "stopped"
+        """Stop the loop and the worker. A sync still retrying is cut short by killing the
+        worker, which is safe: each iptables-restore is atomic. Stopping twice is stopping once."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._notify()
+        thread = self._thread
+        if thread is not None:
+            thread.join(grace)
+            if thread.is_alive():
+                self._worker.kill()
+                thread.join(1.0)
+        if thread is None or not thread.is_alive():
+            self._worker.stop(grace)
+        self.queue.close(Stopping("masqd is shutting down"))  # after this, nothing notifies
+        self._set(state="stopped", pid=0)
+        if thread is None or not thread.is_alive():
+            os.close(self._wakeup)
 
-    @property
-    def pid(self) -> int:
-        proc = self._proc
-        return proc.pid or 0 if proc is not None and proc.is_alive() else 0
+    # -- what others ask -------------------------------------------------------------------
 
-    # -- requests --------------------------------------------------------------------------
+    def status(self) -> FamilyStatus:
+        """A snapshot of this family, consistent in itself."""
+        queued = self.queue.oldest()
+        with self._lock:
+            pending = [t for t in (self._failed_since, self._taken_since, queued) if t is not None]
+            return FamilyStatus(
+                family=self.family,
+                pid=self._pid,
+                state=self._state,
+                restarts=self._restarts,
+                in_sync=self._in_sync,
+                last_result=self._last,
+                syncs=dict(self._syncs),
+                requests=self.queue.requested(),
+                checks=self._checks,
+                restores=self._restores,
+                pending_since=min(pending, default=None),
+            )
 
-    def request(self, reason: Reason) -> int:
-        """Queue a sync; returns the ticket to wait on."""
-        with self._cond:
-            self._requested += 1
-            self._reasons.add(reason)
-            self.requests[reason] += 1
-            if self._queued_since is None:
-                self._queued_since = time.monotonic()
-            self._cond.notify_all()
-            return self._requested
-
-    def wait(self, ticket: int, timeout: float | None) -> SyncResult | None:
-        """The result of a sync that started after the ticket was issued, None on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._served < ticket and not self._stopping:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            return self.last_result if self._served >= ticket else None
-
-    def on_served(self, ticket: int, callback: Callable[[SyncResult | None], None]) -> None:
-        """Call back (on the runner's thread) once the ticket is served; None when stopping."""
-        with self._cond:
-            if self._served < ticket and not self._stopping:
-                self._callbacks.append((ticket, callback))
-                return
-            result = self.last_result if self._served >= ticket else None
-        callback(result)
-
-    def pending_since(self) -> float | None:
-        """Monotonic arrival of the oldest sync request not yet applied; None when none waits.
-
-        A request is applied once a sync that started after it succeeded, or a drift check
-        found the chain as desired. A failed sync leaves its requests pending; a retried lock
-        keeps them pending only as long as the retries take.
-        """
-        with self._cond:
-            times = (self._failed_since, self._taken_since, self._queued_since)
-            return min((t for t in times if t is not None), default=None)
-
-    def read_live(self, timeout: float = 10.0) -> worker.ReadOutcome:
+    def read_live(self) -> Future[ReadOutcome]:
         """The live chain with counters, read by the worker between syncs."""
-        if not self._io.acquire(timeout=timeout):
-            return worker.ReadOutcome(None, "the worker is busy; try again")
-        try:
-            outcome = self._call(worker.ReadCommand())
-        except WorkerGone as e:
-            return worker.ReadOutcome(None, str(e))
-        finally:
-            self._io.release()
-        assert isinstance(outcome, worker.ReadOutcome)
-        return outcome
+        return self.queue.read()
 
     # -- the loop --------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._requested == self._served and not self._stopping:
-                    self._cond.wait(self._drift_interval)
-                if self._stopping:
-                    self._fire_callbacks(None, everything=True)
-                    return
-                ticket = self._requested
-                reasons, self._reasons = self._reasons, set()
-                self._taken_since, self._queued_since = self._queued_since, None
-            if ticket > self._served:
-                result = self._sync(min(reasons, key=_priority), requested=True)
-            else:
-                result = self._sync(Reason.DRIFT_REPAIR, requested=False)
-            with self._cond:
-                if result is not None:
-                    self.last_result = result
-                if result is None or result.ok:  # the chain is as desired: all requests applied
-                    self._failed_since = None
-                elif self._failed_since is None:
-                    self._failed_since = self._taken_since
-                self._taken_since = None
-                self._served = max(self._served, ticket)
-                self._cond.notify_all()
-                self._fire_callbacks(self.last_result)
+        next_check = self._clock() + self._drift_interval
+        try:
+            while not self._stop.is_set():
+                if not self._worker.running:
+                    if not self._replace_worker():
+                        break
+                    next_check = self._clock()  # the new worker checks the chain first
+                work = self.queue.take()
+                if work is not None:
+                    if work.batch is not None:
+                        self._serve(work.batch)
+                    if work.read is not None:
+                        work.read.set_result(self._read())
+                    next_check = self._clock() + self._drift_interval
+                    if work.batch is not None and self.queue.oldest() is not None:
+                        self._stop.wait(self._gather)  # they arrived during that sync: a burst
+                elif self._clock() >= next_check:
+                    self._check()
+                    next_check = self._clock() + self._drift_interval
+                else:
+                    self._idle(next_check - self._clock())
+        except Exception:
+            log.exception("%s: the runner loop failed", self.family.label)
+            raise
+        finally:
+            self.queue.close(Stopping("masqd is shutting down"))
 
-    def _fire_callbacks(self, result: SyncResult | None, *, everything: bool = False) -> None:
-        """Answer the callbacks whose ticket is served (called with the condition held)."""
-        due = [cb for t, cb in self._callbacks if everything or t <= self._served]
-        self._callbacks = [
-            (t, cb) for t, cb in self._callbacks if not everything and t > self._served
-        ]
-        for callback in due:
-            try:
-                callback(result)
-            except Exception:
-                log.exception("a sync callback failed")
+    def _idle(self, timeout: float) -> None:
+        """Wait for a request, the worker's death, or the timeout."""
+        sentinel = self._worker.sentinel
+        waits: list[int] = [self._wakeup] + ([sentinel] if sentinel is not None else [])
+        if wait(waits, timeout):
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wakeup)
 
-    def _sync(self, reason: Reason, *, requested: bool) -> SyncResult | None:
-        """Run one sync on the worker; a periodic drift check reports only when it repaired."""
+    def _notify(self) -> None:
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wakeup, 1)
+
+    def _serve(self, batch: Batch) -> None:
+        """One sync for every request in the batch."""
+        reason = batch.reason
+        rules = self._desired()
+        if rules is None:
+            with self._lock:
+                if self._failed_since is None:
+                    self._failed_since = batch.since
+            batch.fail(NoConfig(NO_CONFIG))
+            return
+        self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
+        with self._lock:
+            self._state, self._taken_since = "syncing", batch.since
+        outcome = self._sync(rules, full=bool(batch.reasons & FULL_SYNC_REASONS))
+        result = self._record(reason, outcome, since=batch.since)
+        batch.resolve(result)
+
+    def _check(self) -> None:
+        """A drift check: reported only when it repaired something or failed."""
         rules = self._desired()
         if rules is None:  # no good config yet: leave the kernel alone
-            if not requested:
-                return None
-            return SyncResult(
-                self.family,
-                False,
-                False,
-                0.0,
-                time.time(),
-                reason,
-                error="no valid configuration has been loaded yet; the rules are left as they are",
-            )
-        if requested:
-            self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
-        with self._io:
-            self.state = "syncing"
-            # The interval sync reads everything, whatever the worker remembers.
-            outcome = self._sync_on_worker(rules, full=reason in (Reason.INTERVAL, Reason.STARTUP))
-            self.state = "idle"
-        if outcome.changed:
-            self.restores += 1
-        self.in_sync = outcome.in_sync
-        if not requested:
-            self.checks += 1
-            if outcome.ok and not outcome.changed:
-                return None
-            log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
-        self.counts[reason] += 1
+            return
+        with self._lock:
+            self._state = "syncing"
+        outcome = self._sync(rules, full=False)
+        with self._lock:
+            self._checks += 1
+        if outcome.ok and not outcome.changed:
+            with self._lock:
+                self._state, self._in_sync, self._failed_since = "idle", outcome.in_sync, None
+            return
+        log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
+        self._record(Reason.DRIFT_REPAIR, outcome, since=None)
+
+    def _record(
+        self, reason: Reason, outcome: worker.SyncOutcome, since: float | None
+    ) -> SyncResult:
+        """Count a sync, log it, publish it; its result is in status before anyone hears."""
         result = SyncResult(
             family=self.family,
             ok=outcome.ok,
@@ -312,79 +232,70 @@ class FamilyRunner:
             reason=reason,
             error=outcome.error,
             in_sync=outcome.in_sync,
+            error_kind=outcome.kind,
         )
+        with self._lock:
+            self._state, self._in_sync, self._last = "idle", outcome.in_sync, result
+            self._syncs[reason] += 1
+            self._restores += outcome.changed
+            if outcome.ok:
+                self._failed_since = None
+            elif self._failed_since is None:
+                self._failed_since = since
+            self._taken_since = None
         _log_result(result)
         kind = EventKind.SYNC_FINISHED if result.ok else EventKind.SYNC_FAILED
         self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
         return result
 
-    def _sync_on_worker(self, rules: list[str], *, full: bool) -> worker.SyncOutcome:
-        """Sync, restarting a dead worker (with backoff) and trying once more on the new one."""
+    def _sync(self, rules: list[str], *, full: bool) -> worker.SyncOutcome:
+        """Sync on the worker; a worker that dies meanwhile is replaced and asked once more."""
         for _ in range(2):
             try:
-                outcome = self._call(worker.SyncCommand(tuple(rules), full=full))
+                outcome = self._worker.call(worker.SyncCommand(tuple(rules), full=full))
                 assert isinstance(outcome, worker.SyncOutcome)
                 return outcome
             except WorkerGone as e:
+                if self._stop.is_set():
+                    return worker.SyncOutcome(False, False, 0.0, str(e), kind=e.kind)
                 log.error("%s worker died (%s); restarting it", self.family.label, e)
-                if not self._restart():
+                if not self._replace_worker():
                     break
-        return worker.SyncOutcome(False, False, 0.0, "the worker is not running")
+        return worker.SyncOutcome(
+            False, False, 0.0, "the worker is not running", kind=Kind.WORKER_GONE
+        )
 
-    # -- the worker process ----------------------------------------------------------------
-
-    def _call(self, command: Any) -> Any:
-        conn, proc = self._conn, self._proc
-        if conn is None or proc is None or not proc.is_alive():
-            raise WorkerGone("the worker process is not running")
+    def _read(self) -> ReadOutcome:
         try:
-            conn.send(command)
-            while not conn.poll(0.5):
-                if not proc.is_alive():
-                    raise WorkerGone(f"the worker exited with code {proc.exitcode}")
-            return conn.recv()
-        except (EOFError, OSError) as e:
-            raise WorkerGone(f"the worker's pipe broke: {e}") from e
+            outcome = self._worker.call(worker.ReadCommand())
+        except WorkerGone as e:
+            return ReadOutcome(None, str(e), e.kind)
+        assert isinstance(outcome, ReadOutcome)
+        return outcome
 
-    def _spawn(self, launcher: Launcher | None = None) -> None:
-        self._proc, self._conn = (launcher or self._launcher)(self._opts)
-        self._started_at = time.monotonic()
-        self.state = "idle"
-        log.info("%s worker started (pid %s)", self.family.label, self._proc.pid)
-
-    def _restart(self) -> bool:
-        """Replace the dead worker, waiting longer after each quick death; False if stopping."""
-        lived = time.monotonic() - self._started_at
-        self._stop_worker(0.5)
-        self.restarts += 1
-        backoff = 0.0 if lived > 60 else min(self._max_backoff, 0.2 * 2 ** min(self.restarts, 10))
-        self.state = "backoff"
-        with self._cond:
-            if self._cond.wait_for(lambda: self._stopping, backoff):
-                return False
-        self._spawn()
-        self._publish(EventKind.WORKER_RESTARTED, f"worker restarted (restart {self.restarts})")
+    def _replace_worker(self) -> bool:
+        """Start a new worker after the backoff; False when stopping meanwhile."""
+        delay = self._worker.buried()
+        with self._lock:
+            self._restarts += 1
+            self._state, self._pid, self._in_sync = "backoff", 0, False
+        if delay:
+            log.warning("%s worker keeps dying; next start in %.1fs", self.family.label, delay)
+        if self._stop.wait(delay):
+            return False
+        self._worker.start()
+        self._set(state="idle", pid=self._worker.pid)
+        with self._lock:
+            restarts = self._restarts
+        self._publish(EventKind.WORKER_RESTARTED, f"worker restarted (restart {restarts})")
         return True
 
-    def _stop_worker(self, grace: float) -> None:
-        proc, conn = self._proc, self._conn
-        if proc is None or conn is None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            conn.send(None)
-        proc.join(grace)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(1.0)
-        conn.close()
-        self._proc = self._conn = None
+    def _set(self, *, state: str, pid: int) -> None:
+        with self._lock:
+            self._state, self._pid = state, pid
 
     def _publish(self, kind: EventKind, message: str, result: SyncResult | None = None) -> None:
         self._events.publish(Event(kind, time.time(), message, self.family, result))
-
-
-def _priority(reason: Reason) -> int:
-    return list(Reason).index(reason)
 
 
 def _log_result(r: SyncResult) -> None:

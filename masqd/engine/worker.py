@@ -1,8 +1,9 @@
 """A worker process: the only writer of one family's chain.
 
-It runs in a process of its own (started with `spawn`, so it carries no gRPC state) and answers
-the supervisor's commands over a pipe: sync to these rules, or read the live chain. It imports
-only what a sync needs.
+It runs in a process of its own (forked before the supervisor imports gRPC, or spawned when it
+replaces one that died; either way it carries no gRPC state) and answers the supervisor's
+commands over a pipe, one at a time: sync to these rules, or read the live chain. It imports
+only what a sync needs. Failures travel back as data: an outcome's error text and its kind.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
-from masqd.core.livestate import LiveChain, parse_save
+from masqd.core.livestate import ReadOutcome, parse_save
 from masqd.core.model import Family
 from masqd.core.rules import jump_rule, render_restore
 from masqd.host import heap
-from masqd.host.iptables import Backend, IptablesError
+from masqd.host.iptables import Backend
 from masqd.host.probe import KernelProbe, Probe, nftgen
 
 TIDY_AFTER = 0.001
-"""Seconds a worker leaves the supervisor to pass its answer on before it tidies up (on 2 vCPUs
-the tidying otherwise slowed the answer's way back by 0.5-1.5 ms)."""
+"""Seconds a worker leaves the supervisor to pass its answer on before it tidies up: on a small
+node the tidying otherwise competes with the answer on its way back (bench/README.md)."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,8 @@ class SyncOutcome:
     duration: float
     error: str = ""
     in_sync: bool = False
-
-
-@dataclass(frozen=True)
-class ReadOutcome:
-    live: LiveChain | None
-    error: str = ""
+    kind: Kind | None = None
+    """What kind of failure `error` is (it crosses the pipe as data); None when ok."""
 
 
 @dataclass
@@ -170,16 +168,16 @@ def sync(
         changed = True
 
     retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, IptablesError) and e.retryable),
+        retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
         wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
         stop=stop_after_delay(opts.retry_deadline),
         reraise=True,
     )
     try:
         retrying(attempt)
-    except IptablesError as e:
+    except ApplyError as e:
         known.forget()
-        return SyncOutcome(False, changed, time.monotonic() - start, str(e))
+        return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
     return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
 
 
@@ -248,8 +246,8 @@ def settle(probe: Probe, known: Known) -> None:
 def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
     try:
         text = backend.save_nat(counters=True, timeout=opts.iptables_timeout)
-    except IptablesError as e:
-        return ReadOutcome(None, str(e))
+    except ApplyError as e:
+        return ReadOutcome(None, str(e), e.kind)
     return ReadOutcome(parse_save(text, opts.chain))
 
 

@@ -26,7 +26,7 @@ def limit_arenas(count: int) -> None:
 
 
 def trim() -> None:
-    """Return the heap's free pages to the kernel (tens of microseconds)."""
+    """Return the heap's free pages to the kernel."""
     malloc_trim = getattr(_libc, "malloc_trim", None)
     if malloc_trim is not None:
         malloc_trim(0)

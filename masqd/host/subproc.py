@@ -2,7 +2,7 @@
 
 `Popen.communicate(timeout=...)` (and `subprocess.run(timeout=...)`) waits for the exit by
 polling in sleeps of 1, 2, 4 ... ms. An iptables command closes its pipes a moment before it
-can be reaped, so nearly every call slept a whole millisecond: about a third of a small
+can be reaped, so nearly every call slept a whole millisecond, a large share of a small
 restore. Here the exit is awaited on a pidfd (Linux 5.3), which wakes at the exit itself.
 """
 

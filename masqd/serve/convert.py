@@ -1,4 +1,5 @@
-"""Domain objects to API messages. The only place that knows both shapes."""
+"""Domain objects to API messages and back: the only place that knows both shapes (the family
+numbers are masqd.api.families')."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from masqd import __version__
+from masqd.api import families
 from masqd.api.v1 import control_pb2 as pb
+from masqd.core.errors import Kind
+from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
 from masqd.core.rules import jump_rule
-from masqd.engine.supervisor import Supervisor
-from masqd.engine.worker import ReadOutcome
+from masqd.core.status import FamilyStatus, Status
 
-FAMILY = {Family.IPV4: pb.FAMILY_IPV4, Family.IPV6: pb.FAMILY_IPV6}
+FAMILY: dict[Family, Any] = families.VALUE
+FAMILY_OF = families.OF_VALUE
 REASON = {
     Reason.STARTUP: pb.SYNC_REASON_STARTUP,
     Reason.INTERVAL: pb.SYNC_REASON_INTERVAL,
@@ -23,6 +27,13 @@ REASON = {
     Reason.API: pb.SYNC_REASON_API,
     Reason.CNI: pb.SYNC_REASON_CNI,
     Reason.DRIFT_REPAIR: pb.SYNC_REASON_DRIFT_REPAIR,
+}
+ERROR_KIND = {
+    Kind.REJECTED: pb.ERROR_KIND_REJECTED,
+    Kind.LOCK: pb.ERROR_KIND_LOCK,
+    Kind.TIMEOUT: pb.ERROR_KIND_TIMEOUT,
+    Kind.MISSING: pb.ERROR_KIND_MISSING,
+    Kind.WORKER_GONE: pb.ERROR_KIND_WORKER_GONE,
 }
 EVENT_KIND: dict[EventKind, Any] = {kind: pb.Event.Kind.Value(kind.name) for kind in EventKind}
 
@@ -48,11 +59,16 @@ def sync_result(r: SyncResult) -> pb.SyncResult:
         duration=duration(r.duration),
         finished_at=timestamp(r.finished_at),
         reason=REASON[r.reason],
+        error_kind=_error_kind(r.error_kind) if not r.ok else pb.ERROR_KIND_UNSPECIFIED,
     )
 
 
-def status(sup: Supervisor) -> pb.Status:
-    cfg = sup.config_state
+def _error_kind(kind: Kind | None) -> Any:
+    return ERROR_KIND.get(kind, pb.ERROR_KIND_INTERNAL) if kind else pb.ERROR_KIND_INTERNAL
+
+
+def status(s: Status) -> pb.Status:
+    cfg = s.config
     config = pb.ConfigStatus(
         path=cfg.path,
         generation=cfg.generation,
@@ -65,39 +81,37 @@ def status(sup: Supervisor) -> pb.Status:
     if cfg.error_at:
         config.error_at.CopyFrom(timestamp(cfg.error_at))
 
-    effective, source, override = sup.interval()
     interval = pb.IntervalStatus(
-        effective=duration(effective),
-        configured=duration(sup.configured_interval()),
-        source=source,
+        effective=duration(s.interval.effective),
+        configured=duration(s.interval.configured),
+        source=s.interval.source,
     )
-    if override is not None:
-        interval.override_expires_at.CopyFrom(timestamp(override.expires_at))
-
-    families = []
-    for family, runner in sup.runners.items():
-        fs = pb.FamilyStatus(
-            family=FAMILY[family],
-            pid=runner.pid,
-            state=runner.state,
-            restarts=runner.restarts,
-            in_sync=runner.in_sync,
-            backend=sup.mode,
-            sync_counts=[
-                pb.SyncCount(reason=REASON[reason], count=runner.counts[reason])
-                for reason in Reason
-            ],
-        )
-        if runner.last_result is not None:
-            fs.last_sync.CopyFrom(sync_result(runner.last_result))
-        families.append(fs)
+    if s.interval.override is not None:
+        interval.override_expires_at.CopyFrom(timestamp(s.interval.override.expires_at))
     return pb.Status(
         config=config,
         interval=interval,
-        families=families,
+        families=[family_status(f, s.mode) for f in s.families],
         version=__version__,
-        chain=sup.settings.render.chain,
+        chain=s.chain,
     )
+
+
+def family_status(f: FamilyStatus, mode: str) -> pb.FamilyStatus:
+    msg = pb.FamilyStatus(
+        family=FAMILY[f.family],
+        pid=f.pid,
+        state=f.state,
+        restarts=f.restarts,
+        in_sync=f.in_sync,
+        backend=mode,
+        sync_counts=[
+            pb.SyncCount(reason=REASON[reason], count=f.syncs.get(reason, 0)) for reason in Reason
+        ],
+    )
+    if f.last_result is not None:
+        msg.last_sync.CopyFrom(sync_result(f.last_result))
+    return msg
 
 
 def family_rules(

@@ -37,7 +37,7 @@ class HealthCheck:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._synced: set[Family] = {
-            f for f, r in supervisor.runners.items() if r.last_result and r.last_result.ok
+            f.family for f in supervisor.status().families if f.last_result and f.last_result.ok
         }
         self._unsubscribe = supervisor.events.subscribe(self._on_event)
 
@@ -50,13 +50,13 @@ class HealthCheck:
         now = time.monotonic()
         families: dict[str, object] = {}
         ok = True
-        for family, runner in self.sup.runners.items():
-            since = runner.pending_since()
+        for f in self.sup.status().families:
+            since = f.pending_since
             pending = 0.0 if since is None else max(0.0, now - since)
             stuck = pending > self.timeout
             ok = ok and not stuck
-            last = runner.last_result
-            families[family.label] = {
+            last = f.last_result
+            families[f.family.label] = {
                 "healthy": not stuck,
                 "pendingSeconds": round(pending, 3),
                 "lastError": last.error if last is not None and not last.ok else "",
@@ -66,7 +66,7 @@ class HealthCheck:
     def readyz(self) -> Report:
         with self._lock:
             synced = set(self._synced)
-        families = {f.label: f in synced for f in self.sup.runners}
+        families = {f.label: f in synced for f in self.sup.settings.families}
         ok = all(families.values())
         return Report(ok, {"ready": ok, "families": families})
 

@@ -2,13 +2,14 @@
 
 Nothing here calls into the sync path. Event metrics (syncs, durations, config loads) are
 updated by an EventBus listener on the publisher's thread, which only bumps a counter. State
-metrics (rules, in-sync, restarts, requests, interval) are read from the supervisor and its
-runners at scrape time, and the live per-rule counters come from one `iptables-save -c` per
-family, cached for a second so that concurrent scrapes do not multiply them.
+metrics (rules, in-sync, restarts, requests, interval) come from the supervisor's status
+snapshot at scrape time, and the live per-rule counters from one `iptables-save -c` per family,
+cached for a second so that concurrent scrapes do not multiply them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import threading
 import time
@@ -26,6 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from masqd.core.errors import MasqdError
 from masqd.core.livestate import LiveChain
 from masqd.core.model import Event, EventKind, Family, Reason
 from masqd.engine.supervisor import Supervisor
@@ -52,7 +54,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(standard)
-        families = [f.label for f in supervisor.runners]
+        families = [f.label for f in supervisor.settings.families]
         self.syncs = Counter(
             "masqd_syncs",
             "Syncs of a family's chain, by why they ran and what they did "
@@ -118,8 +120,8 @@ class StateCollector:
         self.live = LiveCounters(supervisor)
 
     def collect(self) -> Iterator[Metric]:
-        sup = self.sup
-        config = sup.config_state
+        status = self.sup.status()
+        config = status.config
         yield _gauge(
             "masqd_config_generation", "Generation of the config in force.", config.generation
         )
@@ -128,12 +130,13 @@ class StateCollector:
             "1 while the file on disk is rejected (the last good config stays in force).",
             1 if config.error else 0,
         )
-        interval, _, override = sup.interval()
-        yield _gauge("masqd_resync_interval_seconds", "Effective resync interval.", interval)
+        yield _gauge(
+            "masqd_resync_interval_seconds", "Effective resync interval.", status.interval.effective
+        )
         yield _gauge(
             "masqd_resync_interval_override",
             "1 while a temporary resync interval override is in force.",
-            1 if override is not None else 0,
+            1 if status.interval.override is not None else 0,
         )
 
         rules = GaugeMetricFamily(
@@ -158,23 +161,22 @@ class StateCollector:
         requests = CounterMetricFamily(
             "masqd_resync_requests",
             "Sync requests queued for the family, by source: api, cni, interval, "
-            "config_change, startup, and drift (our chain found changed by someone else). "
-            "A burst of API or CNI calls gathered at the API edge counts once.",
+            "config_change, startup, and drift (our chain found changed by someone else).",
             labels=["family", "source"],
         )
         now = time.monotonic()
-        for family, runner in sup.runners.items():
-            label = family.label
-            rules.add_metric([label], len(sup.desired(family) or ()))
-            in_sync.add_metric([label], 1 if runner.in_sync else 0)
-            since = runner.pending_since()
+        for f in status.families:
+            label = f.family.label
+            rules.add_metric([label], len(self.sup.desired(f.family) or ()))
+            in_sync.add_metric([label], 1 if f.in_sync else 0)
+            since = f.pending_since
             pending.add_metric([label], 0.0 if since is None else max(0.0, now - since))
-            restarts.add_metric([label], runner.restarts)
+            restarts.add_metric([label], f.restarts)
             for reason in Reason:
                 count = (
-                    runner.counts.get(reason, 0)
+                    f.syncs.get(reason, 0)
                     if reason == Reason.DRIFT_REPAIR
-                    else (runner.requests.get(reason, 0))
+                    else f.requests.get(reason, 0)
                 )
                 requests.add_metric([label, source(reason)], count)
         yield from (rules, in_sync, pending, restarts, requests)
@@ -194,10 +196,12 @@ class LiveCounters:
         with self._lock:
             if time.monotonic() - self._read_at >= LIVE_CACHE_SECONDS:
                 chains = {}
-                for family, runner in self.sup.runners.items():
-                    outcome = runner.read_live(LIVE_READ_TIMEOUT)
-                    if outcome.live is not None:
-                        chains[family] = outcome.live
+                reads = {f: self.sup.read_live(f) for f in self.sup.settings.families}
+                for family, read in reads.items():
+                    with contextlib.suppress(TimeoutError, MasqdError):
+                        live = read.result(LIVE_READ_TIMEOUT).live
+                        if live is not None:
+                            chains[family] = live
                 self._chains = chains
                 self._read_at = time.monotonic()
             return self._chains

@@ -1,19 +1,22 @@
 """The control API: a thin grpc.aio servicer over the Supervisor, on a unix socket.
 
 asyncio here so that hundreds of callers waiting for a sync cost futures, not threads. The
-supervisor is thread-based; it answers waits through callbacks handed to this loop.
+supervisor is thread-based: a Resync is a concurrent.futures.Future from its queue, awaited here
+with asyncio.wrap_future under the caller's deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import grp
 import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,22 +24,37 @@ from grpc_reflection.v1alpha import reflection
 
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
+from masqd.core.errors import Kind, MasqdError
+from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, Family, Reason, SyncResult
-from masqd.engine.supervisor import RequestError, Supervisor
+from masqd.engine.supervisor import Supervisor
 from masqd.serve import convert
-from masqd.serve.batching import ResyncBatcher
 from masqd.serve.socketfile import claim_socket
 
-log = logging.getLogger("masqd.serve.server")
+log = logging.getLogger("masqd.server")
+T = TypeVar("T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Control"].full_name
 DEFAULT_RESYNC_TIMEOUT = 30.0
+"""How long a Resync without a deadline waits for its sync."""
+LIVE_READ_TIMEOUT = 10.0
+"""How long GetRules waits for a worker busy with a sync."""
+
+
+# Where a failure's kind becomes a gRPC status: the API edge, and only here.
+STATUS_CODE = {
+    Kind.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    Kind.NOT_ENABLED: grpc.StatusCode.FAILED_PRECONDITION,
+    Kind.NO_CONFIG: grpc.StatusCode.FAILED_PRECONDITION,
+    Kind.STOPPING: grpc.StatusCode.UNAVAILABLE,
+    Kind.WORKER_GONE: grpc.StatusCode.UNAVAILABLE,
+    Kind.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 
 
 class ControlServicer(pb_grpc.ControlServicer):
-    def __init__(self, supervisor: Supervisor, batcher: ResyncBatcher | None = None) -> None:
+    def __init__(self, supervisor: Supervisor) -> None:
         self.sup = supervisor
-        self.batcher = batcher or ResyncBatcher(supervisor.request_sync)
 
     async def Resync(self, request: pb.ResyncRequest, context: Any) -> pb.ResyncResponse:
         families = await _families(request.family, self.sup, context)
@@ -52,50 +70,40 @@ class ControlServicer(pb_grpc.ControlServicer):
                 "SYNC_REASON_API or SYNC_REASON_CNI",
             )
         assert reason is not None
-        async with self.batcher.admitted(families, reason) as tickets:
-            if request.no_wait:
-                return pb.ResyncResponse()
-            results = await self._wait(tickets, context)
-        if any(r is None for r in results):
-            if self.sup.config_state.loaded is None:
-                await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "no valid config has been loaded yet, so no rules are written: "
-                    + (self.sup.config_state.error or "the config is being read"),
-                )
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "masqd is shutting down")
-        return pb.ResyncResponse(results=[convert.sync_result(r) for r in results if r])
-
-    async def _wait(self, tickets: dict[Family, int], context: Any) -> list[SyncResult | None]:
-        """Each family's result once its ticket is served, within the caller's deadline."""
-        loop = asyncio.get_running_loop()
-        waits = []
-        for family, ticket in tickets.items():
-            future: asyncio.Future[SyncResult | None] = loop.create_future()
-            self.sup.runners[family].on_served(ticket, _resolver(loop, future))
-            waits.append(future)
+        futures = self.sup.resync(families, reason)
+        if request.no_wait:
+            return pb.ResyncResponse()
         remaining = context.time_remaining()
-        timeout = DEFAULT_RESYNC_TIMEOUT if remaining is None else remaining
         try:
-            # asyncio.timeout, and no gather for one family: no extra task on the hot path.
-            async with asyncio.timeout(timeout):
-                if len(waits) == 1:
-                    return [await waits[0]]
-                return list(await asyncio.gather(*waits))
+            async with asyncio.timeout(DEFAULT_RESYNC_TIMEOUT if remaining is None else remaining):
+                results = tuple([await _result(f) for f in futures.values()])
         except TimeoutError:
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "the sync did not finish in time"
             )
             raise
+        except MasqdError as e:
+            await _abort(context, e, self._detail(e))
+            raise
+        return _resync_response(results)
+
+    def _detail(self, e: MasqdError) -> str:
+        if e.kind == Kind.NO_CONFIG:
+            return "no valid config has been loaded yet, so no rules are written: " + (
+                self.sup.config_state.error or "the config is being read"
+            )
+        if e.kind == Kind.STOPPING:
+            return "masqd is shutting down"
+        return str(e)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.Status:
-        return convert.status(self.sup)
+        return convert.status(self.sup.status())
 
     async def GetRules(self, request: pb.GetRulesRequest, context: Any) -> pb.GetRulesResponse:
         families = await _families(request.family, self.sup, context)
         response = pb.GetRulesResponse()
         for family in families:
-            outcome = await asyncio.to_thread(self.sup.read_live, family)
+            outcome = await _read_live(self.sup, family)
             desired = self.sup.desired(family) or []
             response.families.append(
                 convert.family_rules(family, self.sup.settings.render.chain, outcome, desired)
@@ -112,15 +120,15 @@ class ControlServicer(pb_grpc.ControlServicer):
                 request.interval.ToTimedelta().total_seconds(),
                 request.ttl.ToTimedelta().total_seconds(),
             )
-        except RequestError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return convert.status(self.sup)
+        except MasqdError as e:
+            await _abort(context, e, str(e))
+        return convert.status(self.sup.status())
 
     async def ClearIntervalOverride(
         self, request: pb.ClearIntervalOverrideRequest, context: Any
     ) -> pb.Status:
         self.sup.clear_override()
-        return convert.status(self.sup)
+        return convert.status(self.sup.status())
 
     async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.Event]:
         loop = asyncio.get_running_loop()
@@ -143,6 +151,48 @@ class ControlServicer(pb_grpc.ControlServicer):
             unsubscribe()
 
 
+_awaited: dict[Future[Any], asyncio.Future[Any]] = {}
+"""The loop's view of each supervisor future being awaited: callers served by the same sync
+share its future, so it is wrapped (one hop from the runner's thread to the loop) once."""
+
+
+async def _result(future: Future[T]) -> T:
+    """The future's result, within the caller's own timeout.
+
+    A future already done is read at once. Otherwise the caller waits through a shield on the
+    shared wrapper, so a caller that gives up cancels only its own wait.
+    """
+    if future.done():
+        return future.result()
+    shared = _awaited.get(future)
+    if shared is None:
+        shared = _awaited[future] = asyncio.wrap_future(future)
+        shared.add_done_callback(lambda _: _awaited.pop(future, None))
+    return await asyncio.shield(shared)
+
+
+@functools.lru_cache(maxsize=16)
+def _resync_response(results: tuple[SyncResult, ...]) -> pb.ResyncResponse:
+    """The answer for these results. Every caller a sync served gets the same answer, so it is
+    built once; the message is only ever serialized, never changed."""
+    return pb.ResyncResponse(results=[convert.sync_result(r) for r in results])
+
+
+async def _abort(context: Any, e: MasqdError, detail: str) -> None:
+    await context.abort(STATUS_CODE.get(e.kind, grpc.StatusCode.INTERNAL), detail)
+
+
+async def _read_live(sup: Supervisor, family: Family) -> ReadOutcome:
+    """The worker's read of the live chain, or why there is none (a busy worker, shutdown)."""
+    try:
+        async with asyncio.timeout(LIVE_READ_TIMEOUT):
+            return await _result(sup.read_live(family))
+    except TimeoutError:
+        return ReadOutcome(None, "the worker is busy; try again", Kind.TIMEOUT)
+    except MasqdError as e:
+        return ReadOutcome(None, str(e), e.kind)
+
+
 def _offer(queue: asyncio.Queue[Event | None], event: Event | None) -> None:
     """Queue an event for a watcher; a watcher too slow to keep up loses the oldest."""
     if queue.full():
@@ -150,24 +200,10 @@ def _offer(queue: asyncio.Queue[Event | None], event: Event | None) -> None:
     queue.put_nowait(event)
 
 
-def _resolver(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[SyncResult | None]
-) -> Callable[[SyncResult | None], None]:
-    def resolve(result: SyncResult | None) -> None:
-        loop.call_soon_threadsafe(_set_result, future, result)
-
-    return resolve
-
-
-def _set_result(future: asyncio.Future[SyncResult | None], result: SyncResult | None) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
 async def _families(value: pb.Family, sup: Supervisor, context: Any) -> tuple[Family, ...]:
     if value == pb.FAMILY_UNSPECIFIED:
         return sup.settings.families
-    family = {pb.FAMILY_IPV4: Family.IPV4, pb.FAMILY_IPV6: Family.IPV6}.get(value)
+    family = convert.FAMILY_OF.get(value)
     if family is None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown family {value}")
     assert family is not None
@@ -232,10 +268,7 @@ class ApiServer:
 
     def _update_health(self) -> None:
         """Mirror each family's state into the health service: overall, Control, per family."""
-        states = {
-            family.label: runner.in_sync and runner.pid != 0
-            for family, runner in self.sup.runners.items()
-        }
+        states = {f.family.label: f.serving for f in self.sup.status().families}
         overall = all(states.values()) and bool(states)
         statuses = {"": overall, SERVICE_NAME: overall, **states}
 

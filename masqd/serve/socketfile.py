@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 
-log = logging.getLogger("masqd.serve.socketfile")
+log = logging.getLogger("masqd.socketfile")
 
 
 class SocketInUse(RuntimeError):

@@ -82,8 +82,8 @@ def _chain_bytes(ours: list[bytes], chain: str) -> bytes:
     """Our chain's rules, each without its handle and position, counters blanked.
 
     A rule dumps as table, chain, handle and (past the first rule) position, then what the
-    rule is. Cutting at that offset costs a slice per rule where walking every attribute costs
-    ten times more, which counts with thousands of rules; a rule laid out otherwise is walked.
+    rule is. Cutting at that offset costs a slice per rule, far less than walking every
+    attribute, which counts with thousands of rules; a rule laid out otherwise is walked.
     """
     prefix = netlink.attr(NFTA_RULE_TABLE, b"nat\0") + netlink.attr(
         NFTA_RULE_CHAIN, chain.encode() + b"\0"

@@ -2,8 +2,7 @@
 
 `iptables-legacy-save` gets the nat table from the kernel as one binary blob (two getsockopt
 calls) and prints it. A worker only needs to know whether its part of that blob changed, so it
-asks for the blob itself: under a millisecond instead of an exec of several, and no text to
-parse beside a kube-proxy-sized table.
+asks for the blob itself: no exec, and no text to parse beside a kube-proxy-sized table.
 
 The blob is a sequence of entries (struct ipt_entry / ip6t_entry, each followed by its matches
 and target). A user chain starts with an entry whose target is "ERROR" carrying the chain's
