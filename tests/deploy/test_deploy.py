@@ -21,7 +21,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "cce-ip-masq-agent"
 RENDERED = DEPLOY / "cce-ip-masq-agent.yaml"

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 IMAGE = "localhost/masqd:dev"
 ARCHIVE = ROOT / "dist" / "masqd-image.tar"
 REPORT = ROOT / "dist" / "masqd-image-report.json"

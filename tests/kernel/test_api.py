@@ -22,10 +22,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
-from tests import netns
 from tests.conftest import require_root
-from tests.daemon import Masqd, quiet_masqd, wait_until
-from tests.test_proto import SPEC_RPCS
+from tests.support import netns
+from tests.support.daemon import Masqd, quiet_masqd, wait_until
+from tests.support.spec import SPEC_RPCS
 
 CONFIG = """\
 nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, fc00::/7]

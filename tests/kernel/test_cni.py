@@ -25,11 +25,11 @@ import pytest
 
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
-from tests import cni_runtime, netns
 from tests.conftest import require_root
-from tests.daemon import Masqd, wait_until
+from tests.support import cni_runtime, netns
+from tests.support.daemon import Masqd, wait_until
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SUBNET = "10.244.1.0/24"
 # masqd's config in the node: RFC 1918 keeps the pod's address, the rest leaves as the node.
 MASQD_CONFIG = """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.netns import run
+from tests.support.netns import run
 
 CHAIN = "IP-MASQ-AGENT"
 JUMP = f'-A POSTROUTING -m comment --comment "our jump" -m addrtype ! --dst-type LOCAL -j {CHAIN}'

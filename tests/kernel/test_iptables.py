@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from masqd.core.errors import ApplyError
 from masqd.core.model import Family
-from masqd.host.iptables import Backend, IptablesError
-from tests import netns
+from masqd.host.iptables import Backend
 from tests.conftest import require_root
+from tests.support import netns
 
 # -- fake binaries: the adapter's contract without a kernel ----------------------------------
 
@@ -84,7 +85,7 @@ def test_lock_timeout_is_retryable(fake_bin: Path) -> None:
         exit 4
         """,
     )
-    with pytest.raises(IptablesError) as info:
+    with pytest.raises(ApplyError) as info:
         Backend(Family.IPV4, "legacy").restore("*nat\nCOMMIT\n")
     assert info.value.retryable
     assert "xtables lock" in info.value.stderr
@@ -101,7 +102,7 @@ def test_rejected_rule_set_is_not_retryable(fake_bin: Path) -> None:
         exit 2
         """,
     )
-    with pytest.raises(IptablesError) as info:
+    with pytest.raises(ApplyError) as info:
         Backend(Family.IPV4, "nft").restore("*nat\nCOMMIT\n")
     assert not info.value.retryable
     assert "Port `70000' not valid" in str(info.value)
@@ -111,7 +112,7 @@ def test_rejected_rule_set_is_not_retryable(fake_bin: Path) -> None:
 def test_command_that_hangs_times_out_as_retryable(fake_bin: Path) -> None:
     """Every call has a timeout; running past it is a retryable error."""
     fake(fake_bin, "iptables-nft-save", "sleep 5")
-    with pytest.raises(IptablesError) as info:
+    with pytest.raises(ApplyError) as info:
         Backend(Family.IPV4, "nft").save_nat(timeout=0.3)
     assert info.value.retryable
     assert "did not finish within 0.3s" in str(info.value)
@@ -122,7 +123,7 @@ def test_missing_binary_is_not_retryable(fake_bin: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("PATH", str(fake_bin))
     backend = Backend(Family.IPV6, "nft")
     assert not backend.available()
-    with pytest.raises(IptablesError) as info:
+    with pytest.raises(ApplyError) as info:
         backend.save_nat()
     assert not info.value.retryable
     assert "is not installed" in str(info.value)
@@ -199,7 +200,8 @@ def test_close_ends_a_waiting_restore_unfed(fake_bin: Path) -> None:
 
 _IN_NS = """
 import json, sys
-from masqd.host.iptables import Backend, IptablesError, detect_mode
+from masqd.core.errors import ApplyError
+from masqd.host.iptables import Backend, detect_mode
 from masqd.core.model import Family
 what = sys.argv[1]
 if what == "detect":
@@ -211,7 +213,7 @@ else:
     try:
         backend.restore(sys.stdin.read(), wait=int(sys.argv[4]))
         print(json.dumps("ok"))
-    except IptablesError as e:
+    except ApplyError as e:
         print(json.dumps({"retryable": e.retryable, "error": str(e)}))
 """
 

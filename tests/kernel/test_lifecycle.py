@@ -15,10 +15,10 @@ import pytest
 from masqd.core.config import parse_config
 from masqd.core.model import Family
 from masqd.core.rules import RenderOptions, desired_rules, jump_rule, render
-from tests import netns
 from tests.conftest import BACKENDS
-from tests.daemon import Masqd, wait_until
-from tests.test_faults import GOOD, desired, put, save_nat, send_traffic, snapshot
+from tests.support import netns
+from tests.support.daemon import Masqd, wait_until
+from tests.support.scenario import GOOD, desired, put, save_nat, send_traffic, snapshot
 
 CHAIN = "IP-MASQ-AGENT"
 EXIT_BOUND = 5.0

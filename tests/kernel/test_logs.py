@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from masqd.logs import JsonFormatter, RepeatFilter
-from tests import netns
-from tests.daemon import Masqd, wait_until
-from tests.observability import IptablesWrapper, scrape
+from tests.support import netns
+from tests.support.daemon import Masqd, wait_until
+from tests.support.observability import IptablesWrapper, scrape
 
 GOOD = "masqOutBound: true\nresyncInterval: 1s\n"
 nft_only = pytest.mark.parametrize("backend", ["nft"])

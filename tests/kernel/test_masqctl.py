@@ -22,9 +22,9 @@ from masqd.api.v1 import control_pb2 as pb
 from masqd.core.config import parse_config
 from masqd.core.model import Family
 from masqd.core.rules import RenderOptions, render
-from tests import netns
 from tests.conftest import require_root
-from tests.daemon import Masqd, quiet_masqd, wait_until
+from tests.support import netns
+from tests.support.daemon import Masqd, quiet_masqd, wait_until
 
 CONFIG = """\
 nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, fc00::/7]

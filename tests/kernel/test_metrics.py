@@ -16,9 +16,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from masqd.api.v1 import control_pb2 as pb
 from masqd.serve.httpserver import parse_address
-from tests import netns
-from tests.daemon import Masqd, wait_until
-from tests.observability import IptablesWrapper, Samples, fetch, scrape
+from tests.support import netns
+from tests.support.daemon import Masqd, wait_until
+from tests.support.observability import IptablesWrapper, Samples, fetch, scrape
 
 GOOD = "masqOutBound: true\nnonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12]\n"
 OTHER = "masqOutBound: true\nnonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n"

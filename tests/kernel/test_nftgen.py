@@ -4,7 +4,7 @@ change (any family, through iptables-nft), and not on reads or on legacy tables.
 from __future__ import annotations
 
 from masqd.host.probe import nftgen
-from tests.netns import run
+from tests.support.netns import run
 
 
 def generation_in(ns: str) -> int:

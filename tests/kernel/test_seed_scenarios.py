@@ -4,14 +4,13 @@ packets from a pod leaving with the source address the scenario promises."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from tests import netns
-from tests.daemon import Masqd
+from tests.support import netns
+from tests.support.daemon import Masqd
+from tests.support.paths import GOLDEN
 
-GOLDEN = Path(__file__).parent / "golden"
 NON_MASQ = (
     '-m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE" -j RETURN'
 )

@@ -103,7 +103,7 @@ def running(
 def quiet_masqd(workdir: Path, config_text: str, prefix: str) -> Iterator[tuple[str, Masqd]]:
     """A masqd (nft, drift checks off) in a namespace of its own, shared by a module's tests
     that leave it as they found it; yields the namespace and the daemon."""
-    from tests import netns
+    from tests.support import netns
 
     config = workdir / "ip-masq-agent"
     config.write_text(config_text)

@@ -4,7 +4,7 @@ A case's first line may carry masqd's rendering flags:
 
     # flags: --random-fully --to-ports 1024-29999,32768-65535 --enable-ipv6=false
 
-Regenerate every expected file with `python -m tests.update_golden`, then read the diff against
+Regenerate every expected file with `python -m tests.support.golden`, then read the diff against
 SPEC §3 before committing it: the golden files are the specification in executable form.
 """
 
@@ -20,8 +20,8 @@ from masqd.core import flags
 from masqd.core.config import ParseOptions, parse_config
 from masqd.core.model import Family
 from masqd.core.rules import RenderOptions, render
+from tests.support.paths import GOLDEN
 
-GOLDEN = Path(__file__).parent / "golden"
 FLAGS_PREFIX = "# flags:"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import netns
+from tests.support import netns
 
 DEFAULT_ADDRESS = "127.0.0.1:9153"
 

@@ -34,6 +34,8 @@ def test_trim_gives_freed_heap_back_to_the_kernel() -> None:
 
 def test_limit_arenas_is_callable_before_threads() -> None:
     """limit_arenas goes through glibc's mallopt (present here) and changes nothing else."""
-    code = "from masqd import heap; heap.limit_arenas(2); assert heap._libc.mallopt; print('ok')"
+    code = (
+        "from masqd.host import heap; heap.limit_arenas(2); assert heap._libc.mallopt; print('ok')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "ok"

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from masqd.api.v1 import control_pb2 as pb
+from tests.support.paths import ROOT
+from tests.support.spec import SPEC_RPCS
 
-ROOT = Path(__file__).resolve().parent.parent
 PROTO = "masqd/api/v1/control.proto"
 GENERATED = ("control_pb2.py", "control_pb2_grpc.py", "control_pb2.pyi")
 
@@ -30,16 +31,6 @@ def test_the_proto_path_mirrors_the_package() -> None:
     """protos/masqd/api/v1/control.proto declares package masqd.api.v1, so imports resolve."""
     assert pb.DESCRIPTOR.name == PROTO
     assert pb.DESCRIPTOR.package == "masqd.api.v1"
-
-
-SPEC_RPCS = {
-    "Resync",
-    "GetStatus",
-    "GetRules",
-    "SetIntervalOverride",
-    "ClearIntervalOverride",
-    "Watch",
-}
 
 
 def test_control_offers_every_rpc_of_the_spec() -> None:
@@ -68,3 +59,14 @@ def test_every_sync_reason_and_event_kind_of_the_spec_exists() -> None:
         "OVERRIDE_SET",
         "OVERRIDE_EXPIRED",
     }
+
+
+def test_the_family_mapping_matches_the_generated_enum() -> None:
+    """masqd.api.families holds the numbers without importing protobuf; they must be the API's."""
+    from masqd.api import families
+    from masqd.core.model import Family
+
+    assert families.VALUE == {Family.IPV4: pb.FAMILY_IPV4, Family.IPV6: pb.FAMILY_IPV6}
+    assert families.UNSPECIFIED == pb.FAMILY_UNSPECIFIED
+    assert families.value_of_label("ipv6") == pb.FAMILY_IPV6
+    assert families.label_of_value(pb.FAMILY_IPV4) == "ipv4"

@@ -23,9 +23,9 @@ from masqd.core.rules import (
     render_restore,
     validate_chain_name,
 )
-from tests import netns
 from tests.conftest import BACKENDS, require_root
-from tests.update_golden import GOLDEN, Case, cases
+from tests.support import netns
+from tests.support.golden import GOLDEN, Case, cases
 
 CASES = cases()
 CASE_IDS = [c.name for c in CASES]
@@ -41,7 +41,7 @@ GOLDEN_PAIRS = [(c, f) for c in CASES for f in c.families]
 def test_golden_case_renders_exactly_its_rules_file(case: Case, family: Family) -> None:
     """Each tests/golden/<case>.yaml renders to exactly <case>.<family>.rules."""
     expected = case.expected_path(family)
-    assert expected.exists(), f"missing {expected.name}; run python -m tests.update_golden"
+    assert expected.exists(), f"missing {expected.name}; run python -m tests.support.golden"
     assert case.rendered(family) == expected.read_text()
 
 

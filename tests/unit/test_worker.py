@@ -11,12 +11,12 @@ from multiprocessing import Pipe
 
 import pytest
 
+from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
 from masqd.core.livestate import parse_save
 from masqd.core.model import Family
 from masqd.core.rules import jump_rule
 from masqd.engine import worker
-from masqd.host.iptables import IptablesError
 
 CHAIN = "IP-MASQ-AGENT"
 JUMP = jump_rule(CHAIN)
@@ -48,7 +48,7 @@ class FakeBackend:
     `generation` plays the nft ruleset generation: each restore bumps it by one; a test that
     plays someone else changing the table bumps it too."""
 
-    def __init__(self, dump: str, errors: list[IptablesError] | None = None) -> None:
+    def __init__(self, dump: str, errors: list[ApplyError] | None = None) -> None:
         self.dump = dump
         self.errors = list(errors or [])
         self.restores: list[str] = []
@@ -152,7 +152,7 @@ def test_reordered_rules_are_rewritten() -> None:
 
 def test_retryable_error_is_retried_until_it_succeeds() -> None:
     """A lock timeout is retried; the sync then succeeds and reports the change."""
-    lock = IptablesError("lock", retryable=True, stderr="xtables lock")
+    lock = ApplyError("lock", Kind.LOCK, stderr="xtables lock")
     backend = FakeBackend(save_text([], chain=False, jump=False), errors=[lock, lock])
     outcome = sync(backend)
     assert outcome.ok and outcome.changed
@@ -161,22 +161,23 @@ def test_retryable_error_is_retried_until_it_succeeds() -> None:
 
 
 def test_rejected_rule_set_is_not_retried() -> None:
-    """A non-retryable failure ends the sync at once with the error."""
-    rejected = IptablesError("iptables-restore: line 3 failed", retryable=False)
+    """A non-retryable failure ends the sync at once with the error and its kind, as data."""
+    rejected = ApplyError("iptables-restore: line 3 failed", Kind.REJECTED)
     backend = FakeBackend(save_text([], chain=False), errors=[rejected, rejected])
     outcome = sync(backend)
     assert not outcome.ok and not outcome.in_sync
     assert outcome.error == "iptables-restore: line 3 failed"
+    assert outcome.kind == Kind.REJECTED
     assert backend.saves == 1
 
 
 def test_retrying_stops_at_the_deadline() -> None:
     """A failure that stays retryable is reported once retry_deadline has passed."""
-    lock = IptablesError("lock held", retryable=True)
+    lock = ApplyError("lock held", Kind.LOCK)
     backend = FakeBackend(save_text([], chain=False), errors=[lock] * 1000)
     outcome = sync(backend)
     assert not outcome.ok
-    assert outcome.error == "lock held"
+    assert outcome.error == "lock held" and outcome.kind == Kind.LOCK
     assert OPTS.retry_deadline <= outcome.duration < OPTS.retry_deadline + 6.0
 
 
@@ -195,7 +196,7 @@ def test_read_failure_is_reported_not_raised() -> None:
 
     class Failing(FakeBackend):
         def save_nat(self, *, counters: bool = False, timeout: float = 10.0) -> str:
-            raise IptablesError("iptables-nft-save exited 1", retryable=False)
+            raise ApplyError("iptables-nft-save exited 1", Kind.REJECTED)
 
     outcome = worker.read(Failing(""), OPTS)  # type: ignore[arg-type]
     assert outcome.live is None
@@ -457,7 +458,7 @@ def test_new_rules_are_written_without_reading_first() -> None:
 def test_failure_forgets_what_was_known() -> None:
     """After a failed restore the worker reads everything again before deciding."""
     backend, known, opts = synced("nft")
-    backend.errors.append(IptablesError("rejected", retryable=False))
+    backend.errors.append(ApplyError("rejected", Kind.REJECTED))
     new = RULES[:1]
     assert not sync(backend, new, known, opts=opts).ok
     assert known.rules is None and not known.verified
