@@ -6,13 +6,16 @@ default (not its previous value), and an empty or missing file means all default
 
 from __future__ import annotations
 
+import collections
 import difflib
 import ipaddress
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from masqd.core import bounds, yamldoc
 from masqd.core.durations import format_duration, parse_duration
 from masqd.core.errors import ConfigError
 
@@ -31,13 +34,11 @@ OTHER_RESERVED = (
     "240.0.0.0/4",  # RFC 5735, former class E
 )
 
-MIN_RESYNC_INTERVAL = 1.0
-MAX_RESYNC_INTERVAL = 24 * 3600.0
+MIN_RESYNC_INTERVAL = bounds.RESYNC_INTERVAL.low
+MAX_RESYNC_INTERVAL = bounds.RESYNC_INTERVAL.high
 DEFAULT_CIDR_LIMIT = 64
-
-
-# libyaml's parser where PyYAML has it: much faster on a long list of CIDRs.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_WARNINGS = 20
+"""Warnings of one kind listed one by one; the rest are counted in one line."""
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,13 @@ def parse_config(text: str | bytes, options: ParseOptions | None = None) -> Load
             raise ConfigError(f"the file is not UTF-8 text (byte {e.start})") from e
     if "\x00" in text:
         raise ConfigError("the file contains NUL bytes; it is not a YAML or JSON document")
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        doc = loader.construct_document(node) if node is not None else None
+        document = yamldoc.load(text)
+    except yamldoc.Refused as e:
+        raise ConfigError(f"refused: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML or JSON: {_yaml_reason(e)}") from e
-    finally:
-        loader.dispose()
+    node, doc = document.node, document.value
 
     defaults = default_config(opts.all_reserved_ranges)
     if doc is None:
@@ -123,18 +123,15 @@ def parse_config(text: str | bytes, options: ParseOptions | None = None) -> Load
         raise ConfigError(f"the top level must be a mapping of keys, not {_kind(doc)}")
 
     warnings = _duplicate_key_warnings(node) + _unknown_key_warnings(doc)
+    cidr_limit = _int(doc, "cidrLimit", defaults.cidr_limit)
     non_masq = (
-        _cidr_list(doc, "nonMasqueradeCIDRs", opts)
+        _cidr_list(doc, "nonMasqueradeCIDRs", opts, limit=cidr_limit)
         if "nonMasqueradeCIDRs" in doc
         else defaults.non_masquerade_cidrs
     )
     masq = _cidr_list(doc, "masqueradeCIDRs", opts) if "masqueradeCIDRs" in doc else ()
-    cidr_limit = _int(doc, "cidrLimit", defaults.cidr_limit)
-    if len(non_masq) > cidr_limit:
-        raise ConfigError(
-            f"nonMasqueradeCIDRs: {len(non_masq)} entries, more than cidrLimit ({cidr_limit}); "
-            "raise cidrLimit if this many are intended"
-        )
+    if len(non_masq) > cidr_limit:  # the defaults (with --nomasq-all-reserved-ranges)
+        raise _over_limit(len(non_masq), cidr_limit)
     warnings += _duplicate_warnings("nonMasqueradeCIDRs", non_masq)
     warnings += _duplicate_warnings("masqueradeCIDRs", masq)
 
@@ -175,21 +172,36 @@ def _present(doc: dict[Any, Any], key: str) -> Any:
     return value
 
 
-def _cidr_list(doc: dict[Any, Any], key: str, opts: ParseOptions) -> tuple[IPNetwork, ...]:
+def _cidr_list(
+    doc: dict[Any, Any], key: str, opts: ParseOptions, limit: int | None = None
+) -> tuple[IPNetwork, ...]:
     value = _present(doc, key)
     if not isinstance(value, list):
         raise ConfigError(f"{key}: must be a list of CIDRs, not {_kind(value)}")
+    if limit is not None and len(value) > limit:  # counted before any entry is parsed
+        raise _over_limit(len(value), limit)
     result = []
     for i, entry in enumerate(value):
         if not isinstance(entry, str):
-            raise ConfigError(f"{key}[{i}]: {entry!r} must be a CIDR string, not {_kind(entry)}")
+            raise ConfigError(
+                f"{key}[{i}]: {excerpt(entry)} must be a CIDR string, not {_kind(entry)}"
+            )
         result.append(_cidr(key, i, entry, opts))
     return tuple(result)
 
 
+def _over_limit(entries: int, limit: int) -> ConfigError:
+    return ConfigError(
+        f"nonMasqueradeCIDRs: {entries} entries, more than cidrLimit ({limit}); "
+        "raise cidrLimit if this many are intended"
+    )
+
+
 def _cidr(key: str, i: int, entry: str, opts: ParseOptions) -> IPNetwork:
-    where = f"{key}[{i}] {entry!r}"
+    where = f"{key}[{i}] {excerpt(entry)}"
     text = entry.strip()
+    if len(text) > _LONGEST_CIDR:
+        raise ConfigError(f"{where}: not a CIDR, {len(text)} characters is too long for one")
     if "/" not in text:
         raise ConfigError(f"{where}: not a CIDR, the prefix length is missing (e.g. {text}/32)")
     address, _, prefix = text.partition("/")
@@ -216,7 +228,7 @@ def _bool(doc: dict[Any, Any], key: str, default: bool) -> bool:
         return default
     value = _present(doc, key)
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false, not {_kind(value)} {value!r}")
+        raise ConfigError(f"{key}: must be true or false, not {_kind(value)} {excerpt(value)}")
     return value
 
 
@@ -225,7 +237,7 @@ def _int(doc: dict[Any, Any], key: str, default: int) -> int:
         return default
     value = _present(doc, key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: must be a whole number, not {_kind(value)} {value!r}")
+        raise ConfigError(f"{key}: must be a whole number, not {_kind(value)} {excerpt(value)}")
     if value < 0:
         raise ConfigError(f"{key}: must not be negative, got {value}")
     return value
@@ -239,39 +251,46 @@ def _interval(doc: dict[Any, Any], default: float) -> float:
     if not isinstance(value, str):
         raise ConfigError(
             f'{key}: must be a duration string such as "60s" or "1m30s", not {_kind(value)} '
-            f"{value!r}"
+            f"{excerpt(value)}"
         )
+    if len(value) > _LONGEST_DURATION:
+        raise ConfigError(f"{key}: {excerpt(value)} is too long to be a duration")
     try:
         seconds = parse_duration(value)
     except ValueError as e:
         raise ConfigError(f"{key}: {e}") from e
-    if not MIN_RESYNC_INTERVAL <= seconds <= MAX_RESYNC_INTERVAL:
-        raise ConfigError(f"{key}: {value!r} is out of bounds; it must be between 1s and 24h")
+    if not bounds.RESYNC_INTERVAL.contains(seconds):
+        raise ConfigError(
+            f"{key}: {excerpt(value)} is out of bounds; it must be between 1s and 24h"
+        )
     return seconds
 
 
 def _unknown_key_warnings(doc: dict[Any, Any]) -> list[str]:
+    unknown = [key for key in doc if key not in _KEYS]
     warnings = []
-    for key in doc:
-        if key in _KEYS:
-            continue
-        text = f"unknown key {key!r} is ignored"
-        close = difflib.get_close_matches(str(key), _KEYS, n=1, cutoff=0.6)
+    for key in unknown[:MAX_WARNINGS]:
+        text = f"unknown key {excerpt(key)} is ignored"
+        name = str(key)
+        close = [] if len(name) > 64 else difflib.get_close_matches(name, _KEYS, n=1, cutoff=0.6)
         if not close:
-            close = [k for k in _KEYS if k.lower() == str(key).lower()]
+            close = [k for k in _KEYS if k.lower() == name.lower()]
         if close:
             text += f"; did you mean {close[0]!r}?"
         warnings.append(text)
-    return warnings
+    return warnings + _more(len(unknown), "unknown keys are ignored")
 
 
 def _duplicate_key_warnings(node: yaml.Node | None) -> list[str]:
     """Keys given twice at the top level: YAML and JSON keep the last, which is easy to miss."""
     if not isinstance(node, yaml.MappingNode):
         return []
-    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-    repeated = sorted({k for k in keys if keys.count(k) > 1}, key=keys.index)
-    return [f"key {k!r} is given more than once; the last value is used" for k in repeated]
+    counts = collections.Counter(k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode))
+    repeated = [k for k, n in counts.items() if n > 1]  # first-seen order
+    return [
+        f"key {excerpt(k)} is given more than once; the last value is used"
+        for k in repeated[:MAX_WARNINGS]
+    ] + _more(len(repeated), "keys are given more than once")
 
 
 def _duplicate_warnings(key: str, cidrs: tuple[IPNetwork, ...]) -> list[str]:
@@ -281,7 +300,27 @@ def _duplicate_warnings(key: str, cidrs: tuple[IPNetwork, ...]) -> list[str]:
         if c in seen:
             dups.append(str(c))
         seen.add(c)
-    return [f"{key}: {d} is listed more than once" for d in dups]
+    return [f"{key}: {d} is listed more than once" for d in dups[:MAX_WARNINGS]] + _more(
+        len(dups), f"{key} entries are listed more than once"
+    )
+
+
+def _more(count: int, what: str) -> list[str]:
+    """The line that stands for the warnings past MAX_WARNINGS, if any."""
+    return [f"and {count - MAX_WARNINGS} more {what}"] if count > MAX_WARNINGS else []
+
+
+_excerpts = reprlib.Repr()
+_excerpts.maxlevel, _excerpts.maxlist, _excerpts.maxdict = 2, 4, 4
+_excerpts.maxstring, _excerpts.maxother, _excerpts.maxlong = 60, 60, 40
+_LONGEST_CIDR = 64  # an IPv6 address with an embedded IPv4 one and /128 is 49 characters
+_LONGEST_DURATION = 64
+
+
+def excerpt(value: Any) -> str:
+    """A value as an error message may quote it: its repr, cut short (a file of a few hundred
+    bytes can hold a structure whose full repr is gigabytes)."""
+    return _excerpts.repr(value)
 
 
 def _kind(value: Any) -> str:
@@ -299,6 +338,8 @@ def _kind(value: Any) -> str:
 def _yaml_reason(e: yaml.YAMLError) -> str:
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if len(problem) > 200:  # a tag or a token of the file may be quoted in it
+        problem = problem[:200] + "..."
     if mark is not None:
         return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
     return str(problem)

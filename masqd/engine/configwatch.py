@@ -10,12 +10,15 @@ tests.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from masqd.core.config import LoadedConfig, ParseOptions, parse_config
 from masqd.core.errors import ConfigError
 from masqd.host import configfile
+
+log = logging.getLogger("masqd.config")
 
 _MISSING = b"\0missing"  # no file: its own content, distinct from an empty file's digest
 
@@ -77,6 +80,9 @@ class ConfigWatcher:
             loaded = parse_config(data or b"", self._options)
         except ConfigError as e:
             return self._refuse(digest, str(e))
+        except Exception as e:  # a bug the file found: reported as its rejection, not a crash
+            log.exception("parsing %s failed", self.path)
+            return self._refuse(digest, f"masqd failed to parse it ({type(e).__name__})")
         self._digest, self._rejected = digest, None
         return Loaded(loaded, missing=data is None)
 

@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from masqd.core.config import MAX_RESYNC_INTERVAL, MIN_RESYNC_INTERVAL
+from masqd.core.bounds import OVERRIDE_TTL, RESYNC_INTERVAL
 from masqd.core.errors import RequestError
 from masqd.core.status import Interval, Override
 
-MAX_OVERRIDE_TTL = 24 * 3600.0
+MAX_OVERRIDE_TTL = OVERRIDE_TTL.high
 DEFAULT_INTERVAL = 60.0
 """The interval until a config was loaded (resyncInterval's default)."""
 
@@ -56,9 +56,9 @@ class Schedule:
     def set_override(self, interval: float, ttl: float) -> Override:
         """Use `interval` instead of the configured one for `ttl` seconds; RequestError when
         either is out of bounds. The next sync is due one new interval from now."""
-        if not MIN_RESYNC_INTERVAL <= interval <= MAX_RESYNC_INTERVAL:
+        if not RESYNC_INTERVAL.contains(interval):
             raise RequestError(f"interval {interval:g}s is out of bounds: it must be 1s to 24h")
-        if not 0 < ttl <= MAX_OVERRIDE_TTL:
+        if not OVERRIDE_TTL.contains(ttl):
             raise RequestError(
                 f"ttl {ttl:g}s is out of bounds: it must be more than 0 and up to 24h"
             )
