@@ -28,6 +28,12 @@ class Kind(enum.Enum):
     """A tool the node must have is not installed."""
     WORKER_GONE = "worker_gone"
     """The family's worker process died or its pipe broke; it is restarted."""
+    HUNG = "hung"
+    """The family's worker did not answer within the command's deadline; it was killed and
+    replaced."""
+    UNVERIFIED = "unverified"
+    """A write reported success, but the kernel does not hold what was written (read back, or
+    nft: the ruleset did not change); retried with backoff."""
     STOPPING = "stopping"
     """masqd is shutting down."""
     BAD_REQUEST = "bad_request"
@@ -89,6 +95,12 @@ class WorkerGone(MasqdError):
     """The worker process died or its pipe broke."""
 
     kind = Kind.WORKER_GONE
+
+
+class WorkerHung(MasqdError):
+    """The worker did not answer within the command's deadline; it was killed."""
+
+    kind = Kind.HUNG
 
 
 class Stopping(MasqdError):

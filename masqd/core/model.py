@@ -57,6 +57,7 @@ class EventKind(enum.Enum):
     OVERRIDE_SET = "override_set"
     OVERRIDE_EXPIRED = "override_expired"
     OVERRIDE_CLEARED = "override_cleared"
+    SYNC_RETRYING = "sync_retrying"
 
 
 @dataclass(frozen=True)

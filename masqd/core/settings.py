@@ -43,6 +43,8 @@ class Settings:
     """Seconds iptables-restore waits for the xtables lock (-w)."""
     retry_deadline: float = 30.0
     """How long a worker retries a retryable failure before reporting it."""
+    health_timeout: float = 60.0
+    """A requested sync not applied within this long is unhealthy, whatever the reason."""
 
     @property
     def families(self) -> tuple[Family, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from masqd.core.config import LoadedConfig
+from masqd.core.errors import Kind
 from masqd.core.model import Family, Reason, SyncResult
 
 
@@ -50,6 +51,31 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class Trouble:
+    """What keeps a family from being in sync, as far as its runner knows it now."""
+
+    kind: Kind
+    message: str
+    since: float
+    """Monotonic: when this trouble (of this kind) began."""
+    attempts: int = 1
+    """Failed attempts so far (the worker's retries and the runner's)."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An exception in a long-lived thread's loop (the thread went on after it)."""
+
+    thread: str
+    error: str
+    at: float
+    """Wall-clock time of the latest."""
+    count: int
+    ongoing: bool
+    """No step of the loop has succeeded since."""
+
+
+@dataclass(frozen=True)
 class FamilyStatus:
     """One family's worker and syncs, as its runner last knew them."""
 
@@ -60,7 +86,8 @@ class FamilyStatus:
     """starting, idle, syncing, backoff or stopped."""
     restarts: int
     in_sync: bool
-    """The live chain matched the desired rules at the last sync or check."""
+    """The live chain was verified to hold the desired rules (read back, or nft: written with
+    no other change in between), and the desired rules have not changed since."""
     last_result: SyncResult | None
     syncs: dict[Reason, int] = field(default_factory=dict)
     """Syncs that ran, by reason (drift checks only when they repaired something)."""
@@ -74,11 +101,11 @@ class FamilyStatus:
     """Monotonic arrival of the oldest sync request not yet applied; None when none waits.
     A request is applied once a sync that started after it succeeded, or a drift check found
     the chain as desired."""
-
-    @property
-    def serving(self) -> bool:
-        """A worker runs and the chain is as desired."""
-        return self.in_sync and self.pid != 0
+    trouble: Trouble | None = None
+    """Why the family is not in sync, when it is known (a failed or retried sync, a hung
+    worker, one that cannot be started); None once a sync succeeded."""
+    fault: Fault | None = None
+    """The runner loop's last exception, if it ever had one."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,8 @@ class Status:
     mode: str
     """The iptables backend: legacy or nft."""
     chain: str
+    faults: tuple[Fault, ...] = ()
+    """Exceptions in the config loop's thread (the runners' are in their families)."""
 
     def family(self, family: Family) -> FamilyStatus | None:
         return next((f for f in self.families if f.family == family), None)

@@ -7,7 +7,9 @@ the interpreter's pages with it. A worker replaced later is spawned (a fresh int
 because a process running gRPC's threads must not fork.
 
 Death is seen on the process's sentinel (`multiprocessing.connection.wait`), both while a
-command is out and while the runner is idle, never by polling.
+command is out and while the runner is idle, never by polling. A worker that neither answers
+nor dies (stopped, or stuck in the kernel) is caught by each command's deadline
+(`worker.answer_deadline`): it is killed, and the caller told it hung.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from masqd.core.errors import WorkerGone
+from masqd.core.errors import WorkerGone, WorkerHung
 from masqd.engine import worker
 
 log = logging.getLogger("masqd.process")
@@ -158,20 +160,43 @@ class WorkerProcess:
         self._started_at = self._clock()
         log.info("%s worker started (pid %s)", self.opts.family.label, self._proc.pid)
 
-    def call(self, command: object) -> object:
-        """Send a command and wait for the answer; WorkerGone when the process dies first."""
+    def call(
+        self,
+        command: object,
+        progress: Callable[[worker.Attempt], None] = lambda _a: None,
+    ) -> object:
+        """Send a command and wait for the answer, passing on each failed attempt reported
+        meanwhile; WorkerGone when the process dies first, WorkerHung (the process killed)
+        when no answer comes within the command's deadline."""
         conn, proc = self._conn, self._proc
         if conn is None or proc is None or not proc.is_alive():
             raise WorkerGone("the worker process is not running")
+        deadline = worker.answer_deadline(command, self.opts)
+        until = time.monotonic() + deadline
         try:
             conn.send(command)
-            ready = wait([conn, proc.sentinel])
-            if conn not in ready and not conn.poll():
-                proc.join(1.0)
-                raise WorkerGone(f"the worker exited with code {proc.exitcode}")
-            return conn.recv()
+            while True:
+                ready = wait([conn, proc.sentinel], max(0.0, until - time.monotonic()))
+                if not ready:
+                    self._kill_hung(proc, deadline)
+                if conn not in ready and not conn.poll():
+                    proc.join(1.0)
+                    raise WorkerGone(f"the worker exited with code {proc.exitcode}")
+                answer = conn.recv()
+                if not isinstance(answer, worker.Attempt):
+                    return answer
+                progress(answer)
         except (EOFError, OSError) as e:
             raise WorkerGone(f"the worker's pipe broke: {e}") from e
+
+    def _kill_hung(self, proc: Process, deadline: float) -> None:
+        pid = proc.pid
+        proc.kill()
+        proc.join(1.0)
+        raise WorkerHung(
+            f"the {self.opts.family.label} worker (pid {pid}) did not answer within "
+            f"{deadline:g}s; it was killed and is replaced"
+        )
 
     def buried(self) -> float:
         """Clean up after a dead worker; returns how long to wait before starting the next."""

@@ -1,11 +1,15 @@
 """One family's loop: it serves the family's request queue on the worker process, checks the
-chain for drift while idle, and replaces the worker the moment it dies.
+chain for drift while idle, and replaces the worker the moment it dies or hangs.
 
 The loop runs on a thread of its own and is the only code that talks to the worker, so the pipe
 needs no lock. It waits on two things at once (`multiprocessing.connection.wait`): the
 queue's wake-up (an eventfd the queue writes to when a request arrives) and the worker's
-sentinel. Its state is read by other threads only as a frozen `FamilyStatus`, built under the
-runner's lock.
+sentinel. Each command has a deadline (`worker.answer_deadline`): a worker that misses it is
+killed and replaced, and the sync it owed is reported failed as hung and tried again at once.
+A write is in sync once verified (`familystate`): a legacy write is read back right after it
+is answered; one that did not take is retried after a growing pause, like any failure. The
+loop itself is guarded (`guard`): an exception in it is logged and shown in status, and the
+loop goes on. Its state is read by other threads only as a frozen `FamilyStatus`.
 
 Each sync request is a future (see `masqd.engine.queue`), resolved after the runner's status
 and events already show the sync that served it.
@@ -13,7 +17,6 @@ and events already show the sync that served it.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -23,12 +26,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import wait
 
-from masqd.core.errors import Kind, NoConfig, Stopping, WorkerGone
+from masqd.core.errors import Kind, MasqdError, NoConfig, Stopping, WorkerGone, WorkerHung
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Reason, SyncResult
 from masqd.core.status import FamilyStatus
 from masqd.engine import worker
 from masqd.engine.events import EventBus
+from masqd.engine.familystate import FamilyState
+from masqd.engine.guard import Guard
 from masqd.engine.process import Backoff, Launcher, WorkerProcess, spawn_worker
 from masqd.engine.queue import Batch, RequestQueue
 
@@ -41,6 +46,10 @@ burst is on, and each sync it saves is CPU the burst's callers need (`python -m 
 --figures 4`). A request that finds the runner idle is served at once."""
 # A sync serving one of these reads everything, whatever the worker remembers.
 FULL_SYNC_REASONS = frozenset((Reason.INTERVAL, Reason.STARTUP))
+FIRST_START_PAUSE = 1.0
+LONGEST_START_PAUSE = 30.0
+"""Seconds between attempts to start a worker that cannot be started (no descriptors, no
+memory for a process): from the first, doubling to the longest."""
 
 
 class FamilyRunner:
@@ -69,26 +78,16 @@ class FamilyRunner:
         self._worker = WorkerProcess(opts, launcher, backoff, clock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-        # Written by the loop, read by status() from any thread: all under _lock.
-        self._lock = threading.Lock()
-        self._state = "starting"
-        self._pid = 0
-        self._restarts = 0
-        self._in_sync = False
-        self._last: SyncResult | None = None
-        self._syncs: collections.Counter[Reason] = collections.Counter()
-        self._checks = 0
-        self._restores = 0
-        self._taken_since: float | None = None  # oldest request of the sync in flight
-        self._failed_since: float | None = None  # of a failed sync, until one succeeds
+        self._state = FamilyState(self.family, clock)
+        self._guard = Guard(f"the {self.family.label} runner", self._stop)
+        self._next_check = 0.0  # the loop's own: when it next checks the chain
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start_worker(self, launcher: Launcher | None = None) -> None:
         """Start the worker process now (by default it starts with the loop)."""
         self._worker.start(launcher)
-        self._set(state="idle", pid=self._worker.pid)
+        self._state.worker_up(self._worker.pid)
 
     def start(self) -> None:
         if not self._worker.running:
@@ -114,7 +113,7 @@ class FamilyRunner:
         if thread is None or not thread.is_alive():
             self._worker.stop(grace)
         self.queue.close(Stopping("masqd is shutting down"))  # after this, nothing notifies
-        self._set(state="stopped", pid=0)
+        self._state.stopped()
         if thread is None or not thread.is_alive():
             os.close(self._wakeup)
 
@@ -122,22 +121,9 @@ class FamilyRunner:
 
     def status(self) -> FamilyStatus:
         """A snapshot of this family, consistent in itself."""
-        queued = self.queue.oldest()
-        with self._lock:
-            pending = [t for t in (self._failed_since, self._taken_since, queued) if t is not None]
-            return FamilyStatus(
-                family=self.family,
-                pid=self._pid,
-                state=self._state,
-                restarts=self._restarts,
-                in_sync=self._in_sync,
-                last_result=self._last,
-                syncs=dict(self._syncs),
-                requests=self.queue.requested(),
-                checks=self._checks,
-                restores=self._restores,
-                pending_since=min(pending, default=None),
-            )
+        return self._state.snapshot(
+            self.queue.requested(), self.queue.oldest(), self._guard.fault()
+        )
 
     def read_live(self) -> Future[ReadOutcome]:
         """The live chain with counters, read by the worker between syncs."""
@@ -146,32 +132,30 @@ class FamilyRunner:
     # -- the loop --------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        next_check = self._clock() + self._drift_interval
+        self._next_check = self._clock() + self._drift_interval
         try:
-            while not self._stop.is_set():
-                if not self._worker.running:
-                    if not self._replace_worker():
-                        break
-                    next_check = self._clock()  # the new worker checks the chain first
-                work = self.queue.take()
-                if work is not None:
-                    if work.batch is not None:
-                        self._serve(work.batch)
-                    if work.read is not None:
-                        work.read.set_result(self._read())
-                    next_check = self._clock() + self._drift_interval
-                    if work.batch is not None and self.queue.oldest() is not None:
-                        self._stop.wait(self._gather)  # they arrived during that sync: a burst
-                elif self._clock() >= next_check:
-                    self._check()
-                    next_check = self._clock() + self._drift_interval
-                else:
-                    self._idle(next_check - self._clock())
-        except Exception:
-            log.exception("%s: the runner loop failed", self.family.label)
-            raise
+            self._guard.run(self._step)
         finally:
             self.queue.close(Stopping("masqd is shutting down"))
+
+    def _step(self) -> None:
+        """Whatever is due next: a new worker, the waiting requests, a check, or a wait."""
+        if not self._worker.running:
+            if not self._replace_worker():
+                return
+            self._next_check = self._clock()  # the new worker checks the chain first
+        work = self.queue.take()
+        if work is not None:
+            if work.batch is not None:
+                self._serve(work.batch)
+            if work.read is not None:
+                _resolve(work.read, self._read)
+            if work.batch is not None and self.queue.oldest() is not None:
+                self._stop.wait(self._gather)  # they arrived during that sync: a burst
+        elif self._clock() >= self._next_check:
+            self._check()
+        else:
+            self._idle(self._next_check - self._clock())
 
     def _idle(self, timeout: float) -> None:
         """Wait for a request, the worker's death, or the timeout."""
@@ -187,74 +171,71 @@ class FamilyRunner:
 
     def _serve(self, batch: Batch) -> None:
         """One sync for every request in the batch."""
-        reason = batch.reason
-        rules = self._desired()
-        if rules is None:
-            with self._lock:
-                if self._failed_since is None:
-                    self._failed_since = batch.since
-            batch.fail(NoConfig(NO_CONFIG))
-            return
-        self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
-        with self._lock:
-            self._state, self._taken_since = "syncing", batch.since
-        outcome = self._sync(rules, full=bool(batch.reasons & FULL_SYNC_REASONS))
-        result = self._record(reason, outcome, since=batch.since)
+        try:
+            reason = batch.reason
+            rules = self._desired()
+            if rules is None:
+                self._state.no_config(batch.since)
+                batch.fail(NoConfig(NO_CONFIG))
+                return
+            self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
+            wanted = tuple(rules)
+            self._state.syncing(wanted, batch.since)
+            outcome = self._sync(wanted, full=bool(batch.reasons & FULL_SYNC_REASONS))
+            result = self._record(reason, wanted, outcome, since=batch.since)
+        except BaseException as e:  # never leave the callers waiting for nothing
+            if not batch.future.done():
+                batch.fail(MasqdError(f"the {self.family.label} runner failed: {e}"))
+            raise
         batch.resolve(result)
 
     def _check(self) -> None:
-        """A drift check: reported only when it repaired something or failed."""
+        """A drift check, or the retry or verification of a sync still owed: reported only
+        when it changed something or failed."""
         rules = self._desired()
         if rules is None:  # no good config yet: leave the kernel alone
+            self._next_check = self._clock() + self._drift_interval
             return
-        with self._lock:
-            self._state = "syncing"
-        outcome = self._sync(rules, full=False)
-        with self._lock:
-            self._checks += 1
+        wanted = tuple(rules)
+        owed = self._state.owed()
+        self._state.syncing(wanted, None)
+        outcome = self._sync(wanted, full=False)
+        self._state.count_check()
         if outcome.ok and not outcome.changed:
-            with self._lock:
-                self._state, self._in_sync, self._failed_since = "idle", outcome.in_sync, None
+            self._state.checked(wanted, outcome)
+            self._next_check = self._clock() + self._drift_interval
             return
-        log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
-        self._record(Reason.DRIFT_REPAIR, outcome, since=None)
+        if owed is None:  # a drift check (not the retry of a failed sync) found work
+            log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
+        self._record(owed or Reason.DRIFT_REPAIR, wanted, outcome, since=None)
 
     def _record(
-        self, reason: Reason, outcome: worker.SyncOutcome, since: float | None
+        self,
+        reason: Reason,
+        rules: tuple[str, ...],
+        outcome: worker.SyncOutcome,
+        since: float | None,
     ) -> SyncResult:
         """Count a sync, log it, publish it; its result is in status before anyone hears."""
-        result = SyncResult(
-            family=self.family,
-            ok=outcome.ok,
-            changed=outcome.changed,
-            duration=outcome.duration,
-            finished_at=time.time(),
-            reason=reason,
-            error=outcome.error,
-            in_sync=outcome.in_sync,
-            error_kind=outcome.kind,
-        )
-        with self._lock:
-            self._state, self._in_sync, self._last = "idle", outcome.in_sync, result
-            self._syncs[reason] += 1
-            self._restores += outcome.changed
-            if outcome.ok:
-                self._failed_since = None
-            elif self._failed_since is None:
-                self._failed_since = since
-            self._taken_since = None
+        result = self._state.recorded(reason, rules, outcome, since)
+        self._next_check = self._clock() + self._state.next_check_in(outcome, self._drift_interval)
         _log_result(result)
         kind = EventKind.SYNC_FINISHED if result.ok else EventKind.SYNC_FAILED
         self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
         return result
 
-    def _sync(self, rules: list[str], *, full: bool) -> worker.SyncOutcome:
-        """Sync on the worker; a worker that dies meanwhile is replaced and asked once more."""
+    def _sync(self, rules: tuple[str, ...], *, full: bool) -> worker.SyncOutcome:
+        """Sync on the worker; a worker that dies meanwhile is replaced and asked once more,
+        one that hangs is killed (and replaced by the loop) and the sync reported failed."""
+        command = worker.SyncCommand(rules, full=full)
         for _ in range(2):
             try:
-                outcome = self._worker.call(worker.SyncCommand(tuple(rules), full=full))
+                outcome = self._worker.call(command, self._attempt_failed)
                 assert isinstance(outcome, worker.SyncOutcome)
                 return outcome
+            except WorkerHung as e:
+                log.error("%s", e)
+                return worker.SyncOutcome(False, False, 0.0, str(e), kind=e.kind)
             except WorkerGone as e:
                 if self._stop.is_set():
                     return worker.SyncOutcome(False, False, 0.0, str(e), kind=e.kind)
@@ -265,37 +246,60 @@ class FamilyRunner:
             False, False, 0.0, "the worker is not running", kind=Kind.WORKER_GONE
         )
 
+    def _attempt_failed(self, attempt: worker.Attempt) -> None:
+        self._state.attempt_failed(attempt)
+        log.warning(
+            "sync %s: attempt %d failed (%s); retrying",
+            self.family.label,
+            attempt.number,
+            attempt.error,
+        )
+        self._publish(EventKind.SYNC_RETRYING, f"attempt {attempt.number} failed: {attempt.error}")
+
     def _read(self) -> ReadOutcome:
         try:
             outcome = self._worker.call(worker.ReadCommand())
+        except WorkerHung as e:
+            log.error("%s", e)
+            self._state.hung(str(e))
+            return ReadOutcome(None, str(e), e.kind)
         except WorkerGone as e:
             return ReadOutcome(None, str(e), e.kind)
         assert isinstance(outcome, ReadOutcome)
         return outcome
 
     def _replace_worker(self) -> bool:
-        """Start a new worker after the backoff; False when stopping meanwhile."""
+        """Start a new worker after the backoff; False when stopping meanwhile. A worker that
+        cannot be started (say, no descriptors left: EMFILE) is tried again, ever more slowly."""
         delay = self._worker.buried()
-        with self._lock:
-            self._restarts += 1
-            self._state, self._pid, self._in_sync = "backoff", 0, False
+        restarts = self._state.worker_down()
         if delay:
             log.warning("%s worker keeps dying; next start in %.1fs", self.family.label, delay)
-        if self._stop.wait(delay):
-            return False
-        self._worker.start()
-        self._set(state="idle", pid=self._worker.pid)
-        with self._lock:
-            restarts = self._restarts
-        self._publish(EventKind.WORKER_RESTARTED, f"worker restarted (restart {restarts})")
-        return True
-
-    def _set(self, *, state: str, pid: int) -> None:
-        with self._lock:
-            self._state, self._pid = state, pid
+        while not self._stop.wait(delay):
+            try:
+                self._worker.start()
+            except OSError as e:
+                delay = min(LONGEST_START_PAUSE, max(FIRST_START_PAUSE, delay * 2))
+                error = f"cannot start a worker: {e}"
+                log.error("%s: %s; trying again in %.1fs", self.family.label, error, delay)
+                self._state.cannot_start(error)
+                continue
+            self._state.worker_up(self._worker.pid)
+            self._publish(EventKind.WORKER_RESTARTED, f"worker restarted (restart {restarts})")
+            return True
+        return False
 
     def _publish(self, kind: EventKind, message: str, result: SyncResult | None = None) -> None:
         self._events.publish(Event(kind, time.time(), message, self.family, result))
+
+
+def _resolve(future: Future[ReadOutcome], read: Callable[[], ReadOutcome]) -> None:
+    """Resolve a read's future with what read() returns, or the error it raised."""
+    try:
+        future.set_result(read())
+    except BaseException as e:
+        future.set_exception(MasqdError(f"reading the live chain failed: {e}"))
+        raise
 
 
 def _log_result(r: SyncResult) -> None:

@@ -1,8 +1,9 @@
 """The supervisor: owns the config and the schedule, and runs one FamilyRunner per family.
 
 Threads, not asyncio: one config loop watches the file and the schedule; each family has a
-runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4. What the API needs
-is here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
+runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4. Each loop is guarded
+(`guard`): an exception in it is logged and shown in status, and the loop goes on. What the
+API needs is here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from masqd.core.settings import Settings
 from masqd.core.status import ConfigState, Override, Status
 from masqd.engine.configwatch import ConfigWatcher, Loaded, Rejected
 from masqd.engine.events import EventBus
+from masqd.engine.guard import Guard
 from masqd.engine.process import Backoff, Launcher, fork_worker, spawn_worker
 from masqd.engine.runner import FamilyRunner
 from masqd.engine.schedule import Schedule
@@ -52,7 +54,8 @@ class Supervisor:
         self._config = ConfigState(settings.config_path)
         self._desired: dict[Family, list[str]] = {}
         self._wake = threading.Event()
-        self._stopping = False
+        self._stopped = threading.Event()
+        self._guard = Guard("the config loop", self._stopped)
         self._thread: threading.Thread | None = None
         self._syncs_at_trim = 0
         backoff = Backoff(maximum=settings.max_restart_backoff)
@@ -94,12 +97,14 @@ class Supervisor:
         for runner in self.runners.values():
             runner.start()
         self.resync(self.settings.families, Reason.STARTUP)
-        self._thread = threading.Thread(target=self._loop, name="config-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self._guard.run, args=(self._tick,), name="config-loop", daemon=True
+        )
         self._thread.start()
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop everything within about grace seconds; the rules stay in the kernel."""
-        self._stopping = True
+        self._stopped.set()
         self._wake.set()
         for runner in self.runners.values():
             runner.stop(grace)
@@ -110,12 +115,14 @@ class Supervisor:
     def status(self) -> Status:
         with self._lock:
             config = self._config
+        fault = self._guard.fault()
         return Status(
             config=config,
             interval=self.schedule.interval(),
             families=tuple(r.status() for r in self.runners.values()),
             mode=self.mode,
             chain=self.settings.render.chain,
+            faults=(fault,) if fault is not None else (),
         )
 
     @property
@@ -162,22 +169,23 @@ class Supervisor:
 
     # -- the config loop -------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait(min(self.settings.file_poll_interval, self.schedule.seconds_left()))
-            self._wake.clear()
-            if self._stopping:
-                return
-            if self.schedule.expire() is not None:
-                log.info("resync interval override expired")
-                self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
-            if self.schedule.due():
-                self._load(Reason.INTERVAL)
-                self.resync(self.settings.families, Reason.INTERVAL)
-                self.schedule.ran()
-            elif self._watcher.changed():
-                self._load(Reason.CONFIG_CHANGE)
-            self._trim_after_activity()
+    def _tick(self) -> None:
+        """One turn of the config loop: wait for a wake-up, the file's poll or the schedule,
+        then do what is due."""
+        self._wake.wait(min(self.settings.file_poll_interval, self.schedule.seconds_left()))
+        self._wake.clear()
+        if self._stopped.is_set():
+            return
+        if self.schedule.expire() is not None:
+            log.info("resync interval override expired")
+            self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
+        if self.schedule.due():
+            self.schedule.ran()  # first: a load that fails must not make every tick due
+            self._load(Reason.INTERVAL)
+            self.resync(self.settings.families, Reason.INTERVAL)
+        elif self._watcher.changed():
+            self._load(Reason.CONFIG_CHANGE)
+        self._trim_after_activity()
 
     def _trim_after_activity(self) -> None:
         """Hand freed heap back after syncs ran, not on every tick of an idle loop."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 import enum
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_delay,
+    stop_before_delay,
     wait_exponential_jitter,
 )
 
@@ -33,6 +35,9 @@ from masqd.host.probe import KernelProbe, Probe, nftgen
 TIDY_AFTER = 0.001
 """Seconds a worker leaves the supervisor to pass its answer on before it tidies up: on a small
 node the tidying otherwise competes with the answer on its way back (bench/README.md)."""
+ANSWER_MARGIN = 2.0
+"""Seconds past a command's own bound within which its answer must reach the supervisor: the
+in-process probes, the pipe, and a node under load. Past that the worker counts as hung."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,42 @@ class SyncCommand:
 @dataclass(frozen=True)
 class ReadCommand:
     """Report the live chain with counters."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Sent before the answer, for each failed attempt a sync retries: what went wrong."""
+
+    kind: Kind
+    error: str
+    number: int
+
+
+def answer_deadline(command: object, opts: WorkerOptions) -> float:
+    """Seconds within which the worker answers `command`, or counts as hung.
+
+    A sync retries until `retry_deadline` (no attempt starts later), and every iptables command
+    of its last attempt ends by `iptables_timeout` after that (`_Budget`); a read is one
+    iptables-save.
+    """
+    if isinstance(command, SyncCommand):
+        return opts.retry_deadline + opts.iptables_timeout + ANSWER_MARGIN
+    return opts.iptables_timeout + ANSWER_MARGIN
+
+
+class _Budget:
+    """The time a sync's iptables commands may still take: each at most iptables_timeout, and
+    all of them over by retry_deadline + iptables_timeout from the sync's start."""
+
+    def __init__(self, opts: WorkerOptions, start: float) -> None:
+        self._cap = opts.iptables_timeout
+        self._end = start + opts.retry_deadline + opts.iptables_timeout
+
+    def timeout(self) -> float:
+        left = min(self._cap, self._end - time.monotonic())
+        if left <= 0:
+            raise ApplyError("the sync ran out of time for another iptables command", Kind.TIMEOUT)
+        return left
 
 
 @dataclass(frozen=True)
@@ -98,6 +139,7 @@ class Step(enum.Enum):
 
     IN_SYNC = "nothing: the chain is as desired"
     READ = "read the chain with iptables-save and compare"
+    VERIFY = "read back our last write: a mismatch means it did not take"
     WRITE = "write the chain (the jump is in place)"
     WRITE_WITH_JUMP = "write the chain and the jump"
 
@@ -111,7 +153,9 @@ def plan(known: Known, wanted: tuple[str, ...], probe: Probe) -> Step:
     - the fingerprint as at a verified state: our chain and jump did not change (someone else
       changed something else in the table);
     - only our chain's fingerprint moved, the jump's did not: someone changed our chain, so
-      rewrite it; reading it first could not change that.
+      rewrite it; reading it first could not change that;
+    - these rules written and not verified yet, and nothing moved since the write (or the
+      probe cannot tell): read them back, and a mismatch means the write did not take.
     Anything else, or a probe that cannot tell, means reading the chain.
     """
     if known.rules is None:
@@ -123,10 +167,10 @@ def plan(known: Known, wanted: tuple[str, ...], probe: Probe) -> Step:
         return Step.IN_SYNC
     current = probe.fingerprint()
     if current is None or known.fingerprint is None:
-        return Step.READ
+        return Step.READ if known.verified else Step.VERIFY
     if current == known.fingerprint:
         if not known.verified:
-            return Step.READ  # written but never read back: verify once
+            return Step.VERIFY  # written but never read back
         known.generation = generation  # read before the fingerprint: at worst, too old
         return Step.IN_SYNC
     if current.jumps == known.fingerprint.jumps and known.jump:
@@ -142,54 +186,80 @@ def sync(
     known: Known | None = None,
     *,
     full: bool = False,
+    report: Callable[[Attempt], None] = lambda _a: None,
 ) -> SyncOutcome:
     """Make the live chain hold `rules`, rewriting it only when it differs (see `plan`).
 
-    A full sync (interval, startup) reads the chain whatever the worker remembers.
+    A full sync (interval, startup) reads the chain whatever the worker remembers (but reads
+    back an unverified write as such). `in_sync` in the outcome means verified: read back, or
+    nft: written with the generation moving by exactly one. A legacy write is verified by the
+    next sync (the runner asks for it at once), off the answer's path. Each failed attempt that
+    is retried is reported before the retry.
     """
     start = time.monotonic()
+    budget = _Budget(opts, start)
     known = known if known is not None else Known()
     wanted = tuple(rules)
     changed = False
     settle(probe, known)  # if the caller did not, after the last write
 
-    def attempt() -> None:
+    def attempt() -> bool:
         nonlocal changed
-        step = Step.READ if full or known.rules is None else plan(known, wanted, probe)
+        step = Step.READ if known.rules is None else plan(known, wanted, probe)
+        if full and step != Step.VERIFY:
+            step = Step.READ
         if step == Step.IN_SYNC:
-            return
-        if step == Step.READ:
-            with_jump = _read_and_compare(backend, opts, probe, known, wanted)
+            return True
+        if step in (Step.READ, Step.VERIFY):
+            with_jump = _read_and_compare(backend, budget, opts, probe, known, wanted)
             if with_jump is None:
-                return
+                return True
+            if step == Step.VERIFY:
+                raise ApplyError(
+                    "the chain read back after our write does not hold what was written: "
+                    "the write did not take (iptables-restore exited 0)",
+                    Kind.UNVERIFIED,
+                )
         else:
             with_jump = step == Step.WRITE_WITH_JUMP
-        _write(backend, opts, probe, known, wanted, with_jump)
+        verified = _write(backend, budget, opts, probe, known, wanted, with_jump)
         changed = True
+        return verified
+
+    def retried(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, ApplyError):
+            report(Attempt(error.kind, str(error), state.attempt_number))
 
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
         wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
-        stop=stop_after_delay(opts.retry_deadline),
+        stop=stop_before_delay(opts.retry_deadline),  # no attempt starts past the deadline
+        before_sleep=retried,
         reraise=True,
     )
     try:
-        retrying(attempt)
+        in_sync = retrying(attempt)
     except ApplyError as e:
         known.forget()
         return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
-    return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
+    return SyncOutcome(True, changed, time.monotonic() - start, in_sync=in_sync)
 
 
 def _read_and_compare(
-    backend: Backend, opts: WorkerOptions, probe: Probe, known: Known, wanted: tuple[str, ...]
+    backend: Backend,
+    budget: _Budget,
+    opts: WorkerOptions,
+    probe: Probe,
+    known: Known,
+    wanted: tuple[str, ...],
 ) -> bool | None:
     """Read the chain; None when it is as desired (and now verified), else whether the
     restore must also add our jump."""
     # Probed before the read: a change during the read shows up next time.
     generation = probe.generation()
     before = probe.fingerprint()
-    live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
+    live = parse_save(backend.save_nat(timeout=budget.timeout()), opts.chain)
     jump = jump_rule(opts.chain)
     if not live.matches(list(wanted), jump):
         return jump not in live.jump_rules
@@ -206,19 +276,33 @@ def _read_and_compare(
 
 def _write(
     backend: Backend,
+    budget: _Budget,
     opts: WorkerOptions,
     probe: Probe,
     known: Known,
     wanted: tuple[str, ...],
     with_jump: bool,
-) -> None:
-    """One atomic iptables-restore of our chain (and jump). Fingerprinting the result is left
-    to `settle`, which the worker runs after it has answered."""
+) -> bool:
+    """One atomic iptables-restore of our chain (and jump); returns whether it is verified.
+
+    nft: one generation step across the restore was our transaction alone, so the kernel
+    holds what we wrote (verified); none means the restore committed nothing, though it
+    exited 0 (it did not take); more means someone else wrote too, and the next sync reads
+    it back. legacy has no generation: the next sync reads it back. Fingerprinting the result
+    is left to `settle`, which the worker runs after it has answered."""
     text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
     known.forget()  # unknown until the restore succeeds
     before = probe.generation()
-    backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
-    known.rules, known.jump, known.unsettled = wanted, True, (before, probe.generation())
+    backend.restore(text, wait=opts.lock_wait, timeout=budget.timeout())
+    after = probe.generation()
+    if before is not None and after == before:
+        raise ApplyError(
+            f"iptables-restore exited 0 but the nft ruleset did not change (generation "
+            f"{before}): the write did not take",
+            Kind.UNVERIFIED,
+        )
+    known.rules, known.jump, known.unsettled = wanted, True, (before, after)
+    return before is not None and after == nftgen.next_generation(before)
 
 
 def settle(probe: Probe, known: Known) -> None:
@@ -269,7 +353,8 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
             if command is None:
                 return
             if isinstance(command, SyncCommand):
-                conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
+                rules, full = list(command.rules), command.full
+                conn.send(sync(backend, probe, opts, rules, known, full=full, report=conn.send))
             elif isinstance(command, ReadCommand):
                 conn.send(read(backend, opts))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller

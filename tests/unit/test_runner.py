@@ -1,25 +1,34 @@
 """masqd.engine.runner with stand-in worker processes (real processes, no iptables, no root):
 requests are answered through their futures, a dead worker is replaced at once, a crash loop is
-backed off while the other family carries on, and stop fails what still waits."""
+backed off while the other family carries on, and stop fails what still waits. A worker that
+stops answering (it sleeps, as a SIGSTOPped one would) is killed at its deadline and replaced,
+and the sync it owed is applied by the new one; a write is in sync only once verified, and one
+that did not take is retried after growing pauses; retried attempts show as the family's
+trouble; neither an exception in the loop nor a worker that cannot be started (EMFILE) ends it."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import pytest
 
-from masqd.core.errors import NoConfig, Stopping
+from masqd.core.errors import Kind, MasqdError, NoConfig, Stopping
+from masqd.core.health import assess
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Family, Reason
+from masqd.engine import familystate, worker
+from masqd.engine import runner as runner_module
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Process
 from masqd.engine.runner import FamilyRunner
-from masqd.engine.worker import ReadCommand, SyncCommand, SyncOutcome, WorkerOptions
+from masqd.engine.worker import Attempt, ReadCommand, SyncCommand, SyncOutcome, WorkerOptions
 from tests.support.daemon import wait_until
 
 _FORK = multiprocessing.get_context("fork")
@@ -47,11 +56,15 @@ def _crash(conn: Connection, delay: float) -> None:
 
 
 def launcher(
-    target: Callable[[Connection, float], None], delay: float = 0.0
+    target: Callable[[Connection, float], None], delay: float = 0.0, *later: Callable[..., None]
 ) -> Callable[[WorkerOptions], tuple[Process, Connection]]:
+    """Starts `target` first, then each of `later` in turn, then `target` again for good."""
+    targets = [target, *later]
+
     def launch(opts: WorkerOptions) -> tuple[Process, Connection]:
+        chosen = targets.pop(0) if len(targets) > 1 else targets[0]
         parent, child = _FORK.Pipe()
-        proc = _FORK.Process(target=target, args=(child, delay), daemon=True)
+        proc = _FORK.Process(target=chosen, args=(child, delay), daemon=True)
         proc.start()
         child.close()
         return proc, parent
@@ -79,14 +92,16 @@ def make_runner() -> Iterator[Callable[..., FamilyRunner]]:
         family: Family = Family.IPV4,
         bus: EventBus | None = None,
         backoff: Backoff | None = None,
+        launch: Callable[[WorkerOptions], tuple[Process, Connection]] | None = None,
+        desired: Callable[[], list[str] | None] | None = None,
     ) -> FamilyRunner:
         runner = FamilyRunner(
-            WorkerOptions(family, "nft", "IP-MASQ-AGENT", 1.0, 1, 1.0),
-            desired=lambda: rules,
+            WorkerOptions(family, "nft", "IP-MASQ-AGENT", 0.2, 1, 0.3),
+            desired=desired or (lambda: rules),
             events=bus or EventBus(),
             drift_check_interval=3600.0,
             backoff=backoff,
-            launcher=launcher(target, delay),
+            launcher=launch or launcher(target, delay),
         )
         runner.start()
         runners.append(runner)
@@ -183,3 +198,220 @@ def test_reads_go_through_the_runner(make_runner: Callable[..., FamilyRunner]) -
     runner = make_runner()
     outcome = runner.read_live().result(5)
     assert outcome.live is None and outcome.error == "a stand-in reads nothing"
+
+
+# -- a hung worker, verification, retries, a guarded loop --------------------------------------
+
+
+def _hang_on_second(conn: Connection, delay: float) -> None:
+    """Answers its first sync, then never answers again: a stopped worker, to the runner."""
+    conn.recv()
+    conn.send(SyncOutcome(True, True, 0.0, in_sync=True))
+    conn.recv()
+    time.sleep(3600)
+
+
+@pytest.fixture
+def quick_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deadlines of a fraction of a second (the options' 0.3 + 0.2 s, with a 0.1 s margin)."""
+    monkeypatch.setattr(worker, "ANSWER_MARGIN", 0.1)
+    monkeypatch.setattr(familystate, "FIRST_RETRY", 0.05)
+    monkeypatch.setattr(runner_module, "FIRST_START_PAUSE", 0.05)
+
+
+def test_a_worker_that_stops_answering_is_killed_at_its_deadline_and_replaced(
+    make_runner: Callable[..., FamilyRunner], quick_deadlines: None
+) -> None:
+    """The sync it owed fails as hung, within the command's deadline; the new worker applies
+    it at once; meanwhile status says not in sync; the events tell the story."""
+    bus = EventBus()
+    events = Events(bus)
+    desired = {"rules": RULES}
+    runner_ = make_runner(
+        launch=launcher(_hang_on_second, 0.0, _hang_on_second),
+        bus=bus,
+        desired=lambda: desired["rules"],
+    )
+    assert runner_.queue.sync(Reason.STARTUP).result(5).ok
+    hung_pid = runner_.status().pid
+    desired["rules"] = [*RULES, "-A IP-MASQ-AGENT -d 192.0.2.0/24 -j RETURN"]
+    start = time.monotonic()
+    future = runner_.queue.sync(Reason.CONFIG_CHANGE)
+    wait_until(lambda: runner_.status().state == "syncing", 5, 0.01)
+    meanwhile = runner_.status()
+    assert not meanwhile.in_sync and meanwhile.pending_since is not None
+    result = future.result(5)
+    waited = time.monotonic() - start
+    deadline = worker.answer_deadline(SyncCommand(()), runner_._worker.opts)
+    assert deadline <= waited < deadline + 1.0
+    assert not result.ok and result.error_kind == Kind.HUNG
+    assert f"pid {hung_pid}" in result.error and "did not answer within 0.6s" in result.error
+    # Replaced at once; the change it owed is applied by the new worker, counted as such.
+    wait_until(lambda: runner_.status().in_sync, 2, 0.01)
+    status = runner_.status()
+    assert status.pid not in (0, hung_pid) and status.restarts == 1
+    assert status.trouble is None and status.last_result is not None
+    assert status.last_result.ok and status.last_result.reason == Reason.CONFIG_CHANGE
+    assert status.syncs[Reason.CONFIG_CHANGE] == 2
+    kinds = events.kinds()
+    failed = kinds.index(EventKind.SYNC_FAILED)
+    assert EventKind.WORKER_RESTARTED in kinds[failed:]
+    assert kinds[-1] == EventKind.SYNC_FINISHED
+
+
+def test_a_hung_worker_is_unhealthy_until_its_replacement_syncs(
+    make_runner: Callable[..., FamilyRunner], quick_deadlines: None
+) -> None:
+    """Between the kill and the new worker's sync, the verdict names the hang."""
+    verdicts: list[str] = []
+    bus = EventBus()
+    runner_: FamilyRunner | None = None
+
+    def on_event(event: Event | None) -> None:
+        if runner_ is not None and event is not None and event.kind == EventKind.SYNC_FAILED:
+            verdicts.append(assess(runner_.status(), time.monotonic(), 60.0).reason)
+
+    bus.subscribe(on_event)
+    runner_ = make_runner(launch=launcher(_hang_on_second, 0.0, _answer), bus=bus)
+    assert runner_.queue.sync(Reason.STARTUP).result(5).ok
+    assert not runner_.queue.sync(Reason.API).result(5).ok
+    assert verdicts and verdicts[0].startswith("its worker hung: the ipv4 worker")
+    wait_until(lambda: assess(runner_.status(), time.monotonic(), 60.0).healthy, 2, 0.01)
+
+
+def _retries(conn: Connection, delay: float) -> None:
+    """Reports a failed attempt (of the kind in the rules' first entry), then succeeds."""
+    while (command := conn.recv()) is not None:
+        if isinstance(command, SyncCommand):
+            kind = Kind(command.rules[0])
+            conn.send(Attempt(kind, f"{kind.value} trouble", 1))
+            time.sleep(0.5)
+            conn.send(SyncOutcome(True, True, 0.5, in_sync=True))
+
+
+@pytest.mark.parametrize(("kind", "healthy"), [(Kind.LOCK, True), (Kind.TIMEOUT, False)])
+def test_a_retried_attempt_is_the_familys_trouble_until_the_sync_succeeds(
+    make_runner: Callable[..., FamilyRunner], kind: Kind, healthy: bool
+) -> None:
+    """Reported as it happens: not in sync, the trouble named; a held lock stays healthy
+    within the health timeout, a tool that times out does not."""
+    bus = EventBus()
+    events = Events(bus)
+    runner_ = make_runner(target=_retries, rules=[kind.value], bus=bus)
+    future = runner_.queue.sync(Reason.API)
+    wait_until(lambda: runner_.status().trouble is not None, 5, 0.01)
+    status = runner_.status()
+    assert status.trouble is not None and status.trouble.kind == kind
+    assert not status.in_sync
+    verdict = assess(status, time.monotonic(), 60.0)
+    assert verdict.healthy is healthy and verdict.serving is healthy
+    assert ("xtables lock" in verdict.reason) if healthy else ("timeout trouble" in verdict.reason)
+    assert EventKind.SYNC_RETRYING in events.kinds()
+    assert future.result(5).ok
+    assert runner_.status().trouble is None and runner_.status().in_sync
+
+
+def _log_times(path: str) -> Callable[[Connection, float], None]:
+    def stand_in(conn: Connection, delay: float) -> None:
+        """Every sync: written, but the kernel does not hold it, until the fourth."""
+        count = 0
+        while (command := conn.recv()) is not None:
+            if isinstance(command, SyncCommand):
+                count += 1
+                with open(path, "a") as f:
+                    f.write(f"{time.monotonic()}\n")
+                if count < 4:
+                    conn.send(SyncOutcome(False, True, 0.0, "did not take", kind=Kind.UNVERIFIED))
+                else:
+                    conn.send(SyncOutcome(True, True, 0.0, in_sync=True))
+
+    return stand_in
+
+
+def test_a_write_that_did_not_take_is_retried_after_growing_pauses(
+    make_runner: Callable[..., FamilyRunner], quick_deadlines: None, tmp_path: Path
+) -> None:
+    """Each retry waits twice as long as the one before; the retries count under the reason
+    of the request that failed, and the trouble goes once the write takes."""
+    log = tmp_path / "times"
+    runner_ = make_runner(launch=launcher(_log_times(str(log))))
+    result = runner_.queue.sync(Reason.CNI).result(5)
+    assert not result.ok and result.error_kind == Kind.UNVERIFIED
+    status = runner_.status()
+    assert status.trouble is not None and status.trouble.kind == Kind.UNVERIFIED
+    assert not assess(status, time.monotonic(), 60.0).healthy
+    wait_until(lambda: runner_.status().in_sync, 5, 0.01)
+    times = [float(t) for t in log.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) == 3 and gaps[0] < gaps[1] < gaps[2]
+    status = runner_.status()
+    assert status.syncs == {Reason.CNI: 4} and status.trouble is None
+
+
+def _unverified_then_verified(conn: Connection, delay: float) -> None:
+    """legacy-like: a write is answered ok but unverified; the next sync verifies it."""
+    answers = [SyncOutcome(True, True, 0.0, in_sync=False)]
+    while (command := conn.recv()) is not None:
+        if isinstance(command, SyncCommand):
+            conn.send(answers.pop(0) if answers else SyncOutcome(True, False, 0.0, in_sync=True))
+
+
+def test_an_unverified_write_is_verified_at_once_and_only_then_in_sync(
+    make_runner: Callable[..., FamilyRunner],
+) -> None:
+    runner_ = make_runner(target=_unverified_then_verified)
+    result = runner_.queue.sync(Reason.API).result(5)
+    assert result.ok and result.changed and not result.in_sync
+    start = time.monotonic()
+    wait_until(lambda: runner_.status().in_sync, 2, 0.005)
+    assert time.monotonic() - start < 0.5  # not at the next drift check (an hour away)
+    status = runner_.status()
+    assert status.checks == 1 and status.syncs == {Reason.API: 1}
+
+
+def test_an_exception_in_the_loop_is_a_fault_in_status_not_the_end(
+    make_runner: Callable[..., FamilyRunner],
+) -> None:
+    """The request it hit fails with the error; the loop goes on and serves the next."""
+    calls = {"n": 0}
+
+    def desired() -> list[str]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(24, "Too many open files")
+        return RULES
+
+    runner_ = make_runner(desired=desired)
+    with pytest.raises(MasqdError, match="Too many open files"):
+        runner_.queue.sync(Reason.API).result(5)
+    fault = runner_.status().fault
+    assert fault is not None and fault.count == 1 and "Errno 24" in fault.error
+    assert runner_.queue.sync(Reason.API).result(5).ok
+    fault = runner_.status().fault
+    assert fault is not None and not fault.ongoing
+
+
+def test_a_worker_that_cannot_be_started_is_tried_again_and_the_loop_lives(
+    make_runner: Callable[..., FamilyRunner], quick_deadlines: None
+) -> None:
+    """Out of descriptors when a dead worker is replaced: the trouble says so, the start is
+    tried again after a pause, and the family syncs once it works."""
+    starts = {"n": 0}
+    inner = launcher(_answer)
+
+    def launch(opts: WorkerOptions) -> tuple[Process, Connection]:
+        starts["n"] += 1
+        if starts["n"] in (2, 3):
+            raise OSError(24, "Too many open files")
+        return inner(opts)
+
+    runner_ = make_runner(launch=launch)
+    runner_.queue.sync(Reason.API).result(5)
+    os.kill(runner_.status().pid, signal.SIGKILL)
+    wait_until(lambda: runner_.status().trouble is not None, 5, 0.01)
+    trouble = runner_.status().trouble
+    assert trouble is not None and "cannot start a worker: [Errno 24]" in trouble.message
+    assert not assess(runner_.status(), time.monotonic(), 60.0).healthy
+    wait_until(lambda: runner_.status().pid != 0, 5, 0.01)
+    assert runner_.queue.sync(Reason.API).result(5).ok
+    assert starts["n"] == 4 and runner_.status().trouble is None

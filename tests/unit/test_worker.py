@@ -154,7 +154,8 @@ def test_retryable_error_is_retried_until_it_succeeds() -> None:
     """A lock timeout is retried; the sync then succeeds and reports the change."""
     lock = ApplyError("lock", Kind.LOCK, stderr="xtables lock")
     backend = FakeBackend(save_text([], chain=False, jump=False), errors=[lock, lock])
-    outcome = sync(backend)
+    patient = worker.WorkerOptions(Family.IPV4, "nft", CHAIN, 5.0, 5, 5.0)
+    outcome = sync(backend, opts=patient)
     assert outcome.ok and outcome.changed
     assert len(backend.restores) == 1
     assert backend.saves == 3  # the live state is read again before each attempt
@@ -172,13 +173,92 @@ def test_rejected_rule_set_is_not_retried() -> None:
 
 
 def test_retrying_stops_at_the_deadline() -> None:
-    """A failure that stays retryable is reported once retry_deadline has passed."""
+    """A failure that stays retryable is retried while another attempt can start before
+    retry_deadline, then reported; each failed attempt is reported before its retry."""
     lock = ApplyError("lock held", Kind.LOCK)
     backend = FakeBackend(save_text([], chain=False), errors=[lock] * 1000)
-    outcome = sync(backend)
+    attempts: list[worker.Attempt] = []
+    outcome = worker.sync(backend, FakeProbe(backend), OPTS, RULES, report=attempts.append)  # type: ignore[arg-type]
     assert not outcome.ok
     assert outcome.error == "lock held" and outcome.kind == Kind.LOCK
-    assert OPTS.retry_deadline <= outcome.duration < OPTS.retry_deadline + 6.0
+    assert outcome.duration < OPTS.retry_deadline
+    assert backend.saves >= 2
+    assert [a.number for a in attempts] == list(range(1, backend.saves))
+    assert all(a.kind == Kind.LOCK and a.error == "lock held" for a in attempts)
+
+
+def test_every_command_of_a_sync_ends_by_its_deadline() -> None:
+    """No iptables command of a sync is given time past retry_deadline + iptables_timeout from
+    its start, so the worker always answers within `answer_deadline`."""
+    opts = worker.WorkerOptions(Family.IPV4, "nft", CHAIN, 0.4, 5, 1.0)
+    given: list[float] = []
+
+    class Slow(FakeBackend):
+        def save_nat(self, *, counters: bool = False, timeout: float = 10.0) -> str:
+            given.append(timeout)
+            time.sleep(timeout)
+            raise ApplyError("iptables-nft-save did not finish", Kind.TIMEOUT)
+
+    start = time.monotonic()
+    outcome = sync(Slow(""), opts=opts)
+    elapsed = time.monotonic() - start
+    assert outcome.kind == Kind.TIMEOUT
+    assert elapsed <= opts.retry_deadline + opts.iptables_timeout + 0.1
+    assert max(given) <= opts.iptables_timeout and len(given) >= 2
+    # The budget itself: each command at most iptables_timeout, none past the end.
+    now = time.monotonic()
+    assert worker._Budget(opts, now).timeout() == pytest.approx(0.4, abs=0.01)
+    assert worker._Budget(opts, now - 1.3).timeout() == pytest.approx(0.1, abs=0.01)
+    with pytest.raises(ApplyError) as info:
+        worker._Budget(opts, now - 1.5).timeout()
+    assert info.value.kind == Kind.TIMEOUT
+    assert worker.answer_deadline(worker.SyncCommand(()), opts) == 1.0 + 0.4 + 2.0
+    assert worker.answer_deadline(worker.ReadCommand(), opts) == 0.4 + 2.0
+
+
+class Inert(FakeBackend):
+    """An iptables-restore that exits 0 and writes nothing."""
+
+    def restore(self, text: str, *, wait: int = 5, timeout: float = 10.0) -> None:
+        self.restores.append(text)
+
+
+def test_nft_write_that_moves_no_generation_did_not_take() -> None:
+    """nft: a restore that exited 0 while the ruleset generation stayed put committed nothing:
+    the sync fails as unverified (the runner retries it after a pause), and nothing is known."""
+    backend = Inert(save_text([], chain=False, jump=False))
+    known = worker.Known()
+    outcome = sync(backend, RULES, known)
+    assert not outcome.ok and not outcome.in_sync and outcome.kind == Kind.UNVERIFIED
+    assert "did not take" in outcome.error and len(backend.restores) == 1
+    assert known.rules is None
+
+
+def test_legacy_write_is_answered_unverified_then_read_back() -> None:
+    """legacy: a write is answered ok but not in sync; the next sync reads it back (one
+    iptables-save) and only then says in sync."""
+    backend = FakeBackend(save_text([], chain=False, jump=False))
+    known = worker.Known()
+    first = sync(backend, RULES, known, opts=LEGACY)
+    assert first.ok and first.changed and not first.in_sync
+    saves = backend.saves
+    second = sync(backend, RULES, known, opts=LEGACY)
+    assert second.ok and second.in_sync and not second.changed
+    assert backend.saves == saves + 1 and known.verified
+
+
+@pytest.mark.parametrize("blind", [False, True])
+def test_legacy_write_that_did_not_take_is_found_when_read_back(blind: bool) -> None:
+    """legacy: read back after a write that exited 0, a chain without our rules means the
+    write did not take: an unverified failure, not a silent second write (with a probe that
+    cannot fingerprint too)."""
+    backend = Inert(save_text([], chain=False, jump=False))
+    known = worker.Known()
+    probe = FakeProbe(backend, "legacy", blind=blind)
+    assert sync(backend, RULES, known, opts=LEGACY, probe=probe).ok
+    outcome = sync(backend, RULES, known, opts=LEGACY, probe=probe)
+    assert not outcome.ok and outcome.kind == Kind.UNVERIFIED
+    assert len(backend.restores) == 1
 
 
 def test_read_reports_live_rules_with_counters() -> None:
