@@ -46,7 +46,9 @@ def status(st: pb.Status, now: float | None = None) -> str:
                 _counts(f.sync_counts),
             )
         )
-    return "\n".join([*lines, "", *_align(rows)])
+    notes = [line for f in st.families for line in _troubles(f, now)]
+    notes += [_fault("config loop", fault, now) for fault in st.faults]
+    return "\n".join([*lines, "", *_align(rows), *notes])
 
 
 def interval(st: pb.Status, now: float | None = None) -> str:
@@ -92,11 +94,37 @@ def unhealthy(st: pb.Status, family: str = "", now: float | None = None) -> str:
     if not st.config.generation:
         reasons.append(f"no valid config loaded: {st.config.error or 'not read yet'}")
     for f in st.families:
-        if (f.in_sync and f.pid) or family not in ("", label_of_value(f.family)):
+        if f.serving or family not in ("", label_of_value(f.family)):
             continue
-        why = "its worker is not running" if not f.pid else "not in sync"
-        reasons.append(f"{label_of_value(f.family)}: {why} ({f.state}); {_last_sync(f, now)}")
+        reasons.append(f"{label_of_value(f.family)}: {f.health}; {_last_sync(f, now)}")
+    if not family:
+        reasons += [_fault("config loop", fault, now) for fault in st.faults if fault.ongoing]
     return "\n".join(reasons) or "masqd reports not serving"
+
+
+def _troubles(f: pb.FamilyStatus, now: float) -> list[str]:
+    """What keeps a family from being in sync, and its health when that is not fine."""
+    label = label_of_value(f.family)
+    lines = []
+    if f.HasField("trouble"):
+        t = f.trouble
+        kind = pb.ErrorKind.Name(t.kind).removeprefix("ERROR_KIND_")
+        lines.append(
+            f"{label}: {kind} for {_duration(t.lasted)} ({t.attempts} attempts): {t.message}"
+        )
+    if not f.healthy:
+        lines.append(f"{label}: NOT HEALTHY: {f.health}")
+    if f.HasField("fault"):
+        lines.append(_fault(f"{label} runner", f.fault, now))
+    return lines
+
+
+def _fault(where: str, fault: pb.ThreadFault, now: float) -> str:
+    state = "FAILING" if fault.ongoing else "recovered"
+    return (
+        f"{where}: {state} after {fault.count} faults, the last {_when(fault.at, now)}: "
+        f"{fault.error}"
+    )
 
 
 # -- pieces ------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from masqd import __version__
 from masqd.api import families
 from masqd.api.v1 import control_pb2 as pb
-from masqd.core.errors import Kind
+from masqd.core.errors import Kind, RequestError
+from masqd.core.health import assess
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
 from masqd.core.rules import jump_rule
-from masqd.core.status import FamilyStatus, Status
+from masqd.core.status import FamilyStatus, Fault, Status
 
 FAMILY: dict[Family, Any] = families.VALUE
 FAMILY_OF = families.OF_VALUE
@@ -34,8 +35,29 @@ ERROR_KIND = {
     Kind.TIMEOUT: pb.ERROR_KIND_TIMEOUT,
     Kind.MISSING: pb.ERROR_KIND_MISSING,
     Kind.WORKER_GONE: pb.ERROR_KIND_WORKER_GONE,
+    Kind.HUNG: pb.ERROR_KIND_HUNG,
+    Kind.UNVERIFIED: pb.ERROR_KIND_UNVERIFIED,
+    Kind.NO_CONFIG: pb.ERROR_KIND_NO_CONFIG,
 }
 EVENT_KIND: dict[EventKind, Any] = {kind: pb.Event.Kind.Value(kind.name) for kind in EventKind}
+
+
+MAX_DURATION_SECONDS = 315_576_000_000
+"""google.protobuf.Duration's range: about 10,000 years either way."""
+
+
+def seconds_of(d: Duration, name: str) -> float:
+    """A Duration's seconds, if it is one as protobuf defines it (seconds within the range,
+    nanos within +-999,999,999 and of the seconds' sign); RequestError naming it otherwise."""
+    if not -MAX_DURATION_SECONDS <= d.seconds <= MAX_DURATION_SECONDS:
+        raise RequestError(
+            f"{name}: {d.seconds} seconds is not a Duration (at most {MAX_DURATION_SECONDS})"
+        )
+    if not -999_999_999 <= d.nanos <= 999_999_999:
+        raise RequestError(f"{name}: nanos {d.nanos} is not within -999999999..999999999")
+    if (d.seconds > 0 and d.nanos < 0) or (d.seconds < 0 and d.nanos > 0):
+        raise RequestError(f"{name}: seconds {d.seconds} and nanos {d.nanos} differ in sign")
+    return (d.seconds * 1_000_000_000 + d.nanos) / 1e9
 
 
 def duration(seconds: float) -> Duration:
@@ -67,7 +89,10 @@ def _error_kind(kind: Kind | None) -> Any:
     return ERROR_KIND.get(kind, pb.ERROR_KIND_INTERNAL) if kind else pb.ERROR_KIND_INTERNAL
 
 
-def status(s: Status) -> pb.Status:
+def status(s: Status, health_timeout: float, now: float | None = None) -> pb.Status:
+    """The status message; each family's health judged against health_timeout at monotonic
+    time `now` (default: now)."""
+    now = time.monotonic() if now is None else now
     cfg = s.config
     config = pb.ConfigStatus(
         path=cfg.path,
@@ -91,13 +116,21 @@ def status(s: Status) -> pb.Status:
     return pb.Status(
         config=config,
         interval=interval,
-        families=[family_status(f, s.mode) for f in s.families],
+        families=[family_status(f, s.mode, health_timeout, now) for f in s.families],
         version=__version__,
         chain=s.chain,
+        faults=[thread_fault(fault) for fault in s.faults],
     )
 
 
-def family_status(f: FamilyStatus, mode: str) -> pb.FamilyStatus:
+def thread_fault(f: Fault) -> pb.ThreadFault:
+    return pb.ThreadFault(
+        thread=f.thread, error=f.error, at=timestamp(f.at), count=f.count, ongoing=f.ongoing
+    )
+
+
+def family_status(f: FamilyStatus, mode: str, health_timeout: float, now: float) -> pb.FamilyStatus:
+    verdict = assess(f, now, health_timeout)
     msg = pb.FamilyStatus(
         family=FAMILY[f.family],
         pid=f.pid,
@@ -108,9 +141,25 @@ def family_status(f: FamilyStatus, mode: str) -> pb.FamilyStatus:
         sync_counts=[
             pb.SyncCount(reason=REASON[reason], count=f.syncs.get(reason, 0)) for reason in Reason
         ],
+        healthy=verdict.healthy,
+        serving=verdict.serving,
+        health=verdict.reason,
     )
     if f.last_result is not None:
         msg.last_sync.CopyFrom(sync_result(f.last_result))
+    if f.trouble is not None:
+        msg.trouble.CopyFrom(
+            pb.Trouble(
+                kind=_error_kind(f.trouble.kind),
+                message=f.trouble.message,
+                lasted=duration(max(0.0, now - f.trouble.since)),
+                attempts=f.trouble.attempts,
+            )
+        )
+    if f.fault is not None:
+        msg.fault.CopyFrom(thread_fault(f.fault))
+    if f.pending_since is not None:
+        msg.pending.CopyFrom(duration(max(0.0, now - f.pending_since)))
     return msg
 
 

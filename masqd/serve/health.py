@@ -1,14 +1,11 @@
-"""/healthz and /readyz: is the sync loop alive, and has every family been synced once.
+"""/healthz and /readyz: is masqd doing its job for every family, and has each synced once.
 
-Healthy, as kube-proxy's health check: unless a sync was requested (at startup, on a config
-change, by the interval, the API or the CNI plugin) and has not been applied for longer than
-the timeout. Requests that arrive together are served by one sync, so the clock runs from the
-oldest request not yet applied; a failed sync leaves its requests pending, and only a sync
-that succeeded afterwards (or a drift check that found the chain as desired) stops the clock.
-A lock held by someone else is retried and only counts for as long as it lasts, so brief
-contention never fails the check; the default timeout (60 s) is twice the retry deadline.
-A bad config file is not unhealthy: restarting masqd would not fix it, and the last good
-rules stay in force.
+Healthy is `masqd.core.health.assess`, the same verdict the gRPC health service (and so
+`masqctl health`) gives: unhealthy as soon as a family is known to be failing (a hung worker, a
+refused or untaken write, a tool that times out, a runner that fails), or a requested sync has
+not been applied within the timeout. The xtables lock held by someone else, and no valid config
+yet, are reported but only fail past the timeout: a restart would not help them. A bad config
+file with a last good one in force is not unhealthy at all: the last good rules stay in force.
 
 Ready once the first sync of every enabled family succeeded; it stays ready after.
 """
@@ -19,10 +16,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from masqd.core.health import assess
 from masqd.core.model import Event, Family
 from masqd.engine.supervisor import Supervisor
-
-DEFAULT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -32,9 +28,9 @@ class Report:
 
 
 class HealthCheck:
-    def __init__(self, supervisor: Supervisor, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, supervisor: Supervisor) -> None:
         self.sup = supervisor
-        self.timeout = timeout
+        self.timeout = supervisor.settings.health_timeout
         self._lock = threading.Lock()
         self._synced: set[Family] = {
             f.family for f in supervisor.status().families if f.last_result and f.last_result.ok
@@ -50,18 +46,28 @@ class HealthCheck:
         now = time.monotonic()
         families: dict[str, object] = {}
         ok = True
-        for f in self.sup.status().families:
+        status = self.sup.status()
+        faults = [f for f in status.faults if f.ongoing]
+        for f in status.families:
+            verdict = assess(f, now, self.timeout)
+            ok = ok and verdict.healthy
             since = f.pending_since
-            pending = 0.0 if since is None else max(0.0, now - since)
-            stuck = pending > self.timeout
-            ok = ok and not stuck
             last = f.last_result
             families[f.family.label] = {
-                "healthy": not stuck,
-                "pendingSeconds": round(pending, 3),
+                "healthy": verdict.healthy,
+                "reason": verdict.reason,
+                "pendingSeconds": round(0.0 if since is None else max(0.0, now - since), 3),
                 "lastError": last.error if last is not None and not last.ok else "",
             }
-        return Report(ok, {"healthy": ok, "timeoutSeconds": self.timeout, "families": families})
+        ok = ok and not faults
+        detail: dict[str, object] = {
+            "healthy": ok,
+            "timeoutSeconds": self.timeout,
+            "families": families,
+        }
+        if faults:
+            detail["faults"] = [f"{f.thread}: {f.error}" for f in faults]
+        return Report(ok, detail)
 
     def readyz(self) -> Report:
         with self._lock:

@@ -27,7 +27,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from masqd.core.errors import MasqdError
+from masqd.core.errors import Kind, MasqdError
+from masqd.core.health import assess
 from masqd.core.livestate import LiveChain
 from masqd.core.model import Event, EventKind, Family, Reason
 from masqd.engine.supervisor import Supervisor
@@ -38,6 +39,16 @@ LIVE_READ_TIMEOUT = 2.0
 """How long a scrape waits for a worker busy with a sync before leaving its counters out."""
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RESULTS = ("changed", "unchanged", "failed")
+FAILURE_KINDS = (
+    Kind.REJECTED,
+    Kind.LOCK,
+    Kind.TIMEOUT,
+    Kind.MISSING,
+    Kind.WORKER_GONE,
+    Kind.HUNG,
+    Kind.UNVERIFIED,
+    Kind.INTERNAL,
+)
 
 
 def source(reason: Reason) -> str:
@@ -75,6 +86,14 @@ class Metrics:
             ["family"],
             registry=self.registry,
         )
+        self.failures = Counter(
+            "masqd_sync_failures",
+            "Syncs that failed, by the kind of failure (hung: the worker did not answer and "
+            "was replaced; unverified: a write exited 0 but did not take; rejected, lock, "
+            "timeout, missing, worker_gone, internal).",
+            ["family", "kind"],
+            registry=self.registry,
+        )
         self.config_loads = Counter(
             "masqd_config_loads",
             "Config files taken (success: a new config is in force) or rejected (failure: "
@@ -88,6 +107,8 @@ class Metrics:
             for reason in Reason:
                 for result in RESULTS:
                     self.syncs.labels(family, reason.value, result)
+            for kind in FAILURE_KINDS:
+                self.failures.labels(family, kind.value)
         for result in ("success", "failure"):
             self.config_loads.labels(result)
         self.registry.register(StateCollector(supervisor))
@@ -104,6 +125,9 @@ class Metrics:
             r = event.result
             result = "failed" if not r.ok else "changed" if r.changed else "unchanged"
             self.syncs.labels(r.family.label, r.reason.value, result).inc()
+            if not r.ok:
+                kind = r.error_kind.value if r.error_kind is not None else "internal"
+                self.failures.labels(r.family.label, kind).inc()
             self.duration.labels(r.family.label).observe(r.duration)
             if r.ok:
                 self.last_success.labels(r.family.label).set(r.finished_at)
@@ -144,7 +168,7 @@ class StateCollector:
         )
         in_sync = GaugeMetricFamily(
             "masqd_in_sync",
-            "1 when the live chain matched the desired rules at the last check.",
+            "1 when the live chain was verified to hold the desired rules.",
             labels=["family"],
         )
         pending = GaugeMetricFamily(
@@ -152,6 +176,17 @@ class StateCollector:
             "Age of the oldest sync request not yet applied (0: none); /healthz fails past "
             "--health-timeout.",
             labels=["family"],
+        )
+        healthy = GaugeMetricFamily(
+            "masqd_healthy",
+            "1 when the family is healthy (what /healthz says for it).",
+            labels=["family"],
+        )
+        trouble = GaugeMetricFamily(
+            "masqd_trouble",
+            "1 for the kind of trouble that keeps the family from being in sync now (none: "
+            "no series).",
+            labels=["family", "kind"],
         )
         restarts = CounterMetricFamily(
             "masqd_worker_restarts",
@@ -169,6 +204,10 @@ class StateCollector:
             label = f.family.label
             rules.add_metric([label], len(self.sup.desired(f.family) or ()))
             in_sync.add_metric([label], 1 if f.in_sync else 0)
+            verdict = assess(f, now, self.sup.settings.health_timeout)
+            healthy.add_metric([label], 1 if verdict.healthy else 0)
+            if f.trouble is not None:
+                trouble.add_metric([label, f.trouble.kind.value], 1)
             since = f.pending_since
             pending.add_metric([label], 0.0 if since is None else max(0.0, now - since))
             restarts.add_metric([label], f.restarts)
@@ -179,7 +218,7 @@ class StateCollector:
                     else f.requests.get(reason, 0)
                 )
                 requests.add_metric([label, source(reason)], count)
-        yield from (rules, in_sync, pending, restarts, requests)
+        yield from (rules, in_sync, healthy, trouble, pending, restarts, requests)
         yield from self.live.collect()
 
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from masqd.api.v1 import control_pb2 as pb
@@ -28,7 +28,8 @@ from masqd.core.errors import Kind, MasqdError
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, Family, Reason, SyncResult
 from masqd.engine.supervisor import Supervisor
-from masqd.serve import convert
+from masqd.serve import convert, limits
+from masqd.serve.grpchealth import HealthService
 from masqd.serve.socketfile import claim_socket
 
 log = logging.getLogger("masqd.server")
@@ -39,6 +40,8 @@ DEFAULT_RESYNC_TIMEOUT = 30.0
 """How long a Resync without a deadline waits for its sync."""
 LIVE_READ_TIMEOUT = 10.0
 """How long GetRules waits for a worker busy with a sync."""
+LOOK_EVERY = 5.0
+"""Seconds between the server's looks at its connections and the time-bound health."""
 
 
 # Where a failure's kind becomes a gRPC status: the API edge, and only here.
@@ -48,6 +51,7 @@ STATUS_CODE = {
     Kind.NO_CONFIG: grpc.StatusCode.FAILED_PRECONDITION,
     Kind.STOPPING: grpc.StatusCode.UNAVAILABLE,
     Kind.WORKER_GONE: grpc.StatusCode.UNAVAILABLE,
+    Kind.HUNG: grpc.StatusCode.UNAVAILABLE,
     Kind.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
@@ -97,7 +101,10 @@ class ControlServicer(pb_grpc.ControlServicer):
         return str(e)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.Status:
-        return convert.status(self.sup.status())
+        return self._status()
+
+    def _status(self) -> pb.Status:
+        return convert.status(self.sup.status(), self.sup.settings.health_timeout)
 
     async def GetRules(self, request: pb.GetRulesRequest, context: Any) -> pb.GetRulesResponse:
         families = await _families(request.family, self.sup, context)
@@ -117,18 +124,18 @@ class ControlServicer(pb_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "interval and ttl are required")
         try:
             self.sup.set_override(
-                request.interval.ToTimedelta().total_seconds(),
-                request.ttl.ToTimedelta().total_seconds(),
+                convert.seconds_of(request.interval, "interval"),
+                convert.seconds_of(request.ttl, "ttl"),
             )
         except MasqdError as e:
             await _abort(context, e, str(e))
-        return convert.status(self.sup.status())
+        return self._status()
 
     async def ClearIntervalOverride(
         self, request: pb.ClearIntervalOverrideRequest, context: Any
     ) -> pb.Status:
         self.sup.clear_override()
-        return convert.status(self.sup.status())
+        return self._status()
 
     async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.Event]:
         loop = asyncio.get_running_loop()
@@ -227,12 +234,12 @@ class ApiServer:
         self.group = group
         self._loop = asyncio.new_event_loop()
         self._server: grpc.aio.Server | None = None
-        self._health: health.aio.HealthServicer | None = None
+        self._health = HealthService(supervisor, (SERVICE_NAME,))
+        self._watch = limits.ConnectionWatch(path)
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
         self._unsubscribe: Callable[[], None] | None = None
         self._lock_fd: int | None = None
-        self._health_lock = threading.Lock()
-        self._health_last: dict[str, bool] = {}
+        self._looking: asyncio.Task[None] | None = None
 
     def start(self, lock_fd: int | None = None) -> None:
         """Bind the socket (0600 from the first moment) and start serving.
@@ -242,14 +249,12 @@ class ApiServer:
         self._lock_fd = claim_socket(self.path) if lock_fd is None else lock_fd
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        self._unsubscribe = self.sup.events.subscribe(lambda _e: self._update_health())
-        self._update_health()
+        self._unsubscribe = self.sup.events.subscribe(lambda _e: self._refresh_health())
         log.info("control API listening on unix:%s", self.path)
 
     async def _start(self) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=limits.SERVER_OPTIONS)
         pb_grpc.add_ControlServicer_to_server(ControlServicer(self.sup), server)  # type: ignore[no-untyped-call]
-        self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -263,35 +268,34 @@ class ApiServer:
             os.umask(old_umask)
         os.chmod(self.path, self.mode)
         if self.group:
-            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+            group = self.group
+            gid = int(group) if group.isascii() and group.isdigit() else grp.getgrnam(group).gr_gid
+            os.chown(self.path, -1, gid)
         self._server = server
+        self._refresh_health()
+        self._looking = asyncio.get_running_loop().create_task(self._look())
 
-    def _update_health(self) -> None:
-        """Mirror each family's state into the health service: overall, Control, per family."""
-        states = {f.family.label: f.serving for f in self.sup.status().families}
-        overall = all(states.values()) and bool(states)
-        statuses = {"": overall, SERVICE_NAME: overall, **states}
+    async def _look(self) -> None:
+        """Now and then: the connections against their cap, the health against its timeout."""
+        while True:
+            await asyncio.sleep(LOOK_EVERY)
+            self._watch.look()
+            self._refresh_health()
 
-        async def apply() -> None:
-            assert self._health is not None
-            for name, ok in statuses.items():
-                await self._health.set(
-                    name,
-                    health_pb2.HealthCheckResponse.SERVING
-                    if ok
-                    else health_pb2.HealthCheckResponse.NOT_SERVING,
-                )
+    def _refresh_health(self) -> None:
+        """On every event, from any thread: what changed is applied on the server's loop."""
 
-        # Called on every event, from any thread: apply changes only, in order.
-        with self._health_lock:
-            if statuses == self._health_last or not self._loop.is_running():
-                return
-            self._health_last = statuses
-            asyncio.run_coroutine_threadsafe(apply(), self._loop)
+        def schedule(changed: dict[str, bool]) -> None:
+            if not self._loop.is_closed():
+                asyncio.run_coroutine_threadsafe(self._health.apply(changed), self._loop)
+
+        self._health.changes(schedule)
 
     def stop(self, grace: float = 1.0) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._looking is not None:
+            self._loop.call_soon_threadsafe(self._looking.cancel)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(

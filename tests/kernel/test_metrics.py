@@ -240,9 +240,10 @@ def test_killed_worker_counts_a_restart(
 def test_healthz_fails_while_a_requested_sync_cannot_be_applied(
     topo: netns.Topology, wrapper: IptablesWrapper, start_masqd: Callable[..., Masqd]
 ) -> None:
-    """With iptables-restore failing, a config change stays pending: /healthz passes until
-    the timeout, then fails naming the error, and passes again once restore works."""
-    daemon = start_masqd(GOOD, "--health-timeout", "5s")
+    """With iptables-restore failing (the rules refused), a config change stays pending and
+    /healthz fails at once, well within the timeout, naming the error; it passes again once
+    restore works."""
+    daemon = start_masqd(GOOD, "--health-timeout", "60s")
     wrapper.fail_marker.touch()
     daemon.config.write_text(OTHER)
     m = wait_until(
@@ -255,13 +256,18 @@ def test_healthz_fails_while_a_requested_sync_cannot_be_applied(
             result="failed",
         )
     )
-    assert 0 < m.value("masqd_sync_pending_seconds", family="ipv4") < 5
-    assert fetch(topo.node, "/healthz")[0] == 200
-    _, body = wait_until(lambda: _status(fetch(topo.node, "/healthz"), 503), timeout=10)
+    assert 0 < m.value("masqd_sync_pending_seconds", family="ipv4") < 60
+    assert m.value("masqd_healthy", family="ipv4") == 0
+    assert m.value("masqd_trouble", family="ipv4", kind="rejected") == 1
+    assert m.value("masqd_sync_failures_total", family="ipv4", kind="rejected") >= 1
+    code, body = fetch(topo.node, "/healthz")
+    assert code == 503
     report = json.loads(body)
     assert report["healthy"] is False
     assert report["families"]["ipv4"]["healthy"] is False
+    assert report["families"]["ipv4"]["reason"].startswith("the rules were refused: ")
     assert "line 3 failed" in report["families"]["ipv4"]["lastError"]
+    assert report["families"]["ipv6"]["healthy"] is True  # the other family carries on
     assert fetch(topo.node, "/readyz")[0] == 200  # it was ready once; liveness is the alarm
     wrapper.fail_marker.unlink()
     wait_until(lambda: _status(fetch(topo.node, "/healthz"), 200), timeout=10)
@@ -316,7 +322,8 @@ def test_metrics_address_can_move_or_be_off(
     assert scrape(topo.node, "[::1]:9999").value("masqd_config_generation") == 1
     with pytest.raises(RuntimeError):
         fetch(topo.node, "/metrics")
-    start_masqd(GOOD, "--metrics-address", "")  # a second masqd: its own socket, no HTTP
+    # A second masqd (its own socket and chain: one chain has one masqd), no HTTP.
+    start_masqd(GOOD, "--metrics-address", "", "--masq-chain", "OTHER-MASQ")
     with pytest.raises(RuntimeError):
         fetch(topo.node, "/metrics")
 

@@ -36,6 +36,9 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_MISSING: _ClassVar[ErrorKind]
     ERROR_KIND_WORKER_GONE: _ClassVar[ErrorKind]
     ERROR_KIND_INTERNAL: _ClassVar[ErrorKind]
+    ERROR_KIND_HUNG: _ClassVar[ErrorKind]
+    ERROR_KIND_UNVERIFIED: _ClassVar[ErrorKind]
+    ERROR_KIND_NO_CONFIG: _ClassVar[ErrorKind]
 FAMILY_UNSPECIFIED: Family
 FAMILY_IPV4: Family
 FAMILY_IPV6: Family
@@ -53,6 +56,9 @@ ERROR_KIND_TIMEOUT: ErrorKind
 ERROR_KIND_MISSING: ErrorKind
 ERROR_KIND_WORKER_GONE: ErrorKind
 ERROR_KIND_INTERNAL: ErrorKind
+ERROR_KIND_HUNG: ErrorKind
+ERROR_KIND_UNVERIFIED: ErrorKind
+ERROR_KIND_NO_CONFIG: ErrorKind
 
 class ResyncRequest(_message.Message):
     __slots__ = ("family", "no_wait", "reason")
@@ -132,8 +138,34 @@ class SyncCount(_message.Message):
     count: int
     def __init__(self, reason: _Optional[_Union[SyncReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
+class Trouble(_message.Message):
+    __slots__ = ("kind", "message", "lasted", "attempts")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LASTED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    kind: ErrorKind
+    message: str
+    lasted: _duration_pb2.Duration
+    attempts: int
+    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., lasted: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class ThreadFault(_message.Message):
+    __slots__ = ("thread", "error", "at", "count", "ongoing")
+    THREAD_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ONGOING_FIELD_NUMBER: _ClassVar[int]
+    thread: str
+    error: str
+    at: _timestamp_pb2.Timestamp
+    count: int
+    ongoing: bool
+    def __init__(self, thread: _Optional[str] = ..., error: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., ongoing: _Optional[bool] = ...) -> None: ...
+
 class FamilyStatus(_message.Message):
-    __slots__ = ("family", "pid", "state", "restarts", "last_sync", "in_sync", "sync_counts", "backend")
+    __slots__ = ("family", "pid", "state", "restarts", "last_sync", "in_sync", "sync_counts", "backend", "healthy", "serving", "health", "trouble", "fault", "pending")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +174,12 @@ class FamilyStatus(_message.Message):
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     SYNC_COUNTS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    TROUBLE_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     family: Family
     pid: int
     state: str
@@ -150,21 +188,29 @@ class FamilyStatus(_message.Message):
     in_sync: bool
     sync_counts: _containers.RepeatedCompositeFieldContainer[SyncCount]
     backend: str
-    def __init__(self, family: _Optional[_Union[Family, str]] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., last_sync: _Optional[_Union[SyncResult, _Mapping]] = ..., in_sync: _Optional[bool] = ..., sync_counts: _Optional[_Iterable[_Union[SyncCount, _Mapping]]] = ..., backend: _Optional[str] = ...) -> None: ...
+    healthy: bool
+    serving: bool
+    health: str
+    trouble: Trouble
+    fault: ThreadFault
+    pending: _duration_pb2.Duration
+    def __init__(self, family: _Optional[_Union[Family, str]] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., last_sync: _Optional[_Union[SyncResult, _Mapping]] = ..., in_sync: _Optional[bool] = ..., sync_counts: _Optional[_Iterable[_Union[SyncCount, _Mapping]]] = ..., backend: _Optional[str] = ..., healthy: _Optional[bool] = ..., serving: _Optional[bool] = ..., health: _Optional[str] = ..., trouble: _Optional[_Union[Trouble, _Mapping]] = ..., fault: _Optional[_Union[ThreadFault, _Mapping]] = ..., pending: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("config", "interval", "families", "version", "chain")
+    __slots__ = ("config", "interval", "families", "version", "chain", "faults")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     FAMILIES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
     config: ConfigStatus
     interval: IntervalStatus
     families: _containers.RepeatedCompositeFieldContainer[FamilyStatus]
     version: str
     chain: str
-    def __init__(self, config: _Optional[_Union[ConfigStatus, _Mapping]] = ..., interval: _Optional[_Union[IntervalStatus, _Mapping]] = ..., families: _Optional[_Iterable[_Union[FamilyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., chain: _Optional[str] = ...) -> None: ...
+    faults: _containers.RepeatedCompositeFieldContainer[ThreadFault]
+    def __init__(self, config: _Optional[_Union[ConfigStatus, _Mapping]] = ..., interval: _Optional[_Union[IntervalStatus, _Mapping]] = ..., families: _Optional[_Iterable[_Union[FamilyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., chain: _Optional[str] = ..., faults: _Optional[_Iterable[_Union[ThreadFault, _Mapping]]] = ...) -> None: ...
 
 class GetRulesRequest(_message.Message):
     __slots__ = ("family",)
@@ -244,6 +290,7 @@ class Event(_message.Message):
         OVERRIDE_SET: _ClassVar[Event.Kind]
         OVERRIDE_EXPIRED: _ClassVar[Event.Kind]
         OVERRIDE_CLEARED: _ClassVar[Event.Kind]
+        SYNC_RETRYING: _ClassVar[Event.Kind]
     KIND_UNSPECIFIED: Event.Kind
     CONFIG_LOADED: Event.Kind
     CONFIG_REJECTED: Event.Kind
@@ -254,6 +301,7 @@ class Event(_message.Message):
     OVERRIDE_SET: Event.Kind
     OVERRIDE_EXPIRED: Event.Kind
     OVERRIDE_CLEARED: Event.Kind
+    SYNC_RETRYING: Event.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
