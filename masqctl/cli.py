@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from masqctl.errors import CommandError, Exit, exit_code
 from masqd.api.families import LABELS
-from masqd.core.durations import parse_duration
+from masqd.core import bounds
 from masqd.core.errors import MasqdError
 from masqd.core.settings import DEFAULT_SOCKET
 
@@ -77,10 +77,10 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
     resync.add_argument("--no-wait", action="store_true", help="return once the request is queued")
     resync.add_argument(
         "--timeout",
-        type=_positive_duration,
+        type=_duration(bounds.CLIENT_TIMEOUT),
         default=10.0,
         metavar="DURATION",
-        help="how long to wait for the sync, e.g. 10s (default)",
+        help="how long to wait for the sync, up to 1h, e.g. 10s (default)",
     )
     rules = command("rules", _rules, "the live chain with counters, and whether it matches")
     _add_family(rules, "show only this family (default: all)")
@@ -92,9 +92,18 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
         parents=[common],
         help="use DURATION as the resync interval for --ttl, then the configured one again",
     )
-    set_.add_argument("interval", type=_duration, metavar="DURATION", help="1s to 24h, e.g. 5s")
     set_.add_argument(
-        "--ttl", type=_duration, required=True, metavar="DURATION", help="up to 24h, e.g. 10m"
+        "interval",
+        type=_duration(bounds.RESYNC_INTERVAL),
+        metavar="DURATION",
+        help="1s to 24h, e.g. 5s",
+    )
+    set_.add_argument(
+        "--ttl",
+        type=_duration(bounds.OVERRIDE_TTL),
+        required=True,
+        metavar="DURATION",
+        help="up to 24h, e.g. 10m",
     )
     set_.set_defaults(handler=_interval_set)
     clear = interval_commands.add_parser(
@@ -104,7 +113,7 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
 
     watch = command("watch", _watch, "print masqd's events as they happen (Ctrl-C stops)")
     watch.add_argument(
-        "--count", type=int, default=0, metavar="N", help="stop after N events (default: never)"
+        "--count", type=_count, default=0, metavar="N", help="stop after N events (default: never)"
     )
     health = command(
         "health", _health, "exit 0 when masqd serves and every family is in sync, else 1"
@@ -155,18 +164,22 @@ def _add_family(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--family", choices=LABELS, default="", help=help)
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _duration(limits: bounds.Bounds) -> Callable[[str], float]:
+    """A duration argument ("10s"), finite and within limits, refused at parse time (exit 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            return limits.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
-def _positive_duration(text: str) -> float:
-    seconds = _duration(text)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return seconds
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return int(text)
 
 
 def _usage_of(name: str) -> Handler:

@@ -10,27 +10,65 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from masqd.core.settings import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 
 
 def _mode(text: str) -> int:
+    """An octal permission mode, 0 to 0777: a socket is never setuid, sticky or wider."""
+    digits = text.strip().removeprefix("0o")
+    if not (digits.isascii() and digits.isdigit()) or any(c in "89" for c in digits):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode like 0600")
+    mode = int(digits, 8)
+    if mode > 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of bounds: a mode is 0 to 0777")
+    return mode
+
+
+def _group(text: str) -> str:
+    """A group that exists (a name, or a number): found now, not when the socket is made."""
+    import grp
+
+    if not text:
+        return text
     try:
-        return int(text, 8)
+        if text.isascii() and text.isdigit():
+            grp.getgrgid(int(text))
+        else:
+            grp.getgrnam(text)
+    except (KeyError, OverflowError):
+        raise argparse.ArgumentTypeError(f"no group {text!r} on this node") from None
+    return text
+
+
+def _bounded(name: str) -> Callable[[str], float]:
+    """A duration flag ("10s") within the bounds of the same name in masqd.core.bounds."""
+
+    def parse(text: str) -> float:
+        from masqd.core import bounds
+
+        try:
+            return getattr(bounds, name).parse(text)  # type: ignore[no-any-return]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """--drift-check-interval: seconds as a number (5, 0.5), or a duration (5s)."""
+    from masqd.core import bounds
+
+    limits = bounds.DRIFT_CHECK_INTERVAL
+    try:
+        number: float | None = float(text)  # takes nan and inf too: check() refuses them
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode like 0600") from None
-
-
-def _duration(text: str) -> float:
-    from masqd.core.durations import parse_duration
-
+        number = None
     try:
-        seconds = parse_duration(text)
+        return limits.parse(text) if number is None else limits.check(number)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration like 60s")
-    return seconds
 
 
 def _address(text: str) -> str:
@@ -58,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--socket-mode", default=0o600, type=_mode, help="socket permissions (0600)"
     )
-    parser.add_argument("--socket-group", default="", help="group owning the socket")
+    parser.add_argument(
+        "--socket-group", default="", type=_group, help="group owning the socket (a name or gid)"
+    )
     parser.add_argument(
         "--iptables-mode", default="auto", choices=("auto", "legacy", "nft"), help="backend"
     )
@@ -70,9 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--drift-check-interval",
         default=5.0,
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
-        help="how often our chain is checked for tampering (default 5)",
+        help="how often our chain is checked for tampering, 0.1 to 3600 (default 5)",
+    )
+    parser.add_argument(
+        "--iptables-timeout",
+        default=10.0,
+        type=_bounded("IPTABLES_TIMEOUT"),
+        metavar="DURATION",
+        help="the longest one iptables command may run, 1s to 5m (default 10s)",
+    )
+    parser.add_argument(
+        "--retry-deadline",
+        default=30.0,
+        type=_bounded("RETRY_DEADLINE"),
+        metavar="DURATION",
+        help="how long a sync retries a held lock or a timeout, 0s to 1h (default 30s); a "
+        "worker that does not answer within this plus --iptables-timeout is replaced",
     )
     parser.add_argument(
         "--metrics-address",
@@ -85,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--health-timeout",
         default=60.0,
-        type=_duration,
+        type=_bounded("HEALTH_TIMEOUT"),
         metavar="DURATION",
-        help="/healthz fails when a requested sync is not applied within this (default 60s)",
+        help="health fails when a requested sync is not applied within this, 1s to 24h "
+        "(default 60s)",
     )
     return parser
 
@@ -127,13 +183,14 @@ def run(args: argparse.Namespace) -> int:
         enable_ipv6=args.enable_ipv6,
         all_reserved_ranges=args.nomasq_all_reserved_ranges,
         drift_check_interval=args.drift_check_interval,
+        iptables_timeout=args.iptables_timeout,
+        retry_deadline=args.retry_deadline,
+        health_timeout=args.health_timeout,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    daemon = Daemon(
-        settings, metrics_address=args.metrics_address, health_timeout=args.health_timeout
-    )
+    daemon = Daemon(settings, metrics_address=args.metrics_address)
     try:
         daemon.start()
     except StartError as e:
@@ -147,33 +204,21 @@ def run(args: argparse.Namespace) -> int:
 
 def cleanup_main(argv: list[str]) -> int:
     from masqd.core import flags
-    from masqd.core.errors import ApplyError
-    from masqd.core.livestate import parse_save
-    from masqd.core.model import Family
-    from masqd.core.rules import DEFAULT_CHAIN, render_cleanup
-    from masqd.host.iptables import MODES, Backend
+    from masqd.core.rules import DEFAULT_CHAIN
+    from masqd.host.cleanup import clean
+    from masqd.host.iptables import MODES
 
     parser = argparse.ArgumentParser(
         prog="masqd cleanup",
-        description="Remove our chain and its POSTROUTING jump from both families and backends.",
+        description="Remove our chain and its POSTROUTING jump from both families and backends: "
+        "only a chain whose jump carries masqd's comment, and only from a backend whose nat "
+        "table exists here.",
     )
     parser.add_argument("--masq-chain", default=DEFAULT_CHAIN, type=flags._chain)
     parser.add_argument("--iptables-mode", default="all", choices=("all", "legacy", "nft"))
     args = parser.parse_args(argv)
     modes = MODES if args.iptables_mode == "all" else (args.iptables_mode,)
-    failed = False
-    for mode in modes:
-        for family in Family:
-            backend = Backend(family, mode)
-            if not backend.available():
-                continue
-            try:
-                live = parse_save(backend.save_nat(), args.masq_chain)
-                text = render_cleanup(args.masq_chain, list(live.jump_rules), live.chain_exists)
-                if text is not None:
-                    backend.restore(text)
-                    print(f"removed {args.masq_chain} from {backend.binary('')}")
-            except ApplyError as e:
-                print(f"masqd cleanup: {e}", file=sys.stderr)
-                failed = True
-    return 1 if failed else 0
+    errors = clean(args.masq_chain, modes, print)
+    for error in errors:
+        print(f"masqd cleanup: {error}", file=sys.stderr)
+    return 1 if errors else 0

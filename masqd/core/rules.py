@@ -78,14 +78,19 @@ def parse_to_ports(text: str) -> tuple[PortRange, ...]:
     return tuple(ranges)
 
 
-def jump_rule(chain: str) -> str:
-    """The POSTROUTING rule that sends non-local traffic through our chain."""
-    comment = (
+def jump_comment(chain: str) -> str:
+    """The comment on our POSTROUTING jump: how masqd (and upstream) knows the jump is ours."""
+    return (
         "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic "
         f"to our custom {chain} chain"
     )
+
+
+def jump_rule(chain: str) -> str:
+    """The POSTROUTING rule that sends non-local traffic through our chain."""
     return (
-        f'-A POSTROUTING -m comment --comment "{comment}" -m addrtype ! --dst-type LOCAL -j {chain}'
+        f'-A POSTROUTING -m comment --comment "{jump_comment(chain)}" '
+        f"-m addrtype ! --dst-type LOCAL -j {chain}"
     )
 
 
@@ -138,7 +143,42 @@ def _of_family(cidrs: tuple[IPNetwork, ...], family: Family) -> list[IPNetwork]:
 
 def _destination(cidr: IPNetwork) -> str:
     """The -d match; none for /0, which iptables-save omits (it matches every address)."""
-    return f" -d {cidr}" if cidr.prefixlen else ""
+    return f" -d {iptables_cidr(cidr)}/{cidr.prefixlen}" if cidr.prefixlen else ""
+
+
+def iptables_cidr(cidr: IPNetwork) -> str:
+    """The network address as iptables-save prints it back (without the prefix length).
+
+    ip6tables prints addresses with glibc's inet_ntop, which differs from Python in one way:
+    an address whose first 96 bits are zero, or 80 zero bits then ffff (IPv4-compatible and
+    IPv4-mapped), ends in dotted IPv4 form (`::ffff:10.0.0.0`, where Python prints
+    `::ffff:a00:0`). Both compress the first longest run of two or more zero groups, in lower
+    case. A rule written in any other form reads back differently, so it would look changed
+    at every check and be rewritten forever.
+    """
+    address = cidr.network_address
+    if address.version == 4:
+        return str(address)
+    groups = [int.from_bytes(address.packed[i : i + 2], "big") for i in range(0, 16, 2)]
+    run = _longest_zero_run(groups)
+    if run is not None and run[0] == 0 and (run[1] == 6 or (run[1] == 5 and groups[5] == 0xFFFF)):
+        prefix = "::ffff:" if run[1] == 5 else "::"
+        return prefix + ".".join(str(b) for b in address.packed[12:])
+    return address.compressed
+
+
+def _longest_zero_run(groups: list[int]) -> tuple[int, int] | None:
+    """(start, length) of the first longest run of zero groups, None if there is none."""
+    best: tuple[int, int] | None = None
+    start = None
+    for i, g in enumerate([*groups, 1]):
+        if g == 0 and start is None:
+            start = i
+        elif g != 0 and start is not None:
+            if best is None or i - start > best[1]:
+                best = (start, i - start)
+            start = None
+    return best
 
 
 def _random_fully(opts: RenderOptions) -> str:
@@ -172,13 +212,3 @@ def _kernel_probability(p: float) -> str:
     """The probability as iptables-save prints it back: the kernel keeps it in 1/2^31 steps."""
     steps = round(p * 0x80000000)
     return f"{steps / 0x80000000:.11f}"
-
-
-def render_cleanup(chain: str, jump_rules: list[str], chain_exists: bool) -> str | None:
-    """The restore input that removes our jumps and our chain; None when nothing is there."""
-    lines = ["-D" + rule[2:] for rule in jump_rules]
-    if chain_exists:
-        lines += [f"-F {chain}", f"-X {chain}"]
-    if not lines:
-        return None
-    return "\n".join(["*nat", *lines, "COMMIT"]) + "\n"

@@ -78,6 +78,13 @@ class Backend:
     def available(self) -> bool:
         return shutil.which(self.binary("restore")) is not None
 
+    def has_nat_table(self) -> bool:
+        """Whether this network namespace has a nat table of this backend, asking in a way
+        that creates none: legacy reads /proc (iptables-legacy-save would instantiate the
+        table, after which every iptables-nft-save on the node warns that legacy tables are
+        present); nft reading creates nothing, so it is read."""
+        return self.mode != "legacy" or _legacy_table_loaded(self.family, "nat")
+
 
 def detect_mode(timeout: float = 5.0) -> str:
     """The mode the node itself uses, by the kubernetes-sigs/iptables-wrappers heuristic.
@@ -95,8 +102,8 @@ def detect_mode(timeout: float = 5.0) -> str:
     return "legacy" if legacy_rules > nft_rules else "nft"
 
 
-def _legacy_tables_loaded(family: Family) -> bool:
-    """Whether this network namespace has any legacy (x_tables) table, without creating one.
+def _legacy_table_loaded(family: Family, table: str = "") -> bool:
+    """Whether this network namespace has the legacy table (any, with ""), without creating it.
 
     Running iptables-legacy-save instantiates the tables it reads, which would leave a
     "legacy tables present" warning on a node that never used legacy; /proc tells for free.
@@ -104,16 +111,17 @@ def _legacy_tables_loaded(family: Family) -> bool:
     names = "/proc/net/ip_tables_names" if family == Family.IPV4 else "/proc/net/ip6_tables_names"
     try:
         with open(names) as f:
-            return bool(f.read().strip())
+            loaded = f.read().split()
     except OSError:
         return False
+    return table in loaded if table else bool(loaded)
 
 
 def _mangle_and_rules(mode: str, timeout: float) -> tuple[str, int]:
     mangle = ""
     rules = 0
     for family in Family:
-        if mode == "legacy" and not _legacy_tables_loaded(family):
+        if mode == "legacy" and not _legacy_table_loaded(family):
             continue
         backend = Backend(family, mode)
         if shutil.which(backend.binary("save")) is None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from masqd.core.cleanup import removal
 from masqd.core.config import parse_config
 from masqd.core.livestate import parse_save
 from masqd.core.rules import (
@@ -19,7 +20,6 @@ from masqd.core.rules import (
     jump_rule,
     parse_to_ports,
     render,
-    render_cleanup,
     render_restore,
     validate_chain_name,
 )
@@ -130,14 +130,6 @@ def test_restore_without_jump_leaves_postrouting_alone() -> None:
     assert text == "*nat\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n"
 
 
-def test_cleanup_removes_jumps_then_the_chain() -> None:
-    """render_cleanup deletes each jump and then flushes and deletes the chain."""
-    jump = jump_rule("C")
-    assert render_cleanup("C", [jump], True) == (f"*nat\n-D{jump[2:]}\n-F C\n-X C\nCOMMIT\n")
-    assert render_cleanup("C", [], True) == "*nat\n-F C\n-X C\nCOMMIT\n"
-    assert render_cleanup("C", [], False) is None
-
-
 @pytest.mark.parametrize(
     ("text", "ranges"),
     [
@@ -230,8 +222,93 @@ def test_kernel_accepts_golden_and_saves_it_back_verbatim(
             live = parse_save(
                 netns.run(bare_ns, _tool(family, backend, "save"), "-t", "nat"), chain
             )
-            cleanup = render_cleanup(chain, list(live.jump_rules), live.chain_exists)
+            cleanup = removal(chain, live).text
             if cleanup:
                 netns.run(bare_ns, _tool(family, backend, "restore"), "--noflush", input=cleanup)
         left = netns.run(bare_ns, _tool(family, backend, "save"), "-t", "nat")
         assert chain not in left
+
+
+# -- every accepted CIDR form, as iptables-save prints it ------------------------------------
+
+# Forms the parser accepts that Python and iptables print differently, or that a person writes
+# differently from both: IPv4-mapped and IPv4-compatible IPv6, upper case, uncompressed zeros,
+# leading zeros in a group, a single zero group, two zero runs of the same length.
+CIDR_FORMS = [
+    "10.0.0.0/8",
+    "192.0.2.7/32",
+    "0.0.0.0/1",
+    "::ffff:10.0.0.0/104",
+    "::FFFF:192.0.2.0/120",
+    "::ffff:a00:0/104",
+    "::ffff:0:0/96",
+    "::10.0.0.0/104",
+    "::1.0.0.0/104",
+    "::/96",
+    "::1/128",
+    "::2/128",
+    "2001:DB8::/32",
+    "2001:0db8:0000:0000:0000:0000:0000:0000/32",
+    "2001:db8:0:1::/64",
+    "2001:db8::1:0:0:0/80",
+    "2001:db8:0:0:1:0:0:0/96",
+    "2001:db8:1:0:1::/80",
+    "fe80::/10",
+    "FC00::/7",
+    "64:ff9b::c000:200/120",
+]
+
+
+def _config_with(cidrs: list[str]) -> str:
+    return "nonMasqueradeCIDRs: [" + ", ".join(f"'{c}'" for c in cidrs) + "]\ncidrLimit: 100\n"
+
+
+@pytest.mark.parametrize("text", CIDR_FORMS)
+def test_a_cidr_renders_as_glibc_prints_its_address(text: str) -> None:
+    """The rendered -d address is what inet_ntop (ip6tables' printer) makes of it."""
+    import ipaddress
+    import socket
+
+    from masqd.core.rules import iptables_cidr
+
+    net = ipaddress.ip_network(text)
+    family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+    assert iptables_cidr(net) == socket.inet_ntop(family, net.network_address.packed)
+
+
+def test_every_ipv6_address_shape_renders_as_glibc_prints_it() -> None:
+    """All 256 patterns of zero and non-zero groups (with 1 and ffff as the non-zero values,
+    which the IPv4 forms turn on), against inet_ntop."""
+    import ipaddress
+    import socket
+
+    from masqd.core.rules import iptables_cidr
+
+    for pattern in range(256):
+        for value in (1, 0xFFFF, 0xA00):
+            groups = [value if pattern >> i & 1 else 0 for i in range(8)]
+            packed = b"".join(g.to_bytes(2, "big") for g in groups)
+            net = ipaddress.IPv6Network((packed, 128))
+            assert iptables_cidr(net) == socket.inet_ntop(socket.AF_INET6, packed), groups
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_accepted_cidr_form_reads_back_as_rendered(backend: str, bare_ns: str) -> None:
+    """The round trip on the real kernel: each form, parsed and rendered, is restored, and
+    iptables-save prints our chain exactly as rendered (so it is never rewritten for looking
+    different)."""
+    config = parse_config(_config_with(CIDR_FORMS)).config
+    chain = DEFAULT_CHAIN
+    for family in (Family.IPV4, Family.IPV6):
+        rules = desired_rules(config, family, RenderOptions())
+        assert len(rules) > 2
+        text = render(config, family, RenderOptions())
+        netns.run(bare_ns, _tool(family, backend, "restore"), "--noflush", "-w", "5", input=text)
+        try:
+            saved = netns.run(bare_ns, _tool(family, backend, "save"), "-t", "nat")
+            assert parse_save(saved, chain).specs == rules
+        finally:
+            live = parse_save(netns.run(bare_ns, _tool(family, backend, "save"), "-t", "nat"), chain)
+            cleanup = removal(chain, live).text
+            if cleanup:
+                netns.run(bare_ns, _tool(family, backend, "restore"), "--noflush", input=cleanup)

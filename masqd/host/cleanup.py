@@ -1,0 +1,39 @@
+"""`masqd cleanup`: removing our chain and jump from both families and backends, and nothing
+else (the decision is `masqd.core.cleanup`'s; this is its I/O).
+
+A backend whose nat table this network namespace does not have is not touched at all, not
+even read: reading legacy tables creates them (see `Backend.has_nat_table`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from masqd.core.cleanup import removal
+from masqd.core.errors import ApplyError
+from masqd.core.livestate import parse_save
+from masqd.core.model import Family
+from masqd.host.iptables import Backend
+
+
+def clean(chain: str, modes: tuple[str, ...], say: Callable[[str], None]) -> list[str]:
+    """Remove what is ours from each backend in `modes`, both families; returns the errors
+    (each already worded for the operator), say() each thing done or left."""
+    errors = []
+    for mode in modes:
+        for family in Family:
+            backend = Backend(family, mode)
+            if not backend.available() or not backend.has_nat_table():
+                continue
+            tool = backend.binary("")
+            try:
+                plan = removal(chain, parse_save(backend.save_nat(), chain))
+                if plan.text is not None:
+                    backend.restore(plan.text)
+                    what = f"the jump to {chain}" if plan.note else chain
+                    say(f"removed {what} from {tool}")
+                if plan.note:
+                    say(f"{tool}: {plan.note}")
+            except ApplyError as e:
+                errors.append(f"{tool}: {e}")
+    return errors
