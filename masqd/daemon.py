@@ -1,7 +1,8 @@
 """masqd's start and stop order, in one place (used by cli.py and the benchmarks alike).
 
 Start:
-1. claim the control socket, so a second masqd refuses before it has started anything;
+1. claim the control socket and our chain in this network namespace, so a second masqd
+   refuses before it has started anything;
 2. fork the workers while this process has no threads and has not imported gRPC: they share
    its pages, and a process running gRPC's threads must not fork (nothing below
    `masqd.serve` imports gRPC, an import contract checks it, so until step 3 nothing has);
@@ -14,11 +15,14 @@ gets a grace, then is killed). The rules stay in the kernel.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import TYPE_CHECKING
 
 from masqd.core.settings import Settings
 from masqd.engine.process import Launcher, spawn_worker
 from masqd.engine.supervisor import Supervisor
+from masqd.host import chainlock
 from masqd.serve import socketfile
 
 if TYPE_CHECKING:
@@ -43,18 +47,17 @@ class Daemon:
         settings: Settings,
         *,
         metrics_address: str = "",
-        health_timeout: float = 60.0,
         mode: str | None = None,
         launcher: Launcher = spawn_worker,
     ) -> None:
         self.settings = settings
         self.metrics_address = metrics_address
-        self.health_timeout = health_timeout
         self._mode = mode
         self._launcher = launcher
         self.supervisor: Supervisor | None = None
         self.api: ApiServer | None = None
         self.http: ObservabilityServer | None = None
+        self._chain_claim: socket.socket | None = None
 
     def start(self) -> Daemon:
         """Start everything in order; StartError (with nothing left running) when it cannot."""
@@ -67,6 +70,12 @@ class Daemon:
                 raise StartError(str(e)) from e
             except OSError as e:
                 raise StartError(f"cannot use the control socket {settings.socket}: {e}") from e
+        try:
+            self._chain_claim = chainlock.claim(settings.render.chain)
+        except (chainlock.ChainInUse, OSError) as e:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise StartError(str(e)) from e
         supervisor = self.supervisor = Supervisor(settings, self._mode, self._launcher)
         supervisor.fork_workers()
         if settings.socket:
@@ -77,13 +86,14 @@ class Daemon:
             )
             try:
                 self.api.start(lock_fd)
-            except OSError as e:
+            except (OSError, KeyError) as e:  # KeyError: the socket's group went away
                 supervisor.stop(0.5)
+                self._release_chain()
                 raise StartError(f"cannot serve the control API on {settings.socket}: {e}") from e
         if self.metrics_address:
             from masqd.serve import httpserver
 
-            self.http = httpserver.start(supervisor, self.metrics_address, self.health_timeout)
+            self.http = httpserver.start(supervisor, self.metrics_address)
         supervisor.start()
         return self
 
@@ -94,6 +104,12 @@ class Daemon:
             self.api.stop(0.5)
         if self.supervisor is not None:
             self.supervisor.stop(SHUTDOWN_GRACE / 2)
+        self._release_chain()  # last: the chain is ours until the workers are gone
+
+    def _release_chain(self) -> None:
+        if self._chain_claim is not None:
+            self._chain_claim.close()
+            self._chain_claim = None
 
     def __enter__(self) -> Daemon:
         return self.start()
