@@ -56,12 +56,14 @@ class Schedule:
     def set_override(self, interval: float, ttl: float) -> Override:
         """Use `interval` instead of the configured one for `ttl` seconds; RequestError when
         either is out of bounds. The next sync is due one new interval from now."""
-        if not RESYNC_INTERVAL.contains(interval):
-            raise RequestError(f"interval {interval:g}s is out of bounds: it must be 1s to 24h")
-        if not OVERRIDE_TTL.contains(ttl):
-            raise RequestError(
-                f"ttl {ttl:g}s is out of bounds: it must be more than 0 and up to 24h"
-            )
+        for what, value, limits in (
+            ("interval", interval, RESYNC_INTERVAL),
+            ("ttl", ttl, OVERRIDE_TTL),
+        ):
+            try:
+                limits.check(value, what)
+            except ValueError as e:
+                raise RequestError(str(e)) from None
         with self._lock:
             self._override = Override(interval, self._wall() + ttl)
             self._override_until = self._clock() + ttl

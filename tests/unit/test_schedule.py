@@ -3,6 +3,8 @@ for its time to live and then the configured interval returns; bounds are enforc
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from masqd.core.errors import RequestError
@@ -104,13 +106,17 @@ def test_clearing_an_override_restores_the_configured_interval(
 @pytest.mark.parametrize(
     ("interval", "ttl", "words"),
     [
-        (0.5, 60.0, "interval 0.5s is out of bounds"),
-        (86401.0, 60.0, "out of bounds"),
-        (5.0, 0.0, "ttl 0s is out of bounds"),
-        (5.0, 86401.0, "ttl 86401s is out of bounds"),
+        (0.5, 60.0, "interval: 500ms is out of bounds; it must be at least 1s"),
+        (0.999999999, 60.0, "interval: 999.999999ms is out of bounds"),
+        (86400.000000001, 60.0, "interval: 24h0m0.000000001s is out of bounds"),
+        (5.0, 0.0, "ttl: 0s is out of bounds; it must be more than 0s"),
+        (5.0, 86401.0, "ttl: 24h0m1s is out of bounds"),
+        (float("nan"), 60.0, "interval: nan is not a finite duration"),
+        (5.0, float("inf"), "ttl: inf is not a finite duration"),
     ],
 )
 def test_override_bounds(schedule: Schedule, interval: float, ttl: float, words: str) -> None:
-    with pytest.raises(RequestError, match=words):
+    """Out of bounds by a nanosecond, or not finite: refused, saying by how much."""
+    with pytest.raises(RequestError, match=re.escape(words)):
         schedule.set_override(interval, ttl)
     assert schedule.interval().source == "config"
