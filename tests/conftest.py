@@ -50,7 +50,12 @@ def start_masqd(tmp_path: Path, topo: netns.Topology) -> Iterator[Callable[..., 
     """Start masqd in the topology's node namespace: start_masqd(config_text, *flags)."""
     daemons: list[Masqd] = []
 
-    def start(config: str | None = None, *flags: str, wait_synced: bool = True) -> Masqd:
+    def start(
+        config: str | None = None,
+        *flags: str,
+        wait_synced: bool = True,
+        wrap: tuple[str, ...] = (),
+    ) -> Masqd:
         workdir = tmp_path / f"masqd{len(daemons)}"
         workdir.mkdir()
         path = workdir / "ip-masq-agent"
@@ -65,6 +70,7 @@ def start_masqd(tmp_path: Path, topo: netns.Topology) -> Iterator[Callable[..., 
             "--drift-check-interval",
             "1",
             *flags,
+            wrap=wrap,
         )
         daemons.append(daemon)
         return daemon.start(wait_synced)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import signal
 import stat
 import subprocess
@@ -24,7 +23,7 @@ from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
 from tests.conftest import require_root
 from tests.support import netns
-from tests.support.daemon import Masqd, quiet_masqd, wait_until
+from tests.support.daemon import EventLog, Masqd, quiet_masqd, wait_until
 from tests.support.spec import SPEC_RPCS
 
 CONFIG = """\
@@ -69,40 +68,6 @@ def events(shared: Shared) -> Iterator[EventLog]:
     log = EventLog(shared.stub)
     yield log
     log.close()
-
-
-class EventLog:
-    """A Watch stream read on a thread; subscribed by the time the constructor returns."""
-
-    def __init__(self, stub: pb_grpc.ControlStub) -> None:
-        self.call = stub.Watch(pb.WatchRequest())
-        self.call.initial_metadata()  # masqd sends its headers once we are subscribed
-        self.queue: queue.Queue[pb.Event] = queue.Queue()
-        self.seen: list[pb.Event] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for event in self.call:
-                self.queue.put(event)
-        except grpc.RpcError:
-            pass
-
-    def wait_for(self, predicate: Callable[[pb.Event], bool], timeout: float = 10.0) -> pb.Event:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                event = self.queue.get(timeout=max(left, 0.01))
-            except queue.Empty:
-                kinds = [pb.Event.Kind.Name(e.kind) for e in self.seen]
-                raise AssertionError(f"no such event within {timeout}s; saw {kinds}") from None
-            self.seen.append(event)
-            if predicate(event):
-                return event
-
-    def close(self) -> None:
-        self.call.cancel()
 
 
 def kind(name: str, family: int | None = None) -> Callable[[pb.Event], bool]:
@@ -297,11 +262,11 @@ def test_burst_of_500_resyncs_from_50_clients_costs_a_handful_of_syncs(
 @pytest.mark.parametrize(
     ("interval", "ttl", "words"),
     [
-        (0.5, 60, "interval 0.5s is out of bounds"),
+        (0.5, 60, "interval: 500ms is out of bounds; it must be at least 1s and at most 24h"),
         (25 * 3600, 60, "out of bounds"),
         (-5, 60, "out of bounds"),
-        (5, 0, "ttl 0s is out of bounds"),
-        (5, 25 * 3600, "ttl 90000s is out of bounds"),
+        (5, 0, "ttl: 0s is out of bounds"),
+        (5, 25 * 3600, "ttl: 25h0m0s is out of bounds"),
         (5, None, "interval and ttl are required"),
         (None, 60, "interval and ttl are required"),
     ],
@@ -320,6 +285,49 @@ def test_interval_override_out_of_bounds_is_invalid_argument(
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert words in details
     assert shared.stub.GetStatus(pb.GetStatusRequest(), timeout=5).interval.source == "config"
+
+
+@pytest.mark.parametrize(
+    ("interval", "ttl", "words"),
+    [
+        # Not Durations as protobuf defines them: nanos out of range or of the other sign,
+        # seconds past 10,000 years (before: UNKNOWN from an OverflowError, or accepted).
+        ((5, 1_000_000_000), (60, 0), "interval: nanos 1000000000 is not within"),
+        ((5, -1), (60, 0), "interval: seconds 5 and nanos -1 differ in sign"),
+        ((5, 0), (-60, 5), "ttl: seconds -60 and nanos 5 differ in sign"),
+        ((315_576_000_001, 0), (60, 0), "interval: 315576000001 seconds is not a Duration"),
+        ((5, 0), (-315_576_000_001, 0), "is not a Duration"),
+        # Durations, but huge (before: UNKNOWN, an OverflowError converting them).
+        ((315_576_000_000, 0), (60, 0), "interval: 87660000h0m0s is out of bounds"),
+        ((5, 0), (315_576_000_000, 999_999_999), "ttl: 87660000h0m"),
+        # The bounds exactly: 1 ns past 24 h, 1 ns short of 1 s.
+        ((86400, 1), (60, 0), "interval: 24h0m0.000000001s is out of bounds"),
+        ((0, 999_999_999), (60, 0), "interval: 999.999999ms is out of bounds"),
+        ((5, 0), (86400, 1), "ttl: 24h0m0.000000001s is out of bounds"),
+    ],
+)
+def test_override_durations_are_checked_as_protobuf_defines_them(
+    shared: Shared, interval: tuple[int, int], ttl: tuple[int, int], words: str
+) -> None:
+    """Every out-of-range value is INVALID_ARGUMENT saying what is wrong, and changes nothing."""
+    request = pb.SetIntervalOverrideRequest()
+    request.interval.seconds, request.interval.nanos = interval
+    request.ttl.seconds, request.ttl.nanos = ttl
+    code, details = abort_code(lambda: shared.stub.SetIntervalOverride(request, timeout=5))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert words in details
+    assert shared.stub.GetStatus(pb.GetStatusRequest(), timeout=5).interval.source == "config"
+
+
+def test_override_at_its_bounds_exactly_is_taken(shared: Shared) -> None:
+    request = pb.SetIntervalOverrideRequest()
+    request.interval.seconds, request.ttl.seconds = 86400, 86400
+    try:
+        status = shared.stub.SetIntervalOverride(request, timeout=5)
+        assert status.interval.source == "override"
+        assert status.interval.effective.seconds == 86400
+    finally:
+        shared.stub.ClearIntervalOverride(pb.ClearIntervalOverrideRequest(), timeout=5)
 
 
 @pytest.mark.parametrize(

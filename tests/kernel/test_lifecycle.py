@@ -1,6 +1,7 @@
 """masqd's life on a node: defaults without a file, SIGTERM/SIGINT leave the rules and exit
-within 5 s, a restart with the same config rewrites nothing (counters survive), and
-`masqd cleanup` leaves no trace in either family or backend."""
+within 5 s, a restart with the same config rewrites nothing (counters survive), `masqd
+cleanup` leaves no trace in either family or backend and removes nothing that is not ours
+(nor creates legacy tables), and one chain has one masqd per network namespace."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ from masqd.core.rules import RenderOptions, desired_rules, jump_rule, render
 from tests.conftest import BACKENDS
 from tests.support import netns
 from tests.support.daemon import Masqd, wait_until
+from tests.support.paths import SHARED
 from tests.support.scenario import GOOD, desired, put, save_nat, send_traffic, snapshot
 
 CHAIN = "IP-MASQ-AGENT"
@@ -168,3 +171,90 @@ def test_killed_supervisor_leaves_no_orphan_workers(
         for pid in netns.run(None, "ip", "netns", "pids", topo.node).split():
             subprocess.run(["kill", "-9", pid], check=False)
     assert topo.chain(4) == desired(GOOD, 4)
+
+
+# -- cleanup that cannot hurt, and one masqd per chain ---------------------------------------
+
+
+def load_busy_node(topo: netns.Topology) -> dict[int, list[str]]:
+    """The busy node's nat table (kube-proxy, Calico, a CNI's portmap, ip-masq-agent) from
+    ../shared, loaded into the node namespace; returns its rules as iptables-save prints them."""
+    tables = SHARED / "cases" / "nat-tables"
+    netns.run(topo.node, "ipset", "restore", "-exist", input=(tables / "node.ipset").read_text())
+    for family in (4, 6):
+        text = (tables / f"node-v{family}.rules").read_text()
+        topo.iptables(family, "-t", "nat", "-F")  # (only the builtin chains exist yet)
+        netns.run(
+            topo.node,
+            f"{'iptables' if family == 4 else 'ip6tables'}-{topo.backend}-restore",
+            input=text,
+        )
+    return {family: rules(topo, family) for family in (4, 6)}
+
+
+def rules(topo: netns.Topology, family: int) -> list[str]:
+    """The nat table's chains and rules, without counters."""
+    tool = f"{'iptables' if family == 4 else 'ip6tables'}-{topo.backend}-save"
+    out = netns.run(topo.node, tool, "-t", "nat")
+    return [line for line in out.splitlines() if line.startswith(("-A", ":"))]
+
+
+def test_cleanup_of_kube_proxys_chain_leaves_it_intact(topo: netns.Topology) -> None:
+    """`masqd cleanup --masq-chain KUBE-POSTROUTING` beside kube-proxy: its chain and jump
+    carry no masqd comment, so nothing is removed (before, both were deleted); a plain
+    cleanup then removes our chain and jump and not one of the other owners' rules."""
+    before = load_busy_node(topo)
+    result = cleanup(topo, "--masq-chain", "KUBE-POSTROUTING", "--iptables-mode", topo.backend)
+    assert result.returncode == 0, result.stderr
+    assert {family: rules(topo, family) for family in (4, 6)} == before
+    assert "KUBE-POSTROUTING left in place: no POSTROUTING jump to it carries masqd's comment" in (
+        result.stdout
+    )
+    assert "removed" not in result.stdout
+    assert cleanup(topo, "--iptables-mode", topo.backend).returncode == 0
+    for family in (4, 6):
+        left = rules(topo, family)
+        assert left == [line for line in before[family] if CHAIN not in line]
+        assert len(left) > 300
+
+
+@pytest.mark.parametrize("backend", ["nft"])
+def test_cleanup_on_an_nft_only_node_creates_no_legacy_table(
+    topo: netns.Topology, start_masqd: Callable[..., Masqd]
+) -> None:
+    """Before, cleanup read the legacy tables too and so created empty legacy nat tables,
+    after which every iptables-nft-save on the node warned that legacy tables are present."""
+    start_masqd(GOOD).stop()
+    names = ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
+    read = ["cat", *names]
+    assert netns.run(topo.node, *read).split() == []
+    result = cleanup(topo)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(f"removed {CHAIN}") == 2  # both families, nft
+    assert netns.run(topo.node, *read).split() == []
+    saved = netns.run(topo.node, "iptables-nft-save", "-t", "nat")
+    assert "legacy tables present" not in saved and CHAIN not in saved
+
+
+@pytest.mark.parametrize("backend", ["nft"])
+def test_a_second_masqd_on_the_same_chain_is_refused_naming_the_first(
+    topo: netns.Topology, start_masqd: Callable[..., Masqd], tmp_path: Path
+) -> None:
+    """Two masqds on different sockets in one network namespace would fight over one chain:
+    the second refuses (exit 1) naming the first's pid; on another chain it runs."""
+    first = start_masqd(GOOD)
+    workdir = tmp_path / "second"
+    workdir.mkdir()
+    config = workdir / "ip-masq-agent"
+    config.write_text(GOOD)
+    argv = ["ip", "netns", "exec", topo.node, sys.executable, "-m", "masqd", "--config"]
+    argv += [str(config), "--socket", str(workdir / "masqd.sock"), "--metrics-address", ""]
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1
+    assert f"another masqd (pid {first.pid}: " in refused.stdout + refused.stderr
+    assert "already manages chain IP-MASQ-AGENT in this network namespace" in (
+        refused.stdout + refused.stderr
+    )
+    other = start_masqd(GOOD, "--masq-chain", "OTHER-MASQ", "--metrics-address", "")
+    assert other.status().chain == "OTHER-MASQ"
+    assert any(r.endswith("-j OTHER-MASQ") for r in topo.postrouting(4))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,8 +38,12 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: fl
 class Masqd:
     """A masqd process in a namespace, with its socket, log and a gRPC stub."""
 
-    def __init__(self, netns: str, workdir: Path, config: Path, *flags: str) -> None:
+    def __init__(
+        self, netns: str, workdir: Path, config: Path, *flags: str, wrap: tuple[str, ...] = ()
+    ) -> None:
+        """wrap: a command masqd runs under, e.g. ("prlimit", "--nofile=1024:1024")."""
         self.netns = netns
+        self.wrap = wrap
         self.config = config
         self.socket = str(workdir / "masqd.sock")
         self.log_path = workdir / "masqd.log"
@@ -46,7 +52,7 @@ class Masqd:
         self._channel: grpc.Channel | None = None
 
     def start(self, wait_synced: bool = True) -> Masqd:
-        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "masqd"]
+        argv = ["ip", "netns", "exec", self.netns, *self.wrap, sys.executable, "-m", "masqd"]
         argv += ["--config", str(self.config), "--socket", self.socket, *self.flags]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -67,6 +73,12 @@ class Masqd:
 
     def status(self) -> pb.Status:
         return self.stub().GetStatus(pb.GetStatusRequest(), timeout=5)
+
+    @property
+    def pid(self) -> int:
+        """The supervisor's pid (masqd's own process, under ip netns exec's exec)."""
+        assert self.proc is not None
+        return self.proc.pid
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -114,3 +126,37 @@ def quiet_masqd(workdir: Path, config_text: str, prefix: str) -> Iterator[tuple[
         ) as daemon,
     ):
         yield ns, daemon
+
+
+class EventLog:
+    """A Watch stream read on a thread; subscribed by the time the constructor returns."""
+
+    def __init__(self, stub: pb_grpc.ControlStub) -> None:
+        self.call = stub.Watch(pb.WatchRequest())
+        self.call.initial_metadata()  # masqd sends its headers once we are subscribed
+        self.queue: queue.Queue[pb.Event] = queue.Queue()
+        self.seen: list[pb.Event] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        try:
+            for event in self.call:
+                self.queue.put(event)
+        except grpc.RpcError:
+            pass
+
+    def wait_for(self, predicate: Callable[[pb.Event], bool], timeout: float = 10.0) -> pb.Event:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                event = self.queue.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                kinds = [pb.Event.Kind.Name(e.kind) for e in self.seen]
+                raise AssertionError(f"no such event within {timeout}s; saw {kinds}") from None
+            self.seen.append(event)
+            if predicate(event):
+                return event
+
+    def close(self) -> None:
+        self.call.cancel()

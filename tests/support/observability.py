@@ -2,9 +2,9 @@
 
 The HTTP server listens on the node namespace's loopback, so the client runs there too
 (`ip netns exec NODE python -c ...`). IptablesWrapper puts a directory in front of PATH whose
-`*-restore` scripts fail (or report the xtables lock held) while a marker file exists, and
-whose `*-save` scripts note each call, so tests can break and count iptables without touching
-the real binaries.
+`*-restore` scripts fail, report the xtables lock held, hang, or exit 0 having written nothing,
+while the marker file of that fault exists, and note each start; its `*-save` scripts note each
+call, so tests can break and count iptables without touching the real binaries.
 """
 
 from __future__ import annotations
@@ -68,9 +68,16 @@ def scrape(ns: str, address: str = DEFAULT_ADDRESS) -> Samples:
 # The markers are looked at once the input has arrived: a real restore meets the kernel and the
 # lock only then, and masqd starts its next restore long before it has rules to feed it.
 _RESTORE = """#!/bin/sh
-input=$(mktemp)
+input=$(mktemp -p "{dir}")
 cat > "$input"
-if [ -e "{fail}" ]; then
+echo "$(date +%s.%N) $0" >> "{restores}"
+if [ -e "{hang}" ]; then
+  rm -f "$input"
+  exec sleep 3600
+elif [ -e "{inert}" ]; then
+  rm -f "$input"
+  exit 0
+elif [ -e "{fail}" ]; then
   echo "iptables-restore: line 3 failed" >&2
   rc=1
 elif [ -e "{lock}" ]; then
@@ -107,9 +114,13 @@ class IptablesWrapper:
                 script = directory / name
                 script.write_text(
                     template.format(
+                        dir=directory,
                         fail=wrapper.fail_marker,
                         lock=wrapper.lock_marker,
+                        hang=wrapper.hang_marker,
+                        inert=wrapper.inert_marker,
                         calls=wrapper.calls_file,
+                        restores=wrapper.restores_file,
                         real=real,
                     )
                 )
@@ -125,8 +136,31 @@ class IptablesWrapper:
         return self.path / "lock"
 
     @property
+    def hang_marker(self) -> Path:
+        """While it exists, a restore reads its input and then never ends (masqd's timeout
+        kills it)."""
+        return self.path / "hang"
+
+    @property
+    def inert_marker(self) -> Path:
+        """While it exists, a restore reads its input, writes nothing and exits 0."""
+        return self.path / "inert"
+
+    @property
     def calls_file(self) -> Path:
         return self.path / "save-calls"
+
+    @property
+    def restores_file(self) -> Path:
+        """One line per restore fed its input: the time (date +%s.%N) and its name."""
+        return self.path / "restores"
+
+    def restores(self, name: str = "") -> list[float]:
+        """When each restore (of tools whose name contains `name`) was fed, wall clock."""
+        if not self.restores_file.exists():
+            return []
+        lines = self.restores_file.read_text().splitlines()
+        return [float(line.split()[0]) for line in lines if name in line.split()[1]]
 
     def environ_path(self) -> str:
         return f"{self.path}{os.pathsep}{os.environ.get('PATH', '')}"

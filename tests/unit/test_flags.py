@@ -64,7 +64,8 @@ def test_masqd_takes_each_flag_at_its_bounds() -> None:
     )
     assert (args.socket_mode, args.drift_check_interval, args.health_timeout) == (0o777, 0.1, 86400)
     assert (args.iptables_timeout, args.retry_deadline, args.socket_group) == (300.0, 0.0, "0")
-    assert masqd_cli.build_parser().parse_args(["--drift-check-interval", "1h"]).drift_check_interval == 3600
+    hour = masqd_cli.build_parser().parse_args(["--drift-check-interval", "1h"])
+    assert hour.drift_check_interval == 3600
 
 
 def test_masqd_cleanup_refuses_a_bad_chain_name(capsys: pytest.CaptureFixture[str]) -> None:

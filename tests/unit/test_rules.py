@@ -308,7 +308,7 @@ def test_every_accepted_cidr_form_reads_back_as_rendered(backend: str, bare_ns: 
             saved = netns.run(bare_ns, _tool(family, backend, "save"), "-t", "nat")
             assert parse_save(saved, chain).specs == rules
         finally:
-            live = parse_save(netns.run(bare_ns, _tool(family, backend, "save"), "-t", "nat"), chain)
-            cleanup = removal(chain, live).text
+            saved = netns.run(bare_ns, _tool(family, backend, "save"), "-t", "nat")
+            cleanup = removal(chain, parse_save(saved, chain)).text
             if cleanup:
                 netns.run(bare_ns, _tool(family, backend, "restore"), "--noflush", input=cleanup)

@@ -16,32 +16,8 @@ import yaml
 
 from masqd.core import yamldoc
 from masqd.core.config import ConfigError, parse_config
+from tests.support.hostile import HOSTILE, laughs
 from tests.support.paths import GOLDEN, ROOT
-
-
-def _laughs(levels: int, key: str) -> str:
-    """The billion-laughs file: each anchor a list of nine aliases of the one before."""
-    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for i in range(1, levels):
-        lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
-    lines.append(f"{key}: *a{levels - 1}")
-    return "\n".join(lines) + "\n"
-
-
-HOSTILE = {
-    # name: (text, what the message must say)
-    "30,000 nested lists": ("nonMasqueradeCIDRs: " + "[" * 30000 + "]" * 30000, "nested"),
-    "1,000 nested lists": ("nonMasqueradeCIDRs: " + "[" * 1000 + "]" * 1000, "nested"),
-    "1,000 nested block lists": ("x:\n" + "- " * 1000 + "1\n", "nested"),
-    "1,000 nested maps": ("a: " + "{a: " * 1000 + "1" + "}" * 1000, "nested"),
-    "alias bomb (9 levels)": (_laughs(9, "nonMasqueradeCIDRs"), "more than 200000 values"),
-    "alias bomb (6 levels)": (_laughs(6, "masqOutBound"), "more than 200000 values"),
-    "an integer of 5,000 digits": ("cidrLimit: " + "9" * 5000, "a number of 5000 characters"),
-    "a float of 5,000 digits": ("cidrLimit: 1." + "9" * 5000, "a number of 5002 characters"),
-    "40,000 keys": ("\n".join(f"k{i}: 1" for i in range(40000)), "more than 1000 keys"),
-    "40,000 repeated keys": ("masqOutBound: true\n" * 40000, "more than 1000 keys"),
-    "an impossible date": ("x: 2001-13-45", "a value cannot be read"),
-}
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -90,7 +66,7 @@ def test_hostile_files_cost_a_process_less_than_50_MB() -> None:
 def test_an_error_quotes_at_most_an_excerpt_of_the_value() -> None:
     """A bomb small enough to be built (9^4 values) is quoted in a few dozen characters."""
     with pytest.raises(ConfigError) as info:
-        parse_config(_laughs(4, "masqOutBound"))
+        parse_config(laughs(4, "masqOutBound"))
     message = str(info.value)
     assert message.startswith("masqOutBound: must be true or false, not a list [[[")
     assert len(message) < 200
