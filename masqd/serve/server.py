@@ -40,7 +40,7 @@ DEFAULT_RESYNC_TIMEOUT = 30.0
 """How long a Resync without a deadline waits for its sync."""
 LIVE_READ_TIMEOUT = 10.0
 """How long GetRules waits for a worker busy with a sync."""
-LOOK_EVERY = 5.0
+LOOK_EVERY = 2.0
 """Seconds between the server's looks at its connections and the time-bound health."""
 
 
