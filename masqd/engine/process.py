@@ -8,8 +8,11 @@ because a process running gRPC's threads must not fork.
 
 Death is seen on the process's sentinel (`multiprocessing.connection.wait`), both while a
 command is out and while the runner is idle, never by polling. A worker that neither answers
-nor dies (stopped, or stuck in the kernel) is caught by each command's deadline
-(`worker.answer_deadline`): it is killed, and the caller told it hung.
+nor dies is caught by each command's deadline (`worker.answer_deadline`): it is killed, and the
+caller told it hung. One the kernel shows stopped (SIGSTOP, a tracer's stop: state T or t in
+/proc/PID/stat) will not answer before someone resumes it, so while a command is out its state
+is looked at every half second, and one stopped for STOPPED_GRACE is hung at once rather than
+at the deadline: each second it is kept, the pods' packets leave by rules it has not updated.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from masqd.engine import worker
 
 log = logging.getLogger("masqd.process")
 
+STOPPED_GRACE = 2.0
+"""Seconds a worker may stay stopped (SIGSTOP) with a command out before it counts as hung."""
+_LOOK_EVERY = 0.5
 _SPAWN = multiprocessing.get_context("spawn")
 _FORK = multiprocessing.get_context("fork")
 
@@ -98,6 +104,17 @@ def _run_forked(opts: worker.WorkerOptions, conn: Connection, inherited: frozens
         with contextlib.suppress(OSError):
             os.close(fd)
     worker.run(opts, conn)
+
+
+def _stopped(pid: int | None) -> bool:
+    """Whether the kernel shows the process stopped (T) or stopped by a tracer (t)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2 :].split(b" ", 1)  # the name may hold spaces or ")"
+    return fields[0] in (b"T", b"t")
 
 
 @dataclass(frozen=True)
@@ -173,12 +190,22 @@ class WorkerProcess:
             raise WorkerGone("the worker process is not running")
         deadline = worker.answer_deadline(command, self.opts)
         until = time.monotonic() + deadline
+        stopped_since: float | None = None
         try:
             conn.send(command)
             while True:
-                ready = wait([conn, proc.sentinel], max(0.0, until - time.monotonic()))
+                left = until - time.monotonic()
+                ready = wait([conn, proc.sentinel], max(0.0, min(left, _LOOK_EVERY)))
                 if not ready:
-                    self._kill_hung(proc, deadline)
+                    now = time.monotonic()
+                    if now >= until:
+                        self._kill_hung(proc, f"did not answer within {deadline:g}s")
+                    stopped_since = (stopped_since or now) if _stopped(proc.pid) else None
+                    if stopped_since is not None and now - stopped_since >= STOPPED_GRACE:
+                        self._kill_hung(
+                            proc, f"is stopped (SIGSTOP) with a command out for {STOPPED_GRACE:g}s"
+                        )
+                    continue
                 if conn not in ready and not conn.poll():
                     proc.join(1.0)
                     raise WorkerGone(f"the worker exited with code {proc.exitcode}")
@@ -189,13 +216,12 @@ class WorkerProcess:
         except (EOFError, OSError) as e:
             raise WorkerGone(f"the worker's pipe broke: {e}") from e
 
-    def _kill_hung(self, proc: Process, deadline: float) -> None:
+    def _kill_hung(self, proc: Process, why: str) -> None:
         pid = proc.pid
-        proc.kill()
+        proc.kill()  # SIGKILL ends a stopped process too
         proc.join(1.0)
         raise WorkerHung(
-            f"the {self.opts.family.label} worker (pid {pid}) did not answer within "
-            f"{deadline:g}s; it was killed and is replaced"
+            f"the {self.opts.family.label} worker (pid {pid}) {why}; it was killed and is replaced"
         )
 
     def buried(self) -> float:

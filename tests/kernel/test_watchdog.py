@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from masqd.api.v1 import control_pb2 as pb
-from masqd.engine.worker import ANSWER_MARGIN
+from masqd.engine.process import STOPPED_GRACE
 from tests.support import netns
 from tests.support.daemon import EventLog, Masqd, wait_until
 from tests.support.observability import IptablesWrapper, fetch, scrape
@@ -57,14 +57,14 @@ def wrapper(
     yield w
 
 
-def test_a_stopped_worker_is_replaced_within_its_deadline_and_the_change_applied(
+def test_a_stopped_worker_is_replaced_at_once_and_the_change_applied(
     topo: netns.Topology, start_masqd: Callable[..., Masqd]
 ) -> None:
     """SIGSTOP on the IPv4 worker, then a config change: meanwhile status says not in sync
-    and pending; at the command's deadline the worker is killed and replaced, and within a
+    and pending; once the worker has been seen stopped for STOPPED_GRACE (long before the
+    command's deadline, 42 s with the default flags) it is killed and replaced, and within a
     second more the change is in the kernel and packets leave with the pod's address."""
-    daemon = start_masqd(GOOD, "--iptables-timeout", "1s", "--retry-deadline", "1s")
-    deadline = 1.0 + 1.0 + ANSWER_MARGIN
+    daemon = start_masqd(GOOD)
     assert topo.source_seen(INTERNET) == netns.NODE_UPLINK_V4
     events = EventLog(daemon.stub())
     stopped = family(daemon).pid
@@ -76,17 +76,19 @@ def test_a_stopped_worker_is_replaced_within_its_deadline_and_the_change_applied
         meanwhile = family(daemon)
         assert not meanwhile.in_sync and meanwhile.HasField("pending")
         assert family(daemon, pb.FAMILY_IPV6).in_sync  # the other family carries on
-        wait_until(lambda: applied(topo), deadline + 3, 0.02)
+        wait_until(lambda: applied(topo), STOPPED_GRACE + 5, 0.02)
         elapsed = time.monotonic() - start
     finally:
         if os.path.exists(f"/proc/{stopped}"):
             os.kill(stopped, signal.SIGKILL)
     print(f"\nstopped worker replaced and the change applied {elapsed:.2f}s after the write")
-    assert deadline <= elapsed <= deadline + 1.0 + 0.5  # 0.5: masqd notices the file by then
+    # Seen stopped within half a second of stopping, masqd notices the file within 0.5 s:
+    # the worker's own deadline here is STOPPED_GRACE + 0.5, and a second more is allowed.
+    assert STOPPED_GRACE <= elapsed <= STOPPED_GRACE + 0.5 + 0.5 + 1.0
     assert topo.source_seen(INTERNET) == netns.POD_V4
     failed = events.wait_for(lambda e: e.kind == pb.Event.SYNC_FAILED)
     assert failed.result.error_kind == pb.ERROR_KIND_HUNG and failed.family == pb.FAMILY_IPV4
-    assert f"pid {stopped}) did not answer within {deadline:g}s" in failed.result.error
+    assert f"(pid {stopped}) is stopped (SIGSTOP)" in failed.result.error
     events.wait_for(lambda e: e.kind == pb.Event.WORKER_RESTARTED)
     events.close()
     now = family(daemon)

@@ -23,7 +23,7 @@ from masqd.core.errors import Kind, MasqdError, NoConfig, Stopping
 from masqd.core.health import assess
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Family, Reason
-from masqd.engine import familystate, worker
+from masqd.engine import familystate, process, worker
 from masqd.engine import runner as runner_module
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Process
@@ -245,7 +245,7 @@ def test_a_worker_that_stops_answering_is_killed_at_its_deadline_and_replaced(
     deadline = worker.answer_deadline(SyncCommand(()), runner_._worker.opts)
     assert deadline <= waited < deadline + 1.0
     assert not result.ok and result.error_kind == Kind.HUNG
-    assert f"pid {hung_pid}" in result.error and "did not answer within 0.6s" in result.error
+    assert f"(pid {hung_pid}) did not answer within 0.6s" in result.error
     # Replaced at once; the change it owed is applied by the new worker, counted as such.
     wait_until(lambda: runner_.status().in_sync, 2, 0.01)
     status = runner_.status()
@@ -257,6 +257,35 @@ def test_a_worker_that_stops_answering_is_killed_at_its_deadline_and_replaced(
     failed = kinds.index(EventKind.SYNC_FAILED)
     assert EventKind.WORKER_RESTARTED in kinds[failed:]
     assert kinds[-1] == EventKind.SYNC_FINISHED
+
+
+def _stop_on_second(conn: Connection, delay: float) -> None:
+    """Answers its first sync, then stops itself (SIGSTOP) on the second."""
+    conn.recv()
+    conn.send(SyncOutcome(True, True, 0.0, in_sync=True))
+    conn.recv()
+    os.kill(os.getpid(), signal.SIGSTOP)
+    time.sleep(3600)
+
+
+def test_a_stopped_worker_is_hung_long_before_its_deadline(
+    make_runner: Callable[..., FamilyRunner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SIGSTOP: seen in /proc within STOPPED_GRACE and half a second, with a command
+    deadline of a minute; the replacement applies the sync at once."""
+    monkeypatch.setattr(worker, "ANSWER_MARGIN", 60.0)
+    runner_ = make_runner(launch=launcher(_stop_on_second, 0.0, _answer))
+    assert runner_.queue.sync(Reason.STARTUP).result(5).ok
+    stopped = runner_.status().pid
+    start = time.monotonic()
+    result = runner_.queue.sync(Reason.API).result(10)
+    waited = time.monotonic() - start
+    assert process.STOPPED_GRACE <= waited < process.STOPPED_GRACE + 1.0
+    assert result.error_kind == Kind.HUNG and f"(pid {stopped}) is stopped (SIGSTOP)" in (
+        result.error
+    )
+    wait_until(lambda: runner_.status().in_sync, 2, 0.01)
+    assert runner_.status().pid not in (0, stopped)
 
 
 def test_a_hung_worker_is_unhealthy_until_its_replacement_syncs(
