@@ -27,6 +27,7 @@ from masqd.cni.spec import CniError
 
 NAME = "masq-cni"
 BUNDLES = "masq-cni.d"
+BUILD_INFO = "masq-cni.build.json"
 
 
 class InstallError(Exception):
@@ -34,16 +35,15 @@ class InstallError(Exception):
 
 
 def running_bundle() -> Path:
-    """What this process runs from: the one-folder bundle's directory, or a one-file build's
-    executable."""
-    if not getattr(sys, "frozen", False):
+    """The standalone build this process runs from (scripts/build-cni.sh: the launcher sets
+    sys.prefix to its folder, which holds BUILD_INFO)."""
+    home = Path(sys.prefix)
+    if not (home / BUILD_INFO).is_file() or not (home / NAME).is_file():
         raise InstallError(
             "this masq-cni runs from a Python installation, which the host may not have: "
             "run the standalone build (make cni-bin: dist/masq-cni) or pass --source"
         )
-    executable = Path(os.path.realpath(sys.executable))
-    internal = Path(getattr(sys, "_MEIPASS", ""))
-    return executable.parent if internal.parent == executable.parent else executable
+    return home
 
 
 def install_binary(source: Path, bin_dir: Path) -> bool:

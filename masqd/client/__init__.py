@@ -1,0 +1,1 @@
+"""Clients of masqd's control API."""
