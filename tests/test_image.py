@@ -43,6 +43,8 @@ IMAGE_INPUTS = [
     ".dockerignore",
     "pyproject.toml",
     "scripts/build-image.sh",
+    "scripts/build-cni.sh",
+    "scripts/cni/*",
     "deploy/podman/*.conf",
     "masqd/**/*.py",
     "masqctl/**/*.py",
