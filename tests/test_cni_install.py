@@ -124,7 +124,7 @@ def chain_in_effect(conf_dir: Path) -> list[dict[str, Any]]:
     """The plugins the runtime would run for the loaded file, masq-cni required last."""
     loaded = runtime_loads(conf_dir)
     data = json.loads(loaded.read_text())
-    found = data["plugins"] if "plugins" in data else [data]
+    found = data.get("plugins", [data])
     assert found[-1]["type"] == "masq-cni", (loaded, found)
     return list(found)
 
@@ -612,8 +612,13 @@ def test_watch_waits_for_the_first_config_then_chains(
 @pytest.mark.parametrize("writer", [write_by_rename, write_in_place], ids=["rename", "in-place"])
 @pytest.mark.parametrize(
     "case",
-    ["cilium-05-cilium.conflist", "flannel-10-flannel.conflist", "aws-10-aws.conflist"]
-    + ["cce.vpc-route-veth-00-cce-cni.conflist", "kindnet-10-kindnet.conflist"],
+    [
+        "cilium-05-cilium.conflist",
+        "flannel-10-flannel.conflist",
+        "aws-10-aws.conflist",
+        "cce.vpc-route-veth-00-cce-cni.conflist",
+        "kindnet-10-kindnet.conflist",
+    ],
 )
 def test_watch_rechains_after_the_main_cni_rewrites_its_file(
     tmp_path: Path,
