@@ -25,7 +25,7 @@ import pytest
 
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
-from tests import cni_runtime, netns
+from tests import cni_build, cni_runtime, netns
 from tests.conftest import require_root
 from tests.daemon import Masqd, wait_until
 
@@ -59,20 +59,9 @@ def dev_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def standalone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """dist/masq-cni as `make cni-bin` builds it (into a directory of this session's own)."""
-    out = tmp_path_factory.mktemp("cni-dist")
-    start = time.monotonic()
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-cni.sh"), str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"build-cni.sh failed:\n{proc.stdout}\n{proc.stderr}"
-    print(f"\nbuilt the standalone masq-cni in {time.monotonic() - start:.1f}s", file=sys.stderr)
-    return out / "masq-cni"
+def standalone() -> Path:
+    """dist/masq-cni as `make cni-bin` builds it (into a directory of this run's own)."""
+    return cni_build.standalone()
 
 
 def invoke(

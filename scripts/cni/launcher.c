@@ -58,6 +58,9 @@ int main(int argc, char **argv) {
     PyConfig_InitIsolatedConfig(&config);
     config.site_import = 0;
     config.write_bytecode = 0;
+    /* As python does: SIGPIPE ignored (a closed pipe is an error to handle, not death), SIGINT
+     * as KeyboardInterrupt. The isolated configuration leaves signals alone otherwise. */
+    config.install_signal_handlers = 1;
     config.module_search_paths_set = 1;
     wchar_t *wlib = Py_DecodeLocale(lib, NULL);
     if (wlib == NULL) fail("decoding its path", PyStatus_NoMemory());
