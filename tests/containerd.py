@@ -152,7 +152,6 @@ class Containerd:
         self.log_path = workdir / "containerd.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
-        self.sandboxes: list[str] = []
         self.pb, self._grpc = cri()
 
     def start(self) -> Containerd:
@@ -203,7 +202,6 @@ class Containerd:
                 ),
             ),
         )
-        self.sandboxes.append(name)
         response = self.stub().RunPodSandbox(
             pb.RunPodSandboxRequest(config=config), timeout=timeout
         )

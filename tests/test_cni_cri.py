@@ -154,7 +154,7 @@ def test_containerd_runs_masq_cni_for_pod_sandboxes(node: Node) -> None:
     with containerd.running(node.name, node.workdir / "ctrd", node.cni_bin, node.cni_conf) as rt:
         before = node.cni_syncs()
         sandbox = rt.run_sandbox("pod-a")
-        status, info = rt.status(sandbox)
+        status, _ = rt.status(sandbox)
         assert status.state == rt.pb.SANDBOX_READY
         address = status.network.ip
         assert address.startswith("10.244.7."), status
