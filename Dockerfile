@@ -44,7 +44,7 @@ RUN apt-get update \
 COPY --from=builder /opt/masqd /opt/masqd
 # The standalone masq-cni, as `masq-cni install` (the DaemonSet's installer) copies it to the host.
 COPY build/cni-dist/masq-cni.d /opt/masq-cni
-RUN echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION /opt/masq-cni/masq-cni >/dev/null \
+RUN CNI_COMMAND=VERSION /opt/masq-cni/masq-cni </dev/null >/dev/null \
     && ln -s /opt/masqd/bin/masqd /opt/masqd/bin/masqctl /opt/masq-cni/masq-cni /usr/local/bin/ \
     && masqd --help > /dev/null && masqctl --help > /dev/null
 
