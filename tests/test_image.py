@@ -12,6 +12,7 @@ image is in podman's store (set MASQD_REBUILD_IMAGE=1 to force a build).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -562,3 +563,67 @@ def test_sigterm_stops_masqd_quickly_and_keeps_the_rules(masqd: Masqd) -> None:
     assert seconds < 6
     for tool, expected in EXPECTED_CHAIN.items():
         assert live_chain(masqd.netns, tool)[1] == expected
+
+
+# ---- masq-cni's installer from the image ---------------------------------------------------------
+
+
+def test_cni_chain_from_the_image_chains_an_old_host(
+    built_image: Built, daemonset: dict[str, Any], tmp_path: Path
+) -> None:
+    """The DaemonSet's cni-chain container, from the image with its command, security context
+    (only SYS_CHROOT) and mounts, over a Debian bullseye host root (glibc 2.31): it runs the
+    plugin chrooted there, installs it, chains the conflist flannel writes after it started,
+    and stops cleanly on SIGTERM, leaving the chain."""
+    from tests import cni_build
+
+    host = cni_build.old_host_root()
+    spec = pod_container(daemonset, "cni-chain")
+    bin_dir, conf_dir = tmp_path / "bin", tmp_path / "net.d"
+    bin_dir.mkdir()
+    conf_dir.mkdir()
+    for mountpoint in ("opt/cni/bin", "etc/cni/net.d"):  # as on a node: the dirs exist
+        (host / mountpoint).mkdir(parents=True, exist_ok=True)
+    mounts = {m["name"]: m for m in spec["volumeMounts"]}
+    sources = {"host-root": host, "cni-bin": bin_dir, "cni-conf": conf_dir}
+    volumes = [
+        f"--volume={sources[name]}:{m['mountPath']}{':ro' if m.get('readOnly') else ''}"
+        for name, m in mounts.items()
+    ]
+    name = f"masq-cni-chain-test-{os.getpid()}"
+    podman("rm", "--force", name, check=False)
+    podman("run", "--detach", f"--name={name}", *security_flags(spec), *volumes, IMAGE,
+           *spec["command"])  # fmt: skip
+    try:
+        time.sleep(1.5)
+        assert podman("inspect", name, "--format", "{{.State.Running}}").stdout.strip() == "true"
+        assert "waiting for the main CNI" in podman("logs", name).stdout
+        flannel = {
+            "name": "cbr0",
+            "cniVersion": "0.3.1",
+            "plugins": [{"type": "flannel", "delegate": {"isDefaultGateway": True}}],
+        }
+        (conf_dir / "10-flannel.conflist").write_text(json.dumps(flannel))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            plugins = json.loads((conf_dir / "10-flannel.conflist").read_text())["plugins"]
+            if plugins[-1]["type"] == "masq-cni":
+                break
+            time.sleep(0.2)
+        logs = podman("logs", name).stdout
+        assert [p["type"] for p in plugins] == ["flannel", "masq-cni"], logs
+        assert "installed:" in logs and "chained into" in logs
+        assert (bin_dir / "masq-cni").is_symlink() and (bin_dir / "masq-cni").exists()
+        podman("stop", "--time=10", name)
+        assert podman("inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip() == "0"
+        assert json.loads((conf_dir / "10-flannel.conflist").read_text())["plugins"] == plugins
+    finally:
+        logs = podman("logs", name, check=False)
+        print(f"--- cni-chain's log ---\n{logs.stdout}{logs.stderr}")
+        podman("rm", "--force", "--time=2", name, check=False)
+        for mountpoint in ("opt/cni/bin", "etc/cni/net.d"):
+            with contextlib.suppress(OSError):
+                (host / mountpoint).rmdir()
+        for parent in ("opt/cni", "etc/cni"):
+            with contextlib.suppress(OSError):
+                (host / parent).rmdir()
