@@ -391,6 +391,26 @@ def test_commands_without_masqd_do_not_import_grpc() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_add_imports_nothing_costly(fake_masqd: FakeMasqd) -> None:
+    """A whole ADD through masqd (the call, the answer) loads none of the standard library's
+    costly modules, nor grpc or protobuf: each would cost a pod start more than the rest."""
+    config = json.dumps(netconf(socket=fake_masqd.socket))
+    code = (
+        "import io, sys, time; from masqd.cni.plugin import run\n"
+        f"env = {POD_ENV!r}; env['CNI_COMMAND'] = 'ADD'\n"
+        f"out = io.StringIO(); assert run(env, io.BytesIO({config.encode()!r}), out, "
+        "time.monotonic()) == 0, out.getvalue()\n"
+        "costly = ('grpc', 'google', 'typing', 'dataclasses', 're', 'enum', 'json', 'socket',\n"
+        "          'collections', 'inspect', 'logging', 'traceback')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in costly))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+    assert len(fake_masqd.resyncs) == 1
+
+
 # --- end to end: a node, the reference bridge plugin, masqd, masq-cni -----------------------
 
 
