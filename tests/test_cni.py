@@ -191,6 +191,8 @@ MALFORMED = {
     "stdin not JSON": ("ADD", "{not json", POD_ENV, 6, ["decode"]),
     "stdin empty": ("ADD", "", POD_ENV, 6, ["no network configuration"]),
     "stdin a JSON list": ("DEL", "[1, 2]", POD_ENV, 6, ["JSON object"]),
+    "stdin nested too deeply": ("ADD", "[" * 100_000, POD_ENV, 6, ["nested too deeply"]),
+    "stdin too large": ("ADD", " " * (4 << 20) + "{}", POD_ENV, 6, ["too large", "4 MiB"]),
     "unsupported version": ("ADD", netconf("0.2.0"), POD_ENV, 1, ["0.2.0", "1.1.0"]),
     "no cniVersion": ("ADD", {"name": "n", "type": "masq-cni"}, POD_ENV, 1, ["missing"]),
     "STATUS in a 1.0.0 config": ("STATUS", netconf("1.0.0"), {}, 1, ["STATUS", "1.1.0"]),
@@ -219,6 +221,16 @@ def test_malformed_input_gets_the_spec_error_object(dev_plugin: Path, case: str)
     command, config, env, code, words = MALFORMED[case]
     stdin = config if isinstance(config, str) else json.dumps(config)
     assert_error(invoke(dev_plugin, command, stdin=stdin, **env), code, *words)
+
+
+@pytest.mark.parametrize("data", [b"\xff{}", b'{"a": "\xc3"}', b"\x00"], ids=repr)
+def test_undecodable_bytes_are_a_decoding_failure(data: bytes) -> None:
+    """Bytes that are not UTF-8 JSON: error 6, not a crash (999)."""
+    from masqd.cni import spec
+
+    with pytest.raises(spec.CniError) as failed:
+        spec.decode_config(data)
+    assert failed.value.code == spec.DECODING_FAILURE
 
 
 def test_error_object_speaks_the_config_version(dev_plugin: Path) -> None:

@@ -432,50 +432,6 @@ def test_masq_cni_version_from_the_image(masqd: Masqd) -> None:
     assert answer["cniVersion"]
 
 
-def test_init_container_installs_masq_cni_on_the_host(
-    built_image: Built, netns: str, daemonset: dict[str, Any], tmp_path: Path
-) -> None:
-    """The chart's init container copies a working masq-cni and chains it, idempotently."""
-    host_bin, host_conf = tmp_path / "opt-cni-bin", tmp_path / "etc-cni-net.d"
-    host_bin.mkdir()
-    host_conf.mkdir()
-    conflist = host_conf / "10-containerd-net.conflist"
-    bridge = {"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local"}}
-    conflist.write_text(
-        json.dumps({"cniVersion": "1.0.0", "name": "containerd-net", "plugins": [bridge]})
-    )
-    spec = pod_container(daemonset, "install-cni")
-    for _ in range(2):  # an init container runs again on every pod restart
-        podman(
-            "run",
-            "--rm",
-            f"--network=ns:/var/run/netns/{netns}",
-            *security_flags(spec),
-            f"--volume={host_bin}:/host/opt/cni/bin",
-            f"--volume={host_conf}:/host/etc/cni/net.d",
-            IMAGE,
-            *spec["command"],
-        )
-    plugin = host_bin / "masq-cni"
-    assert os.access(plugin, os.X_OK)
-    assert plugin.resolve().read_bytes()[:4] == b"\x7fELF", "a native executable, not a script"
-    # Standalone: it runs on the host, outside the image, with no Python of the image's.
-    result = subprocess.run(
-        [plugin],
-        input='{"cniVersion":"1.0.0"}',
-        capture_output=True,
-        text=True,
-        env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"},
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1.0.0" in json.loads(result.stdout)["supportedVersions"]
-    plugins = json.loads(conflist.read_text())["plugins"]
-    assert plugins[0] == bridge
-    assert [p["type"] for p in plugins] == ["bridge", "masq-cni"]
-
-
 def wait_for_chain(masqd: Masqd, tool: str, expected: list[str], timeout: float = 10) -> float:
     """Seconds until the live chain is expected; fails with what it was."""
     start = time.monotonic()
@@ -617,6 +573,24 @@ def test_cni_chain_from_the_image_chains_an_old_host(
         podman("stop", "--time=10", name)
         assert podman("inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip() == "0"
         assert json.loads((conf_dir / "10-flannel.conflist").read_text())["plugins"] == plugins
+        # A restarted pod changes nothing: the same build, already chained.
+        chained = (conf_dir / "10-flannel.conflist").read_bytes()
+        podman("start", name)
+        deadline = time.monotonic() + 30
+        while "already installed" not in podman("logs", name).stdout:
+            assert time.monotonic() < deadline, podman("logs", name).stdout
+            time.sleep(0.2)
+        podman("stop", "--time=10", name)
+        assert (conf_dir / "10-flannel.conflist").read_bytes() == chained
+        # Standalone: the installed plugin runs here too, outside the image, without its Python.
+        plugin = bin_dir / "masq-cni"
+        assert plugin.resolve().read_bytes()[:4] == b"\x7fELF", "a native executable"
+        version = subprocess.run(
+            [plugin], input='{"cniVersion":"0.3.1"}', capture_output=True, text=True,
+            env={"CNI_COMMAND": "VERSION"}, timeout=60, check=False,
+        )  # fmt: skip
+        assert version.returncode == 0, version.stdout + version.stderr
+        assert json.loads(version.stdout)["cniVersion"] == "0.3.1"
     finally:
         logs = podman("logs", name, check=False)
         print(f"--- cni-chain's log ---\n{logs.stdout}{logs.stderr}")
