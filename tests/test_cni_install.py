@@ -402,25 +402,50 @@ def test_symlinked_conflist_is_written_through(tmp_path: Path, dirs: tuple[Path,
     assert not conflist.backup_path(real).exists()
 
 
-@pytest.mark.parametrize("writer", [write_by_rename, write_in_place], ids=["rename", "in-place"])
+@pytest.mark.parametrize(
+    ("writer", "when"),
+    [
+        (write_by_rename, "before-check"),
+        (write_in_place, "before-check"),
+        (write_in_place, "after-check"),
+    ],
+    ids=["rename", "in-place", "in-place-as-we-rename"],
+)
 def test_concurrent_rewrite_by_the_main_cni_is_not_lost(
-    tmp_path: Path, writer: Callable[[Path, bytes], None], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    writer: Callable[[Path, bytes], None],
+    when: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The main CNI rewrites its file after masq-cni read it and before masq-cni's rename:
-    masq-cni notices, reads it again, and chains the new content (not the old)."""
+    """The main CNI rewrites its file after masq-cni read it: while masq-cni writes its own
+    version (seen before the rename: read again), or in place just as masq-cni's rename goes
+    in (seen after it, through the file masq-cni still holds open). Either way the file ends
+    up with the main CNI's new content, chained, and that content is the backup."""
     path = tmp_path / "10-flannel.conflist"
     path.write_text(json.dumps(BRIDGE_CONFLIST))
     newer = {**BRIDGE_CONFLIST, "plugins": [{"type": "flannel", "delegate": {"v": 2}}]}
-    real_write = conflist.atomic_write
-    raced = []
+    raced: list[bool] = []
+    if when == "before-check":
+        real_write = conflist.atomic_write
 
-    def racing_write(target: Path, *args: Any, **kwargs: Any) -> bool:
-        if target == path and not raced:  # our temporary file is being written now
-            writer(path, json.dumps(newer).encode())
-            raced.append(True)
-        return real_write(target, *args, **kwargs)
+        def racing_write(target: Path, *args: Any, **kwargs: Any) -> bool:
+            if target == path and not raced:  # our temporary file is about to be written
+                writer(path, json.dumps(newer).encode())
+                raced.append(True)
+            return real_write(target, *args, **kwargs)
 
-    monkeypatch.setattr(conflist, "atomic_write", racing_write)
+        monkeypatch.setattr(conflist, "atomic_write", racing_write)
+    else:
+        real_unchanged = conflist.Snapshot.unchanged
+
+        def unchanged_then_raced(self: conflist.Snapshot) -> bool:
+            result = real_unchanged(self)
+            if self.path == path and not raced:  # the last check passed; the rename is next
+                writer(path, json.dumps(newer).encode())
+                raced.append(True)
+            return result
+
+        monkeypatch.setattr(conflist.Snapshot, "unchanged", unchanged_then_raced)
     assert conflist.chain_file(path, {})
     assert raced
     assert json.loads(path.read_text()) == conflist.chained(newer, {})

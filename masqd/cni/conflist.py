@@ -91,12 +91,17 @@ class Snapshot:
 
     __slots__ = ("data", "mode", "path", "stamp")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fd: int | None = None) -> None:
+        """Read path, or (fd) the file open at fd, which may no longer be at path."""
         self.path = path
         try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                self.data = f.read()
+            if fd is not None:
+                st = os.fstat(fd)
+                self.data = os.pread(fd, st.st_size + 1, 0)
+            else:
+                with open(path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    self.data = f.read()
         except OSError as e:
             raise ConflistError(f"cannot read {path}: {e}") from e
         self.mode = st.st_mode & 0o7777
@@ -112,9 +117,12 @@ class Snapshot:
     def unchanged(self) -> bool:
         """The file at path is still this one, with these bytes."""
         try:
-            return Snapshot(self.path).stamp == self.stamp and self.path.read_bytes() == self.data
-        except (ConflistError, OSError):
+            return Snapshot(self.path).same(self)
+        except ConflistError:
             return False
+
+    def same(self, other: Snapshot) -> bool:
+        return self.stamp == other.stamp and self.data == other.data
 
 
 def real_path(path: Path) -> Path:
@@ -125,28 +133,62 @@ def real_path(path: Path) -> Path:
 def replace(
     path: Path, edit: Callable[[Snapshot | None], bytes | None], *, create_mode: int = 0o644
 ) -> tuple[bool, Snapshot | None]:
-    """Rewrite path with edit(snapshot) -> new bytes (None: leave it), retrying while the file
-    changes under us. Returns (written, the snapshot the edit was made from). A missing file is
-    edited from None, and created."""
+    """Rewrite path with edit(snapshot) -> new bytes (None: leave it), never over a version of
+    the file the edit was not made from. Returns (written, the snapshot the edit was made
+    from). A missing file is edited from None, and created.
+
+    The main CNI may rewrite its file while we do: by rename before ours (seen just before our
+    rename: the file is read again and the edit redone), or in place into the file we are
+    replacing (seen just after, through the descriptor we hold on it: its new content is
+    edited and written again, not lost with the replaced file)."""
     target = real_path(path)
+    base: Snapshot | None = None
+    """The main CNI's content written in place as ours went in: what to edit next."""
     for _ in range(RETRIES):
-        snapshot = Snapshot(target) if target.exists() else None
-        new = edit(snapshot)
+        current = Snapshot(target) if target.exists() else None
+        source = base if base is not None else current
+        new = edit(source)
         if new is None:
-            return False, snapshot
-        mode = snapshot.mode if snapshot else create_mode
-        stale = atomic_write(target, new, mode, expect=snapshot)
-        if not stale:
-            return True, snapshot
+            if base is None:
+                return False, current
+            new = base.data  # it needs nothing of ours: it goes back as the main CNI wrote it
+        mode = current.mode if current else create_mode
+        written, raced = _replace_unless_changed(target, new, mode, current)
+        if written and raced is None:
+            return True, source
+        base = raced
     raise ChangedUnderUs(f"{path} kept changing while masq-cni tried to update it")
+
+
+def _replace_unless_changed(
+    path: Path, data: bytes, mode: int, expect: Snapshot | None
+) -> tuple[bool, Snapshot | None]:
+    """atomic_write, unless path is no longer as expect read it just before the rename
+    (False, None). After the rename, (True, the replaced file) if it was written in place in
+    the meantime, else (True, None)."""
+    held = os.open(path, os.O_RDONLY) if expect is not None else None
+    try:
+        if held is not None and expect is not None and not Snapshot(path, held).same(expect):
+            return False, None
+        replaced = atomic_write(path, data, mode, expect=expect)
+        if not replaced:
+            return False, None
+        if held is not None and expect is not None:
+            after = Snapshot(path, held)
+            if not after.same(expect):
+                return True, after
+        return True, None
+    finally:
+        if held is not None:
+            os.close(held)
 
 
 def atomic_write(
     path: Path, data: bytes | str, mode: int = 0o644, expect: Snapshot | None = None
 ) -> bool:
-    """Replace path with data in one rename, durable once this returns. With expect, the
-    file must still be as expect read it just before the rename; if not, nothing is replaced
-    and True (stale) is returned."""
+    """Replace path with data in one rename, durable once this returns. With expect, the file
+    must still be as expect read it just before the rename; if not, nothing is replaced and
+    False is returned."""
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -157,14 +199,14 @@ def atomic_write(
             os.fsync(f.fileno())
         if expect is not None and not expect.unchanged():
             os.unlink(tmp)
-            return True
+            return False
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
-    return False
+    return True
 
 
 def remove(path: Path) -> bool:
