@@ -56,7 +56,7 @@ def old_root() -> Path:
 @pytest.fixture
 def host(old_root: Path) -> Iterator[Path]:
     """A directory of this test inside the bullseye root, seen as /<name> from in there."""
-    place = Path(tempfile.mkdtemp(prefix="masq-cni-test-", dir=old_root / "opt"))
+    place = Path(tempfile.mkdtemp(prefix="mqt-", dir=old_root / "opt"))
     try:
         yield place
     finally:
