@@ -10,16 +10,18 @@ deps:
 test: deps
 	$(PYTHON) -m pytest -q
 
+# ruff, mypy --strict, and the import contracts of pyproject.toml's [tool.importlinter].
 lint: deps
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
+	$(PYTHON) -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'
 
 fmt:
 	$(PYTHON) -m ruff format .
 	$(PYTHON) -m ruff check --fix .
 
-# The generated gRPC code is committed; tests/test_proto.py fails when it is stale.
+# The generated gRPC code is committed; tests/unit/test_proto.py fails when it is stale.
 proto:
 	$(PYTHON) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. \
 		protos/masqd/api/v1/control.proto

@@ -1,4 +1,8 @@
-"""A burst of concurrent requests: many clients, each with several requests in flight at once.
+"""A burst of requests from many clients, in one of two shapes:
+
+- `concurrent`: every client sends all its requests at once (500 in flight);
+- `sequential`: each client sends its requests one after another, each once the previous one
+  was answered (50 in flight at a time, as pods starting in waves would).
 
 The clients run in a process of their own (`python -m bench.burst SOCKET ...`), as CNI plugin
 invocations do on a node, with grpc.aio, so the client's own Python work does not share a GIL
@@ -27,16 +31,25 @@ class BurstResult:
     errors: list[str] = field(default_factory=list)
 
 
-def burst(socket: str, clients: int = 50, per_client: int = 10, rpc: str = "resync") -> BurstResult:
+SHAPES = ("concurrent", "sequential")
+
+
+def burst(
+    socket: str,
+    clients: int = 50,
+    per_client: int = 10,
+    rpc: str = "resync",
+    shape: str = "concurrent",
+) -> BurstResult:
     """Run the clients in a child process and return what they saw."""
-    argv = [sys.executable, "-m", "bench.burst", socket, str(clients), str(per_client), rpc]
+    argv = [sys.executable, "-m", "bench.burst", socket, str(clients), str(per_client), rpc, shape]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"the burst client failed: {proc.stderr.strip()[-2000:]}")
     return BurstResult(**json.loads(proc.stdout))
 
 
-async def _clients(socket: str, clients: int, per_client: int, rpc: str) -> BurstResult:
+async def _clients(socket: str, clients: int, per_client: int, rpc: str, shape: str) -> BurstResult:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -64,8 +77,15 @@ async def _clients(socket: str, clients: int, per_client: int, rpc: str) -> Burs
         result.latencies.append(time.perf_counter() - sent)
         result.answered += 1
 
+    async def in_turn(channel: grpc.aio.Channel) -> None:
+        for _ in range(per_client):
+            await one(channel)
+
     start = time.perf_counter()
-    await asyncio.gather(*(one(c) for c in channels for _ in range(per_client)))
+    if shape == "sequential":
+        await asyncio.gather(*(in_turn(c) for c in channels))
+    else:
+        await asyncio.gather(*(one(c) for c in channels for _ in range(per_client)))
     result.span = time.perf_counter() - start
     await asyncio.gather(*(c.close() for c in channels))
     return result
@@ -77,8 +97,9 @@ def main() -> int:
     parser.add_argument("clients", type=int)
     parser.add_argument("per_client", type=int)
     parser.add_argument("rpc", choices=("resync", "health"))
+    parser.add_argument("shape", choices=SHAPES)
     args = parser.parse_args()
-    result = asyncio.run(_clients(args.socket, args.clients, args.per_client, args.rpc))
+    result = asyncio.run(_clients(args.socket, args.clients, args.per_client, args.rpc, args.shape))
     print(json.dumps(result.__dict__))
     return 0
 

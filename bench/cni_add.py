@@ -3,13 +3,13 @@
     python bench/cni_add.py [--plugin dist/masq-cni] [--rounds 20]      (as root)
 
 A node network namespace with masqd running in it (nft), and the test runtime
-(tests/cni_runtime.py) running the conflist bridge + host-local, then masq-cni, each plugin with
-an empty environment inside the node namespace. Every round creates a fresh pod namespace, ADDs
-it, and DELs it. Per round it records how long each plugin's ADD took (wall clock around the
-exec, `ip netns exec` included for both); it prints the median and range of each and the ratio
-of the medians (the goal: masq-cni's ADD at most 3x the bridge's), masq-cni's floor (VERSION:
-start-up only; ADD with no masqd socket: start-up and config, no call), and the same Resync
-from a client that is already running (masqd's own share of an ADD).
+(tests/support/cni_runtime.py) running the conflist bridge + host-local, then masq-cni, each
+plugin with an empty environment inside the node namespace. Every round creates a fresh pod
+namespace, ADDs it, and DELs it. Per round it records how long each plugin's ADD took (wall
+clock around the exec, `ip netns exec` included for both); it prints the median and range of
+each and the ratio of the medians (the goal: masq-cni's ADD at most 3x the bridge's), masq-cni's
+floor (VERSION: start-up only; ADD with no masqd socket: start-up and config, no call), and the
+same Resync from a client that is already running (masqd's own share of an ADD).
 
 Last, why the plugin speaks gRPC through masqd.client.h2transport: the start-up of this
 checkout's Python (`-I -S`) bare, importing the plugin's ADD path, and importing grpcio (and the
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from masqd.api.v1 import control_pb2 as pb  # noqa: E402
-from tests import cni_runtime, netns  # noqa: E402
-from tests.daemon import Masqd  # noqa: E402
+from tests.support import cni_runtime, netns  # noqa: E402
+from tests.support.daemon import Masqd  # noqa: E402
 
 CONFIG = "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqOutBound: true\n"
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from masqd.rules import jump_rule
+from masqd.core.rules import jump_rule
 
 CHAIN = "IP-MASQ-AGENT"
 RESULT_MARKER = "BENCH-RESULT "

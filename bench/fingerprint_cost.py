@@ -29,8 +29,8 @@ def setup(mode: str, rules: int, kube: int) -> None:
 
 def inside(mode: str, rounds: int) -> None:
     from bench.common import require_own_namespace
-    from masqd.probe import KernelProbe
-    from masqd.rules import Family
+    from masqd.core.model import Family
+    from masqd.host.probe import KernelProbe
 
     require_own_namespace()
     probe = KernelProbe(Family.IPV4, mode, CHAIN)

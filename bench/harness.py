@@ -1,9 +1,9 @@
-"""masqd in the bench's own process: Supervisor + ApiServer, and a real gRPC channel to it.
+"""masqd in the bench's own process (masqd.daemon.Daemon), and a real gRPC channel to it.
 
-Runs inside the figure's namespace. The Supervisor spawns its two workers exactly as the daemon
-does; the API is the real grpc.aio server on a unix socket under a temporary directory, and the
-bench calls it through a real channel, so a timed Resync pays for the whole path: request,
-coalescing, the worker's pipe, `iptables-save`, `iptables-restore`, and the answer.
+Runs inside the figure's namespace. The daemon starts exactly as `masqd` does (workers forked
+first, then gRPC); the API is the real grpc.aio server on a unix socket under a temporary
+directory, and the bench calls it through a real channel, so a timed Resync pays for the whole
+path: request, coalescing, the worker's pipe, `iptables-save`, `iptables-restore`, the answer.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from masqd import logs
-from masqd.rules import Family, RenderOptions
-from masqd.settings import Settings
-from masqd.supervisor import Supervisor
+from masqd.core.model import Family
+from masqd.core.rules import RenderOptions
+from masqd.core.settings import Settings
+from masqd.daemon import Daemon
+from masqd.engine.supervisor import Supervisor
 
-if TYPE_CHECKING:  # gRPC is imported only once the workers are forked, as masqd's cli does
+if TYPE_CHECKING:  # gRPC is imported only once the workers are forked (masqd.daemon)
     import grpc
 
     from masqd.api.v1 import control_pb2 as pb
     from masqd.api.v1 import control_pb2_grpc as pb_grpc
-    from masqd.server import ApiServer
 
 FAMILY_IPV4 = 1  # control_pb2.FAMILY_IPV4, without importing gRPC early
 
@@ -65,26 +66,25 @@ class InProcessMasqd:
             # landing between "flush" and "Resync" would make the Resync a no-op.
             drift_check_interval=3600.0,
         )
-        self.supervisor = Supervisor(self.settings, mode)
-        self.api: ApiServer | None = None
+        self.daemon = Daemon(self.settings, mode=mode)
         self.channel: grpc.Channel | None = None
 
     @property
     def config_path(self) -> Path:
         return Path(self.settings.config_path)
 
+    @property
+    def supervisor(self) -> Supervisor:
+        assert self.daemon.supervisor is not None
+        return self.daemon.supervisor
+
     def __enter__(self) -> InProcessMasqd:
-        """Start masqd the way its cli does: fork the workers, then gRPC, then the supervisor."""
+        """Start masqd as its cli does (masqd.daemon)."""
         logs.setup("text", "warning")
         logging.getLogger("masqd").setLevel(logging.WARNING)
-        self.supervisor.fork_workers()
+        self.daemon.start()
         import grpc
 
-        from masqd.server import ApiServer
-
-        self.api = ApiServer(self.supervisor, self.settings.socket)
-        self.api.start()
-        self.supervisor.start()
         self._wait_in_sync(30.0)
         self.channel = grpc.insecure_channel(f"unix:{self.settings.socket}")
         grpc.channel_ready_future(self.channel).result(timeout=10)
@@ -98,19 +98,17 @@ class InProcessMasqd:
     ) -> None:
         if self.channel is not None:
             self.channel.close()
-        if self.api is not None:
-            self.api.stop(0.5)
-        self.supervisor.stop(2.0)
+        self.daemon.stop()
         self._tmp.cleanup()
 
     def _wait_in_sync(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runners = self.supervisor.runners.values()
-            if all(r.in_sync and r.last_result is not None for r in runners):
+            families = self.supervisor.status().families
+            if all(f.in_sync and f.last_result is not None for f in families):
                 return
             time.sleep(0.02)
-        states = {f.label: (r.state, r.last_result) for f, r in self.supervisor.runners.items()}
+        states = {f.family.label: (f.state, f.last_result) for f in families}
         raise RuntimeError(f"masqd did not reach in-sync within {timeout:g}s: {states}")
 
     def stub(self) -> pb_grpc.ControlStub:
@@ -133,10 +131,13 @@ class InProcessMasqd:
 
     def syncs(self) -> dict[Family, int]:
         """Syncs run so far per family (every reason)."""
-        return {f: sum(r.counts.values()) for f, r in self.supervisor.runners.items()}
+        return {f.family: sum(f.syncs.values()) for f in self.supervisor.status().families}
+
+    def worker_pids(self) -> list[int]:
+        return [f.pid for f in self.supervisor.status().families]
 
     def restores(self) -> dict[Family, int]:
-        return {f: r.restores for f, r in self.supervisor.runners.items()}
+        return {f.family: f.restores for f in self.supervisor.status().families}
 
 
 def check_response(response: pb.ResyncResponse, changed: bool | None) -> None:

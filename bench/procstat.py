@@ -95,6 +95,13 @@ def tree_cpu(root: int) -> float:
     return total / _TICK
 
 
+def masqd_cpu(workers: list[int]) -> float:
+    """CPU seconds used so far by an in-process masqd: this process's own threads (not the
+    children it reaped, such as a burst's client process) and each worker's tree."""
+    own = sum(_stat_fields(os.getpid())[11:13]) / _TICK
+    return own + sum(tree_cpu(pid) for pid in workers if pid)
+
+
 def _stat_fields(pid: int) -> list[int]:
     """/proc/PID/stat after the command name, as ints where numeric: [state, ppid, ...]."""
     with open(f"/proc/{pid}/stat") as f:

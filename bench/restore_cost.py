@@ -33,9 +33,10 @@ def inside(mode: str, rounds: int) -> None:
 
 def _one_size(mode: str, size: int, rounds: int, report: Report) -> None:
     from bench.harness import config_with_cidrs
-    from masqd.config import parse_config
-    from masqd.iptables import Backend
-    from masqd.rules import Family, RenderOptions, desired_rules, render_restore
+    from masqd.core.config import parse_config
+    from masqd.core.model import Family
+    from masqd.core.rules import RenderOptions, desired_rules, render_restore
+    from masqd.host.iptables import Backend
 
     texts = [
         render_restore(

@@ -120,9 +120,10 @@ def inside(backend: str, rounds: int) -> int:
     if not here.strip().startswith(NS_PREFIX):
         print("refusing to run outside a bench namespace", file=sys.stderr)
         return 2
-    from masqd.rules import Family, RenderOptions, render_restore
-    from masqd.settings import Settings
-    from masqd.supervisor import Supervisor
+    from masqd.core.model import Family
+    from masqd.core.rules import RenderOptions, render_restore
+    from masqd.core.settings import Settings
+    from masqd.daemon import Daemon
 
     with tempfile.TemporaryDirectory(prefix="masqd-bench-") as tmp:
         config = os.path.join(tmp, "ip-masq-agent")
@@ -135,15 +136,11 @@ def inside(backend: str, rounds: int) -> int:
             render=RenderOptions(),
             drift_check_interval=3600.0,
         )
-        supervisor = Supervisor(settings)
-        supervisor.fork_workers()  # as masqd does: before gRPC is imported
-        from masqctl.client import Client
-        from masqd.api.v1 import control_pb2 as pb
-        from masqd.server import ApiServer
+        daemon = Daemon(settings).start()
+        supervisor = daemon.supervisor
+        assert supervisor is not None
+        from masqd.client import Client
 
-        api = ApiServer(supervisor, settings.socket)
-        api.start()
-        supervisor.start()
         client = Client(settings.socket, timeout=10.0)
         try:
             _wait_in_sync(client)
@@ -153,7 +150,7 @@ def inside(backend: str, rounds: int) -> int:
 
             def resync(changed: bool) -> Callable[[], None]:
                 def call() -> None:
-                    (result,) = client.resync(pb.FAMILY_IPV4, timeout=10.0).results
+                    (result,) = client.resync("ipv4", timeout=10.0).results
                     if not result.ok or result.changed != changed:
                         raise RuntimeError(f"unexpected sync result: {result}")
 
@@ -179,8 +176,7 @@ def inside(backend: str, rounds: int) -> int:
             noop, bare_save = _interleaved(rounds, resync(False), save, lambda: None)
         finally:
             client.close()
-            api.stop(0.5)
-            supervisor.stop(1.0)
+            daemon.stop()
     print(
         json.dumps(
             {

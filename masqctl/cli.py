@@ -15,14 +15,15 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from masqctl.errors import CommandError, Exit
-from masqd.durations import parse_duration
+from masqctl.errors import CommandError, Exit, exit_code
+from masqd.api.families import LABELS
+from masqd.core.durations import parse_duration
+from masqd.core.errors import MasqdError
+from masqd.core.settings import DEFAULT_SOCKET
 
 if TYPE_CHECKING:
-    from masqctl.client import Client
+    from masqd.client import Client
 
-DEFAULT_SOCKET = "/run/masqd/masqd.sock"
-FAMILIES = ("ipv4", "ipv6")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as e:
         print(f"masqctl: {e}", file=sys.stderr)
         return int(e.code)
+    except MasqdError as e:  # the API client's: unreachable, refused, failed
+        print(f"masqctl: {e}", file=sys.stderr)
+        return int(exit_code(e))
     except BrokenPipeError:  # `masqctl watch | head`
         sys.stderr.close()
         return Exit.OK
@@ -124,7 +128,7 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
         sub.add_argument("file", metavar="FILE", help="the config file (YAML or JSON), - for stdin")
         sub.set_defaults(handler=handler)
         if render_flags:
-            from masqd import flags
+            from masqd.core import flags
 
             flags.add_render_flags(sub)
     _add_family(render, "render only this family")
@@ -148,7 +152,7 @@ def _add_common(parser: argparse.ArgumentParser, socket: str, output: str) -> No
 
 
 def _add_family(parser: argparse.ArgumentParser, help: str) -> None:
-    parser.add_argument("--family", choices=FAMILIES, default="", help=help)
+    parser.add_argument("--family", choices=LABELS, default="", help=help)
 
 
 def _duration(text: str) -> float:
@@ -287,15 +291,13 @@ def _config_render(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    from masqctl.client import Client
+    from masqd.client import Client
 
     return Client(args.socket)
 
 
-def _family(args: argparse.Namespace) -> Any:
-    from masqd.api.v1 import control_pb2 as pb
-
-    return {"": pb.FAMILY_UNSPECIFIED, "ipv4": pb.FAMILY_IPV4, "ipv6": pb.FAMILY_IPV6}[args.family]
+def _family(args: argparse.Namespace) -> str:
+    return str(args.family)
 
 
 def _emit(args: argparse.Namespace, message: Any, view: Callable[[Any], str]) -> None:

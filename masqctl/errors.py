@@ -1,8 +1,10 @@
-"""masqctl's exit codes and the errors that carry them. No imports beyond the standard library."""
+"""masqctl's exit codes, and the error that carries one. No imports beyond masqd's errors."""
 
 from __future__ import annotations
 
 import enum
+
+from masqd.core.errors import Kind, MasqdError
 
 
 class Exit(enum.IntEnum):
@@ -25,17 +27,10 @@ class CommandError(Exception):
         self.code = code
 
 
-class Unreachable(CommandError):
-    """Nothing serves the control API on the socket, or it cannot be reached."""
-
-    def __init__(self, socket: str, reason: str) -> None:
-        super().__init__(f"masqd is unreachable on {socket}: {reason}", Exit.UNREACHABLE)
-        self.socket = socket
-
-
-class ApiError(CommandError):
-    """masqd answered with an error status; the code name is kept for callers that care."""
-
-    def __init__(self, status: str, message: str, code: Exit = Exit.FAILED) -> None:
-        super().__init__(message, code)
-        self.status = status
+def exit_code(error: MasqdError) -> Exit:
+    """The exit status for a failure of the API client."""
+    if error.kind == Kind.UNREACHABLE:
+        return Exit.UNREACHABLE
+    if error.kind == Kind.BAD_REQUEST:
+        return Exit.USAGE
+    return Exit.FAILED

@@ -11,11 +11,14 @@ import sys
 from typing import Any
 
 from masqctl.errors import CommandError, Exit
-from masqd import configfile, flags
-from masqd.config import ConfigError, LoadedConfig, config_to_dict, parse_config
-from masqd.rules import Family, render
+from masqd.core import flags
+from masqd.core.config import LoadedConfig, config_to_dict, parse_config
+from masqd.core.errors import ConfigError
+from masqd.core.model import Family
+from masqd.core.rules import render
+from masqd.host import configfile
 
-FAMILIES = {"ipv4": Family.IPV4, "ipv6": Family.IPV6}
+FAMILIES = {family.label: family for family in Family}
 
 
 def load(path: str, args: argparse.Namespace) -> LoadedConfig:

@@ -9,11 +9,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from masqctl import listing
+from masqd.api.families import OF_VALUE, label_of_value
 from masqd.api.v1 import control_pb2 as pb
-from masqd.durations import format_duration
-
-FAMILY_LABEL = {pb.FAMILY_IPV4: "ipv4", pb.FAMILY_IPV6: "ipv6", pb.FAMILY_UNSPECIFIED: "-"}
-FAMILY_VERSION = {pb.FAMILY_IPV4: 4, pb.FAMILY_IPV6: 6}
+from masqd.core.durations import format_duration
 
 
 def status(st: pb.Status, now: float | None = None) -> str:
@@ -38,7 +36,7 @@ def status(st: pb.Status, now: float | None = None) -> str:
     for f in st.families:
         rows.append(
             (
-                FAMILY_LABEL[f.family],
+                label_of_value(f.family),
                 f.backend,
                 f.state,
                 str(f.pid) if f.pid else "-",
@@ -84,7 +82,7 @@ def event(e: pb.Event) -> str:
     if e.HasField("result"):
         text = f"{_reason(e.result.reason)} sync " + _outcome(e.result)
     generation = f" [generation {e.config_generation}]" if e.config_generation else ""
-    return f"{clock} {kind:<16} {FAMILY_LABEL[e.family]:<4} {text}{generation}"
+    return f"{clock} {kind:<16} {label_of_value(e.family):<4} {text}{generation}"
 
 
 def unhealthy(st: pb.Status, family: str = "", now: float | None = None) -> str:
@@ -94,10 +92,10 @@ def unhealthy(st: pb.Status, family: str = "", now: float | None = None) -> str:
     if not st.config.generation:
         reasons.append(f"no valid config loaded: {st.config.error or 'not read yet'}")
     for f in st.families:
-        if (f.in_sync and f.pid) or family not in ("", FAMILY_LABEL[f.family]):
+        if (f.in_sync and f.pid) or family not in ("", label_of_value(f.family)):
             continue
         why = "its worker is not running" if not f.pid else "not in sync"
-        reasons.append(f"{FAMILY_LABEL[f.family]}: {why} ({f.state}); {_last_sync(f, now)}")
+        reasons.append(f"{label_of_value(f.family)}: {why} ({f.state}); {_last_sync(f, now)}")
     return "\n".join(reasons) or "masqd reports not serving"
 
 
@@ -105,7 +103,7 @@ def unhealthy(st: pb.Status, family: str = "", now: float | None = None) -> str:
 
 
 def _family_rules(fr: pb.FamilyRules) -> str:
-    label = FAMILY_LABEL[fr.family]
+    label = label_of_value(fr.family)
     if fr.error:
         return f"Chain {fr.chain} ({label}): cannot read the live chain: {fr.error}"
     verdict = (
@@ -118,7 +116,7 @@ def _family_rules(fr: pb.FamilyRules) -> str:
         lines.append("  the chain does not exist")
     else:
         live = [(r.packets, r.bytes, r.spec) for r in fr.live]
-        lines += listing.table(live, FAMILY_VERSION[fr.family])
+        lines += listing.table(live, OF_VALUE[fr.family].value)
     if not fr.in_sync:
         lines += _differences([r.spec for r in fr.live], list(fr.desired), fr.jump_present)
     elif not fr.jump_present:
@@ -137,7 +135,7 @@ def _differences(live: list[str], desired: list[str], jump_present: bool) -> lis
 
 
 def _result_row(r: pb.SyncResult) -> tuple[str, ...]:
-    return (FAMILY_LABEL[r.family], _outcome(r))
+    return (label_of_value(r.family), _outcome(r))
 
 
 def _outcome(r: pb.SyncResult) -> str:

@@ -1,6 +1,7 @@
 """masqd's command line: run the daemon (default) or clean up after it.
 
-Kept light at import: worker processes are spawned and re-import the main module.
+Kept light at import: a spawned worker re-imports the main module, and `masqd version` and a
+usage error should cost no more than argparse.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import signal
 import sys
 import threading
 
-from masqd.settings import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
-
-SHUTDOWN_GRACE = 3.0
+from masqd.core.settings import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 
 
 def _mode(text: str) -> int:
@@ -23,7 +22,7 @@ def _mode(text: str) -> int:
 
 
 def _duration(text: str) -> float:
-    from masqd.durations import parse_duration
+    from masqd.core.durations import parse_duration
 
     try:
         seconds = parse_duration(text)
@@ -35,7 +34,7 @@ def _duration(text: str) -> float:
 
 
 def _address(text: str) -> str:
-    from masqd.httpserver import parse_address
+    from masqd.serve.httpserver import parse_address
 
     if text:
         try:
@@ -46,7 +45,7 @@ def _address(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from masqd import flags
+    from masqd.core import flags
 
     parser = argparse.ArgumentParser(
         prog="masqd",
@@ -109,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from masqd import flags, heap, logs, socketfile
-    from masqd.settings import Settings
-    from masqd.supervisor import Supervisor
+    from masqd import logs
+    from masqd.core import flags
+    from masqd.core.settings import Settings
+    from masqd.daemon import Daemon, StartError
+    from masqd.host import heap
 
     heap.limit_arenas(2)  # before any thread: gRPC's threads share one arena, not one each
     logs.setup(args.log_format, args.log_level)
@@ -130,46 +131,27 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-
-    # First the socket: a second masqd refuses before it has started anything.
+    daemon = Daemon(
+        settings, metrics_address=args.metrics_address, health_timeout=args.health_timeout
+    )
     try:
-        lock_fd = socketfile.claim_socket(settings.socket)
-    except socketfile.SocketInUse as e:
+        daemon.start()
+    except StartError as e:
         log.error("%s", e)
         return 1
-    except OSError as e:
-        log.error("cannot use the control socket %s: %s", settings.socket, e)
-        return 1
-    supervisor = Supervisor(settings)
-    # Workers are forked while this process has no threads and no gRPC; they share its pages.
-    supervisor.fork_workers()
-    from masqd.server import ApiServer
-
-    api = ApiServer(supervisor, settings.socket, settings.socket_mode, settings.socket_group)
-    try:
-        api.start(lock_fd)
-    except OSError as e:
-        log.error("cannot serve the control API on %s: %s", settings.socket, e)
-        supervisor.stop(0.5)
-        return 1
-    from masqd import httpserver
-
-    http = httpserver.start(supervisor, args.metrics_address, args.health_timeout)
-    supervisor.start()
     stop.wait()
     log.info("stopping; the rules stay in place")
-    if http is not None:
-        http.stop()
-    api.stop(0.5)
-    supervisor.stop(SHUTDOWN_GRACE / 2)
+    daemon.stop()
     return 0
 
 
 def cleanup_main(argv: list[str]) -> int:
-    from masqd import flags
-    from masqd.iptables import MODES, Backend, IptablesError
-    from masqd.livestate import parse_save
-    from masqd.rules import DEFAULT_CHAIN, Family, render_cleanup
+    from masqd.core import flags
+    from masqd.core.errors import ApplyError
+    from masqd.core.livestate import parse_save
+    from masqd.core.model import Family
+    from masqd.core.rules import DEFAULT_CHAIN, render_cleanup
+    from masqd.host.iptables import MODES, Backend
 
     parser = argparse.ArgumentParser(
         prog="masqd cleanup",
@@ -191,7 +173,7 @@ def cleanup_main(argv: list[str]) -> int:
                 if text is not None:
                     backend.restore(text)
                     print(f"removed {args.masq_chain} from {backend.binary('')}")
-            except IptablesError as e:
+            except ApplyError as e:
                 print(f"masqd cleanup: {e}", file=sys.stderr)
                 failed = True
     return 1 if failed else 0

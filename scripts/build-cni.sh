@@ -40,7 +40,8 @@ trap 'rm -rf "$stage"' EXIT
 
 # The standard library, less what the plugin and its installer never import (tests, GUIs,
 # packaging, the C-backed modules this interpreter leaves out), then masqd's plugin: masqd's
-# package marker, its duration parser, masqd.cni and the transport of masqd.client.
+# package marker, the duration parser of masqd.core, masqd.cni, and masqd.client's transport
+# (not its grpcio client, which the plugin never imports).
 lib=$stage/lib
 mkdir -p "$lib"
 excluded=(test idlelib tkinter turtledemo turtle.py lib2to3 ensurepip distutils pydoc_data
@@ -49,8 +50,9 @@ excluded=(test idlelib tkinter turtledemo turtle.py lib2to3 ensurepip distutils 
 tar_excludes=()
 for e in "${excluded[@]}"; do tar_excludes+=(--exclude="./$e"); done
 tar -C "$py/Lib" --exclude=__pycache__ "${tar_excludes[@]}" -cf - . | tar -C "$lib" -xf -
-mkdir -p "$lib/masqd/cni" "$lib/masqd/client"
-cp masqd/__init__.py masqd/durations.py "$lib/masqd/"
+mkdir -p "$lib/masqd/core" "$lib/masqd/cni" "$lib/masqd/client"
+cp masqd/__init__.py "$lib/masqd/"
+cp masqd/core/__init__.py masqd/core/durations.py "$lib/masqd/core/"
 cp masqd/cni/*.py "$lib/masqd/cni/"
 cp masqd/client/__init__.py masqd/client/h2transport.py masqd/client/hpack.py "$lib/masqd/client/"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import netns
-from tests.daemon import Masqd
+from tests.support import netns
+from tests.support.daemon import Masqd
 
 BACKENDS = ("nft", "legacy")
 IN_CI = os.environ.get("CI") == "true"

@@ -65,7 +65,7 @@ def parse_timeout(value: object) -> float:
         if simple is not None:
             seconds = simple
         else:
-            from masqd.durations import parse_duration
+            from masqd.core.durations import parse_duration
 
             try:
                 seconds = parse_duration(value)

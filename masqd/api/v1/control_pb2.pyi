@@ -26,6 +26,16 @@ class SyncReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SYNC_REASON_API: _ClassVar[SyncReason]
     SYNC_REASON_CNI: _ClassVar[SyncReason]
     SYNC_REASON_DRIFT_REPAIR: _ClassVar[SyncReason]
+
+class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_KIND_UNSPECIFIED: _ClassVar[ErrorKind]
+    ERROR_KIND_REJECTED: _ClassVar[ErrorKind]
+    ERROR_KIND_LOCK: _ClassVar[ErrorKind]
+    ERROR_KIND_TIMEOUT: _ClassVar[ErrorKind]
+    ERROR_KIND_MISSING: _ClassVar[ErrorKind]
+    ERROR_KIND_WORKER_GONE: _ClassVar[ErrorKind]
+    ERROR_KIND_INTERNAL: _ClassVar[ErrorKind]
 FAMILY_UNSPECIFIED: Family
 FAMILY_IPV4: Family
 FAMILY_IPV6: Family
@@ -36,6 +46,13 @@ SYNC_REASON_CONFIG_CHANGE: SyncReason
 SYNC_REASON_API: SyncReason
 SYNC_REASON_CNI: SyncReason
 SYNC_REASON_DRIFT_REPAIR: SyncReason
+ERROR_KIND_UNSPECIFIED: ErrorKind
+ERROR_KIND_REJECTED: ErrorKind
+ERROR_KIND_LOCK: ErrorKind
+ERROR_KIND_TIMEOUT: ErrorKind
+ERROR_KIND_MISSING: ErrorKind
+ERROR_KIND_WORKER_GONE: ErrorKind
+ERROR_KIND_INTERNAL: ErrorKind
 
 class ResyncRequest(_message.Message):
     __slots__ = ("family", "no_wait", "reason")
@@ -48,7 +65,7 @@ class ResyncRequest(_message.Message):
     def __init__(self, family: _Optional[_Union[Family, str]] = ..., no_wait: _Optional[bool] = ..., reason: _Optional[_Union[SyncReason, str]] = ...) -> None: ...
 
 class SyncResult(_message.Message):
-    __slots__ = ("family", "ok", "error", "changed", "duration", "finished_at", "reason")
+    __slots__ = ("family", "ok", "error", "changed", "duration", "finished_at", "reason", "error_kind")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +73,7 @@ class SyncResult(_message.Message):
     DURATION_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
     family: Family
     ok: bool
     error: str
@@ -63,7 +81,8 @@ class SyncResult(_message.Message):
     duration: _duration_pb2.Duration
     finished_at: _timestamp_pb2.Timestamp
     reason: SyncReason
-    def __init__(self, family: _Optional[_Union[Family, str]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., changed: _Optional[bool] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[_Union[SyncReason, str]] = ...) -> None: ...
+    error_kind: ErrorKind
+    def __init__(self, family: _Optional[_Union[Family, str]] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., changed: _Optional[bool] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[_Union[SyncReason, str]] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ...) -> None: ...
 
 class ResyncResponse(_message.Message):
     __slots__ = ("results",)

@@ -1,0 +1,304 @@
+"""The agent's policy file: parsing, defaults and strict validation. Pure: text in, config out.
+
+Compatible with cce-ip-masq-agent and upstream ip-masq-agent: a key that is absent takes its
+default (not its previous value), and an empty or missing file means all defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from masqd.core.durations import format_duration, parse_duration
+from masqd.core.errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+# What --nomasq-all-reserved-ranges adds, in upstream ip-masq-agent's order.
+OTHER_RESERVED = (
+    "100.64.0.0/10",  # RFC 6598
+    "192.0.0.0/24",  # RFC 6890
+    "192.0.2.0/24",  # RFC 5737
+    "192.88.99.0/24",  # RFC 7526
+    "198.18.0.0/15",  # RFC 6815
+    "198.51.100.0/24",  # RFC 5737
+    "203.0.113.0/24",  # RFC 5737
+    "240.0.0.0/4",  # RFC 5735, former class E
+)
+
+MIN_RESYNC_INTERVAL = 1.0
+MAX_RESYNC_INTERVAL = 24 * 3600.0
+DEFAULT_CIDR_LIMIT = 64
+
+
+# libyaml's parser where PyYAML has it: much faster on a long list of CIDRs.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class MasqConfig:
+    """The policy in force: which destinations keep the pod's address and which are masqueraded."""
+
+    non_masquerade_cidrs: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(c) for c in RFC1918)
+    """Destinations that keep the pod's own source address (both families, file order)."""
+    masquerade_cidrs: tuple[IPNetwork, ...] = ()
+    """Destinations always masqueraded; their rules come first."""
+    masq_out_bound: bool = False
+    """IPv4: masquerade everything not matched above."""
+    masq_out_bound_ipv6: bool = True
+    """IPv6: masquerade everything not matched above."""
+    masq_link_local: bool = False
+    """False keeps 169.254.0.0/16 unmasqueraded."""
+    masq_link_local_ipv6: bool = False
+    """False keeps fe80::/10 unmasqueraded."""
+    resync_interval: float = 60.0
+    """Seconds between re-reading the file and re-checking the rules."""
+    cidr_limit: int = DEFAULT_CIDR_LIMIT
+    """The most nonMasqueradeCIDRs entries accepted."""
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A parsed file: the config, what was odd about it, and whether it was all defaults."""
+
+    config: MasqConfig
+    warnings: tuple[str, ...] = ()
+    using_defaults: bool = False
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """The process flags that change how the file is read."""
+
+    enable_ipv6: bool = True
+    all_reserved_ranges: bool = False
+
+
+def default_config(all_reserved_ranges: bool = False) -> MasqConfig:
+    """The configuration used when the file is missing or empty."""
+    cidrs = RFC1918 + (OTHER_RESERVED if all_reserved_ranges else ())
+    return MasqConfig(non_masquerade_cidrs=tuple(ipaddress.ip_network(c) for c in cidrs))
+
+
+_KEYS = (
+    "nonMasqueradeCIDRs",
+    "masqueradeCIDRs",
+    "masqOutBound",
+    "masqOutBoundIPv6",
+    "masqLinkLocal",
+    "masqLinkLocalIPv6",
+    "resyncInterval",
+    "cidrLimit",
+)
+
+
+def parse_config(text: str | bytes, options: ParseOptions | None = None) -> LoadedConfig:
+    """Parse the policy file's text (YAML or JSON). Raise ConfigError naming key, entry, reason."""
+    opts = options or ParseOptions()
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"the file is not UTF-8 text (byte {e.start})") from e
+    if "\x00" in text:
+        raise ConfigError("the file contains NUL bytes; it is not a YAML or JSON document")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        doc = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML or JSON: {_yaml_reason(e)}") from e
+    finally:
+        loader.dispose()
+
+    defaults = default_config(opts.all_reserved_ranges)
+    if doc is None:
+        return LoadedConfig(defaults, using_defaults=True)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"the top level must be a mapping of keys, not {_kind(doc)}")
+
+    warnings = _duplicate_key_warnings(node) + _unknown_key_warnings(doc)
+    non_masq = (
+        _cidr_list(doc, "nonMasqueradeCIDRs", opts)
+        if "nonMasqueradeCIDRs" in doc
+        else defaults.non_masquerade_cidrs
+    )
+    masq = _cidr_list(doc, "masqueradeCIDRs", opts) if "masqueradeCIDRs" in doc else ()
+    cidr_limit = _int(doc, "cidrLimit", defaults.cidr_limit)
+    if len(non_masq) > cidr_limit:
+        raise ConfigError(
+            f"nonMasqueradeCIDRs: {len(non_masq)} entries, more than cidrLimit ({cidr_limit}); "
+            "raise cidrLimit if this many are intended"
+        )
+    warnings += _duplicate_warnings("nonMasqueradeCIDRs", non_masq)
+    warnings += _duplicate_warnings("masqueradeCIDRs", masq)
+
+    config = MasqConfig(
+        non_masquerade_cidrs=non_masq,
+        masquerade_cidrs=masq,
+        masq_out_bound=_bool(doc, "masqOutBound", defaults.masq_out_bound),
+        masq_out_bound_ipv6=_bool(doc, "masqOutBoundIPv6", defaults.masq_out_bound_ipv6),
+        masq_link_local=_bool(doc, "masqLinkLocal", defaults.masq_link_local),
+        masq_link_local_ipv6=_bool(doc, "masqLinkLocalIPv6", defaults.masq_link_local_ipv6),
+        resync_interval=_interval(doc, defaults.resync_interval),
+        cidr_limit=cidr_limit,
+    )
+    return LoadedConfig(config, tuple(warnings))
+
+
+def config_to_dict(config: MasqConfig) -> dict[str, Any]:
+    """The config as the file would spell it (for logs and `masqctl config validate`)."""
+    return {
+        "nonMasqueradeCIDRs": [str(c) for c in config.non_masquerade_cidrs],
+        "masqueradeCIDRs": [str(c) for c in config.masquerade_cidrs],
+        "masqOutBound": config.masq_out_bound,
+        "masqOutBoundIPv6": config.masq_out_bound_ipv6,
+        "masqLinkLocal": config.masq_link_local,
+        "masqLinkLocalIPv6": config.masq_link_local_ipv6,
+        "resyncInterval": format_duration(config.resync_interval),
+        "cidrLimit": config.cidr_limit,
+    }
+
+
+def _present(doc: dict[Any, Any], key: str) -> Any:
+    value = doc[key]
+    if value is None:
+        raise ConfigError(
+            f"{key}: has no value; remove the key to use its default, or give one"
+            + (" ([] for none)" if key.endswith("CIDRs") else "")
+        )
+    return value
+
+
+def _cidr_list(doc: dict[Any, Any], key: str, opts: ParseOptions) -> tuple[IPNetwork, ...]:
+    value = _present(doc, key)
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: must be a list of CIDRs, not {_kind(value)}")
+    result = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, str):
+            raise ConfigError(f"{key}[{i}]: {entry!r} must be a CIDR string, not {_kind(entry)}")
+        result.append(_cidr(key, i, entry, opts))
+    return tuple(result)
+
+
+def _cidr(key: str, i: int, entry: str, opts: ParseOptions) -> IPNetwork:
+    where = f"{key}[{i}] {entry!r}"
+    text = entry.strip()
+    if "/" not in text:
+        raise ConfigError(f"{where}: not a CIDR, the prefix length is missing (e.g. {text}/32)")
+    address, _, prefix = text.partition("/")
+    # Python would also take a netmask or hostmask here (10.0.0.0/255.0.0.0); Go does not.
+    if not (prefix.isascii() and prefix.isdigit()):
+        raise ConfigError(f"{where}: not a CIDR, the prefix must be a length such as /8")
+    if "%" in address:
+        raise ConfigError(f"{where}: not a CIDR, a scoped address (%zone) has no network")
+    try:
+        net = ipaddress.ip_network(text)
+    except ValueError as e:
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}: not a valid CIDR ({e})") from e
+        raise ConfigError(f"{where}: host bits are set; the network is {network}") from e
+    if net.version == 6 and not opts.enable_ipv6:
+        raise ConfigError(f"{where}: an IPv6 entry, but IPv6 is disabled (--enable-ipv6=false)")
+    return net
+
+
+def _bool(doc: dict[Any, Any], key: str, default: bool) -> bool:
+    if key not in doc:
+        return default
+    value = _present(doc, key)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, not {_kind(value)} {value!r}")
+    return value
+
+
+def _int(doc: dict[Any, Any], key: str, default: int) -> int:
+    if key not in doc:
+        return default
+    value = _present(doc, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: must be a whole number, not {_kind(value)} {value!r}")
+    if value < 0:
+        raise ConfigError(f"{key}: must not be negative, got {value}")
+    return value
+
+
+def _interval(doc: dict[Any, Any], default: float) -> float:
+    key = "resyncInterval"
+    if key not in doc:
+        return default
+    value = _present(doc, key)
+    if not isinstance(value, str):
+        raise ConfigError(
+            f'{key}: must be a duration string such as "60s" or "1m30s", not {_kind(value)} '
+            f"{value!r}"
+        )
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e}") from e
+    if not MIN_RESYNC_INTERVAL <= seconds <= MAX_RESYNC_INTERVAL:
+        raise ConfigError(f"{key}: {value!r} is out of bounds; it must be between 1s and 24h")
+    return seconds
+
+
+def _unknown_key_warnings(doc: dict[Any, Any]) -> list[str]:
+    warnings = []
+    for key in doc:
+        if key in _KEYS:
+            continue
+        text = f"unknown key {key!r} is ignored"
+        close = difflib.get_close_matches(str(key), _KEYS, n=1, cutoff=0.6)
+        if not close:
+            close = [k for k in _KEYS if k.lower() == str(key).lower()]
+        if close:
+            text += f"; did you mean {close[0]!r}?"
+        warnings.append(text)
+    return warnings
+
+
+def _duplicate_key_warnings(node: yaml.Node | None) -> list[str]:
+    """Keys given twice at the top level: YAML and JSON keep the last, which is easy to miss."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+    repeated = sorted({k for k in keys if keys.count(k) > 1}, key=keys.index)
+    return [f"key {k!r} is given more than once; the last value is used" for k in repeated]
+
+
+def _duplicate_warnings(key: str, cidrs: tuple[IPNetwork, ...]) -> list[str]:
+    seen: set[IPNetwork] = set()
+    dups = []
+    for c in cidrs:
+        if c in seen:
+            dups.append(str(c))
+        seen.add(c)
+    return [f"{key}: {d} is listed more than once" for d in dups]
+
+
+def _kind(value: Any) -> str:
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _yaml_reason(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(problem)

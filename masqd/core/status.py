@@ -1,0 +1,96 @@
+"""What the supervisor reports: frozen snapshots of the config, the schedule and each family.
+
+A snapshot is taken under the lock of whoever owns the state (the supervisor for the config,
+the schedule, each runner for its family) and never changes afterwards, so the gRPC and HTTP
+threads read it without any lock of their own. No I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from masqd.core.config import LoadedConfig
+from masqd.core.model import Family, Reason, SyncResult
+
+
+@dataclass(frozen=True)
+class ConfigState:
+    """The config in force and what happened to the file on disk."""
+
+    path: str
+    loaded: LoadedConfig | None = None
+    """The last good config; None while none was ever loaded."""
+    generation: int = 0
+    """Bumps on every accepted change."""
+    loaded_at: float = 0.0
+    """Wall-clock time the config in force was loaded."""
+    error: str = ""
+    """Why the file on disk was last rejected; empty once a good one is in force."""
+    error_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Override:
+    """A temporary resync interval."""
+
+    interval: float
+    expires_at: float
+    """Wall-clock time."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The resync interval in force and where it comes from."""
+
+    effective: float
+    configured: float
+    source: str
+    """"config" or "override"."""
+    override: Override | None = None
+
+
+@dataclass(frozen=True)
+class FamilyStatus:
+    """One family's worker and syncs, as its runner last knew them."""
+
+    family: Family
+    pid: int
+    """The worker's pid; 0 while none runs."""
+    state: str
+    """starting, idle, syncing, backoff or stopped."""
+    restarts: int
+    in_sync: bool
+    """The live chain matched the desired rules at the last sync or check."""
+    last_result: SyncResult | None
+    syncs: dict[Reason, int] = field(default_factory=dict)
+    """Syncs that ran, by reason (drift checks only when they repaired something)."""
+    requests: dict[Reason, int] = field(default_factory=dict)
+    """Sync requests received, by reason."""
+    checks: int = 0
+    """Drift checks run."""
+    restores: int = 0
+    """Syncs that wrote the chain."""
+    pending_since: float | None = None
+    """Monotonic arrival of the oldest sync request not yet applied; None when none waits.
+    A request is applied once a sync that started after it succeeded, or a drift check found
+    the chain as desired."""
+
+    @property
+    def serving(self) -> bool:
+        """A worker runs and the chain is as desired."""
+        return self.in_sync and self.pid != 0
+
+
+@dataclass(frozen=True)
+class Status:
+    """The whole of masqd at one moment."""
+
+    config: ConfigState
+    interval: Interval
+    families: tuple[FamilyStatus, ...]
+    mode: str
+    """The iptables backend: legacy or nft."""
+    chain: str
+
+    def family(self, family: Family) -> FamilyStatus | None:
+        return next((f for f in self.families if f.family == family), None)

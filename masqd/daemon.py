@@ -1,0 +1,102 @@
+"""masqd's start and stop order, in one place (used by cli.py and the benchmarks alike).
+
+Start:
+1. claim the control socket, so a second masqd refuses before it has started anything;
+2. fork the workers while this process has no threads and has not imported gRPC: they share
+   its pages, and a process running gRPC's threads must not fork (nothing below
+   `masqd.serve` imports gRPC, an import contract checks it, so until step 3 nothing has);
+3. import and start the gRPC server, then the HTTP endpoint, then the supervisor's threads.
+
+Stop, in reverse: HTTP, the API (a grace for calls in flight), the supervisor (each worker
+gets a grace, then is killed). The rules stay in the kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from masqd.core.settings import Settings
+from masqd.engine.process import Launcher, spawn_worker
+from masqd.engine.supervisor import Supervisor
+from masqd.serve import socketfile
+
+if TYPE_CHECKING:
+    from masqd.serve.httpserver import ObservabilityServer
+    from masqd.serve.server import ApiServer
+
+log = logging.getLogger("masqd")
+
+SHUTDOWN_GRACE = 3.0
+"""Seconds a stop may take in all (SIGTERM must end masqd within 5)."""
+
+
+class StartError(RuntimeError):
+    """masqd cannot start; the message says why."""
+
+
+class Daemon:
+    """A running masqd: the supervisor, the control API and the HTTP endpoint."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics_address: str = "",
+        health_timeout: float = 60.0,
+        mode: str | None = None,
+        launcher: Launcher = spawn_worker,
+    ) -> None:
+        self.settings = settings
+        self.metrics_address = metrics_address
+        self.health_timeout = health_timeout
+        self._mode = mode
+        self._launcher = launcher
+        self.supervisor: Supervisor | None = None
+        self.api: ApiServer | None = None
+        self.http: ObservabilityServer | None = None
+
+    def start(self) -> Daemon:
+        """Start everything in order; StartError (with nothing left running) when it cannot."""
+        settings = self.settings
+        lock_fd = None
+        if settings.socket:
+            try:
+                lock_fd = socketfile.claim_socket(settings.socket)
+            except socketfile.SocketInUse as e:
+                raise StartError(str(e)) from e
+            except OSError as e:
+                raise StartError(f"cannot use the control socket {settings.socket}: {e}") from e
+        supervisor = self.supervisor = Supervisor(settings, self._mode, self._launcher)
+        supervisor.fork_workers()
+        if settings.socket:
+            from masqd.serve.server import ApiServer  # gRPC is imported from here on
+
+            self.api = ApiServer(
+                supervisor, settings.socket, settings.socket_mode, settings.socket_group
+            )
+            try:
+                self.api.start(lock_fd)
+            except OSError as e:
+                supervisor.stop(0.5)
+                raise StartError(f"cannot serve the control API on {settings.socket}: {e}") from e
+        if self.metrics_address:
+            from masqd.serve import httpserver
+
+            self.http = httpserver.start(supervisor, self.metrics_address, self.health_timeout)
+        supervisor.start()
+        return self
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+        if self.api is not None:
+            self.api.stop(0.5)
+        if self.supervisor is not None:
+            self.supervisor.stop(SHUTDOWN_GRACE / 2)
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

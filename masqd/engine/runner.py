@@ -1,0 +1,313 @@
+"""One family's loop: it serves the family's request queue on the worker process, checks the
+chain for drift while idle, and replaces the worker the moment it dies.
+
+The loop runs on a thread of its own and is the only code that talks to the worker, so the pipe
+needs no lock. It waits on two things at once (`multiprocessing.connection.wait`): the
+queue's wake-up (an eventfd the queue writes to when a request arrives) and the worker's
+sentinel. Its state is read by other threads only as a frozen `FamilyStatus`, built under the
+runner's lock.
+
+Each sync request is a future (see `masqd.engine.queue`), resolved after the runner's status
+and events already show the sync that served it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from multiprocessing.connection import wait
+
+from masqd.core.errors import Kind, NoConfig, Stopping, WorkerGone
+from masqd.core.livestate import ReadOutcome
+from masqd.core.model import Event, EventKind, Reason, SyncResult
+from masqd.core.status import FamilyStatus
+from masqd.engine import worker
+from masqd.engine.events import EventBus
+from masqd.engine.process import Backoff, Launcher, WorkerProcess, spawn_worker
+from masqd.engine.queue import Batch, RequestQueue
+
+log = logging.getLogger("masqd.runner")
+
+NO_CONFIG = "no valid configuration has been loaded yet; the rules are left as they are"
+GATHER = 0.01
+"""Seconds a sync waits for more requests when some arrived during the sync before it: a
+burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
+--figures 4`). A request that finds the runner idle is served at once."""
+# A sync serving one of these reads everything, whatever the worker remembers.
+FULL_SYNC_REASONS = frozenset((Reason.INTERVAL, Reason.STARTUP))
+
+
+class FamilyRunner:
+    """Runs one family's worker and serves its requests, one sync at a time."""
+
+    def __init__(
+        self,
+        opts: worker.WorkerOptions,
+        desired: Callable[[], list[str] | None],
+        events: EventBus,
+        *,
+        drift_check_interval: float = 5.0,
+        gather: float = GATHER,
+        backoff: Backoff | None = None,
+        launcher: Launcher = spawn_worker,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.family = opts.family
+        self._desired = desired
+        self._events = events
+        self._drift_interval = drift_check_interval
+        self._gather = gather
+        self._clock = clock
+        self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.queue = RequestQueue(self._notify, clock)
+        self._worker = WorkerProcess(opts, launcher, backoff, clock)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+        # Written by the loop, read by status() from any thread: all under _lock.
+        self._lock = threading.Lock()
+        self._state = "starting"
+        self._pid = 0
+        self._restarts = 0
+        self._in_sync = False
+        self._last: SyncResult | None = None
+        self._syncs: collections.Counter[Reason] = collections.Counter()
+        self._checks = 0
+        self._restores = 0
+        self._taken_since: float | None = None  # oldest request of the sync in flight
+        self._failed_since: float | None = None  # of a failed sync, until one succeeds
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start_worker(self, launcher: Launcher | None = None) -> None:
+        """Start the worker process now (by default it starts with the loop)."""
+        self._worker.start(launcher)
+        self._set(state="idle", pid=self._worker.pid)
+
+    def start(self) -> None:
+        if not self._worker.running:
+            self.start_worker()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"runner-{self.family.label}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop the loop and the worker. A sync still retrying is cut short by killing the
+        worker, which is safe: each iptables-restore is atomic. Stopping twice is stopping once."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._notify()
+        thread = self._thread
+        if thread is not None:
+            thread.join(grace)
+            if thread.is_alive():
+                self._worker.kill()
+                thread.join(1.0)
+        if thread is None or not thread.is_alive():
+            self._worker.stop(grace)
+        self.queue.close(Stopping("masqd is shutting down"))  # after this, nothing notifies
+        self._set(state="stopped", pid=0)
+        if thread is None or not thread.is_alive():
+            os.close(self._wakeup)
+
+    # -- what others ask -------------------------------------------------------------------
+
+    def status(self) -> FamilyStatus:
+        """A snapshot of this family, consistent in itself."""
+        queued = self.queue.oldest()
+        with self._lock:
+            pending = [t for t in (self._failed_since, self._taken_since, queued) if t is not None]
+            return FamilyStatus(
+                family=self.family,
+                pid=self._pid,
+                state=self._state,
+                restarts=self._restarts,
+                in_sync=self._in_sync,
+                last_result=self._last,
+                syncs=dict(self._syncs),
+                requests=self.queue.requested(),
+                checks=self._checks,
+                restores=self._restores,
+                pending_since=min(pending, default=None),
+            )
+
+    def read_live(self) -> Future[ReadOutcome]:
+        """The live chain with counters, read by the worker between syncs."""
+        return self.queue.read()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_check = self._clock() + self._drift_interval
+        try:
+            while not self._stop.is_set():
+                if not self._worker.running:
+                    if not self._replace_worker():
+                        break
+                    next_check = self._clock()  # the new worker checks the chain first
+                work = self.queue.take()
+                if work is not None:
+                    if work.batch is not None:
+                        self._serve(work.batch)
+                    if work.read is not None:
+                        work.read.set_result(self._read())
+                    next_check = self._clock() + self._drift_interval
+                    if work.batch is not None and self.queue.oldest() is not None:
+                        self._stop.wait(self._gather)  # they arrived during that sync: a burst
+                elif self._clock() >= next_check:
+                    self._check()
+                    next_check = self._clock() + self._drift_interval
+                else:
+                    self._idle(next_check - self._clock())
+        except Exception:
+            log.exception("%s: the runner loop failed", self.family.label)
+            raise
+        finally:
+            self.queue.close(Stopping("masqd is shutting down"))
+
+    def _idle(self, timeout: float) -> None:
+        """Wait for a request, the worker's death, or the timeout."""
+        sentinel = self._worker.sentinel
+        waits: list[int] = [self._wakeup] + ([sentinel] if sentinel is not None else [])
+        if wait(waits, timeout):
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wakeup)
+
+    def _notify(self) -> None:
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wakeup, 1)
+
+    def _serve(self, batch: Batch) -> None:
+        """One sync for every request in the batch."""
+        reason = batch.reason
+        rules = self._desired()
+        if rules is None:
+            with self._lock:
+                if self._failed_since is None:
+                    self._failed_since = batch.since
+            batch.fail(NoConfig(NO_CONFIG))
+            return
+        self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
+        with self._lock:
+            self._state, self._taken_since = "syncing", batch.since
+        outcome = self._sync(rules, full=bool(batch.reasons & FULL_SYNC_REASONS))
+        result = self._record(reason, outcome, since=batch.since)
+        batch.resolve(result)
+
+    def _check(self) -> None:
+        """A drift check: reported only when it repaired something or failed."""
+        rules = self._desired()
+        if rules is None:  # no good config yet: leave the kernel alone
+            return
+        with self._lock:
+            self._state = "syncing"
+        outcome = self._sync(rules, full=False)
+        with self._lock:
+            self._checks += 1
+        if outcome.ok and not outcome.changed:
+            with self._lock:
+                self._state, self._in_sync, self._failed_since = "idle", outcome.in_sync, None
+            return
+        log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
+        self._record(Reason.DRIFT_REPAIR, outcome, since=None)
+
+    def _record(
+        self, reason: Reason, outcome: worker.SyncOutcome, since: float | None
+    ) -> SyncResult:
+        """Count a sync, log it, publish it; its result is in status before anyone hears."""
+        result = SyncResult(
+            family=self.family,
+            ok=outcome.ok,
+            changed=outcome.changed,
+            duration=outcome.duration,
+            finished_at=time.time(),
+            reason=reason,
+            error=outcome.error,
+            in_sync=outcome.in_sync,
+            error_kind=outcome.kind,
+        )
+        with self._lock:
+            self._state, self._in_sync, self._last = "idle", outcome.in_sync, result
+            self._syncs[reason] += 1
+            self._restores += outcome.changed
+            if outcome.ok:
+                self._failed_since = None
+            elif self._failed_since is None:
+                self._failed_since = since
+            self._taken_since = None
+        _log_result(result)
+        kind = EventKind.SYNC_FINISHED if result.ok else EventKind.SYNC_FAILED
+        self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
+        return result
+
+    def _sync(self, rules: list[str], *, full: bool) -> worker.SyncOutcome:
+        """Sync on the worker; a worker that dies meanwhile is replaced and asked once more."""
+        for _ in range(2):
+            try:
+                outcome = self._worker.call(worker.SyncCommand(tuple(rules), full=full))
+                assert isinstance(outcome, worker.SyncOutcome)
+                return outcome
+            except WorkerGone as e:
+                if self._stop.is_set():
+                    return worker.SyncOutcome(False, False, 0.0, str(e), kind=e.kind)
+                log.error("%s worker died (%s); restarting it", self.family.label, e)
+                if not self._replace_worker():
+                    break
+        return worker.SyncOutcome(
+            False, False, 0.0, "the worker is not running", kind=Kind.WORKER_GONE
+        )
+
+    def _read(self) -> ReadOutcome:
+        try:
+            outcome = self._worker.call(worker.ReadCommand())
+        except WorkerGone as e:
+            return ReadOutcome(None, str(e), e.kind)
+        assert isinstance(outcome, ReadOutcome)
+        return outcome
+
+    def _replace_worker(self) -> bool:
+        """Start a new worker after the backoff; False when stopping meanwhile."""
+        delay = self._worker.buried()
+        with self._lock:
+            self._restarts += 1
+            self._state, self._pid, self._in_sync = "backoff", 0, False
+        if delay:
+            log.warning("%s worker keeps dying; next start in %.1fs", self.family.label, delay)
+        if self._stop.wait(delay):
+            return False
+        self._worker.start()
+        self._set(state="idle", pid=self._worker.pid)
+        with self._lock:
+            restarts = self._restarts
+        self._publish(EventKind.WORKER_RESTARTED, f"worker restarted (restart {restarts})")
+        return True
+
+    def _set(self, *, state: str, pid: int) -> None:
+        with self._lock:
+            self._state, self._pid = state, pid
+
+    def _publish(self, kind: EventKind, message: str, result: SyncResult | None = None) -> None:
+        self._events.publish(Event(kind, time.time(), message, self.family, result))
+
+
+def _log_result(r: SyncResult) -> None:
+    """One line per sync that changed something and per failure; a no-op sync at debug."""
+    if r.ok:
+        log.log(
+            logging.INFO if r.changed else logging.DEBUG,
+            "sync %s reason=%s %s in %.1fms",
+            r.family.label,
+            r.reason.value,
+            "changed" if r.changed else "unchanged",
+            r.duration * 1000,
+        )
+    else:
+        log.error("sync %s reason=%s failed: %s", r.family.label, r.reason.value, r.error)

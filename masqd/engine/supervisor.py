@@ -1,0 +1,258 @@
+"""The supervisor: owns the config and the schedule, and runs one FamilyRunner per family.
+
+Threads, not asyncio: one config loop watches the file and the schedule; each family has a
+runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4. What the API needs
+is here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from concurrent.futures import Future
+
+from masqd.core.config import LoadedConfig, ParseOptions
+from masqd.core.errors import RequestError
+from masqd.core.livestate import ReadOutcome
+from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.rules import desired_rules
+from masqd.core.settings import Settings
+from masqd.core.status import ConfigState, Override, Status
+from masqd.engine.configwatch import ConfigWatcher, Loaded, Rejected
+from masqd.engine.events import EventBus
+from masqd.engine.process import Backoff, Launcher, fork_worker, spawn_worker
+from masqd.engine.runner import FamilyRunner
+from masqd.engine.schedule import Schedule
+from masqd.engine.worker import WorkerOptions
+from masqd.host import heap, iptables
+
+log = logging.getLogger("masqd.supervisor")
+
+
+class Supervisor:
+    """Loads the config, schedules syncs, and answers what the control API asks."""
+
+    def __init__(
+        self, settings: Settings, mode: str | None = None, launcher: Launcher = spawn_worker
+    ) -> None:
+        self.settings = settings
+        self.mode = mode or (
+            iptables.detect_mode() if settings.iptables_mode == "auto" else settings.iptables_mode
+        )
+        self.events = EventBus()
+        self.schedule = Schedule()
+        self._watcher = ConfigWatcher(
+            settings.config_path,
+            ParseOptions(settings.enable_ipv6, settings.all_reserved_ranges),
+        )
+        self._lock = threading.Lock()  # the config in force and its rules, swapped together
+        self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
+        self._config = ConfigState(settings.config_path)
+        self._desired: dict[Family, list[str]] = {}
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._syncs_at_trim = 0
+        backoff = Backoff(maximum=settings.max_restart_backoff)
+        self.runners = {
+            family: FamilyRunner(
+                WorkerOptions(
+                    family=family,
+                    mode=self.mode,
+                    chain=settings.render.chain,
+                    iptables_timeout=settings.iptables_timeout,
+                    lock_wait=settings.lock_wait,
+                    retry_deadline=settings.retry_deadline,
+                ),
+                desired=lambda f=family: self.desired(f),  # type: ignore[misc]
+                events=self.events,
+                drift_check_interval=settings.drift_check_interval,
+                backoff=backoff,
+                launcher=launcher,
+            )
+            for family in settings.families
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def fork_workers(self) -> None:
+        """Start the workers by forking, while this process has no threads and no gRPC."""
+        for runner in self.runners.values():
+            runner.start_worker(fork_worker)
+
+    def start(self) -> None:
+        log.info(
+            "masqd starting: config %s, iptables mode %s, families %s, chain %s",
+            self.settings.config_path,
+            self.mode,
+            ",".join(f.label for f in self.settings.families),
+            self.settings.render.chain,
+        )
+        self._load(Reason.STARTUP)
+        for runner in self.runners.values():
+            runner.start()
+        self.resync(self.settings.families, Reason.STARTUP)
+        self._thread = threading.Thread(target=self._loop, name="config-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop everything within about grace seconds; the rules stay in the kernel."""
+        self._stopping = True
+        self._wake.set()
+        for runner in self.runners.values():
+            runner.stop(grace)
+        self.events.close()
+
+    # -- what the API asks -----------------------------------------------------------------
+
+    def status(self) -> Status:
+        with self._lock:
+            config = self._config
+        return Status(
+            config=config,
+            interval=self.schedule.interval(),
+            families=tuple(r.status() for r in self.runners.values()),
+            mode=self.mode,
+            chain=self.settings.render.chain,
+        )
+
+    @property
+    def config_state(self) -> ConfigState:
+        with self._lock:
+            return self._config
+
+    def desired(self, family: Family) -> list[str] | None:
+        """The rules our chain should hold, None while no good config was ever loaded."""
+        with self._lock:
+            return self._desired.get(family)
+
+    def resync(
+        self, families: tuple[Family, ...], reason: Reason
+    ) -> dict[Family, Future[SyncResult]]:
+        """Ask for a sync of each family; each future holds the result of a sync that started
+        after this call (or the error that kept it from running)."""
+        return {f: self.runners[f].queue.sync(reason) for f in families if f in self.runners}
+
+    def read_live(self, family: Family) -> Future[ReadOutcome]:
+        """The live chain with counters, read by the family's worker between syncs."""
+        if family not in self.runners:
+            raise RequestError(f"family {family.label} is not enabled (--enable-ipv6)")
+        return self.runners[family].read_live()
+
+    def reload(self) -> dict[Family, Future[SyncResult]]:
+        """Read the file now, as a change to it would; returns the syncs it asked for (none when
+        the config did not change or was rejected)."""
+        return self._load(Reason.CONFIG_CHANGE)
+
+    def set_override(self, interval: float, ttl: float) -> Override:
+        """RequestError when either is out of bounds."""
+        override = self.schedule.set_override(interval, ttl)
+        log.info("resync interval overridden to %gs for %gs", interval, ttl)
+        self._publish(EventKind.OVERRIDE_SET, f"interval {interval:g}s for {ttl:g}s")
+        self._wake.set()
+        return override
+
+    def clear_override(self) -> None:
+        if self.schedule.clear_override():
+            log.info("resync interval override cleared")
+            self._publish(EventKind.OVERRIDE_CLEARED, "override cleared")
+            self._wake.set()
+
+    # -- the config loop -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(min(self.settings.file_poll_interval, self.schedule.seconds_left()))
+            self._wake.clear()
+            if self._stopping:
+                return
+            if self.schedule.expire() is not None:
+                log.info("resync interval override expired")
+                self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
+            if self.schedule.due():
+                self._load(Reason.INTERVAL)
+                self.resync(self.settings.families, Reason.INTERVAL)
+                self.schedule.ran()
+            elif self._watcher.changed():
+                self._load(Reason.CONFIG_CHANGE)
+            self._trim_after_activity()
+
+    def _trim_after_activity(self) -> None:
+        """Hand freed heap back after syncs ran, not on every tick of an idle loop."""
+        syncs = sum(sum(f.syncs.values()) for f in self.status().families)
+        if syncs != self._syncs_at_trim:
+            heap.trim()
+            self._syncs_at_trim = syncs
+
+    def _load(self, reason: Reason) -> dict[Family, Future[SyncResult]]:
+        """Read the file; a good change is put in force, a bad one reported and kept out."""
+        with self._load_lock:
+            outcome = self._watcher.load()
+            if isinstance(outcome, Rejected):
+                self._reject(outcome)
+            elif isinstance(outcome, Loaded):
+                return self._take(outcome, reason)
+            return {}
+
+    def _take(self, outcome: Loaded, reason: Reason) -> dict[Family, Future[SyncResult]]:
+        loaded = outcome.loaded
+        with self._lock:
+            old = self._config
+            changed = old.loaded is None or loaded != old.loaded
+            previous = self._desired
+            if changed:
+                # Rendered once here, not on the apply path.
+                self._desired = {f: self._render(loaded, f) for f in self.settings.families}
+            self._config = ConfigState(
+                path=old.path,
+                loaded=loaded,
+                generation=old.generation + (1 if changed else 0),
+                loaded_at=time.time() if changed else old.loaded_at,
+            )
+            generation = self._config.generation
+            desired = self._desired
+        if outcome.missing:
+            log.debug("no config file at %s; using defaults", self.settings.config_path)
+        if not changed:
+            return {}
+        for warning in loaded.warnings:
+            log.warning("config %s: %s", self.settings.config_path, warning)
+        log.info(
+            "config generation %d loaded from %s%s",
+            generation,
+            self.settings.config_path,
+            " (defaults)" if loaded.using_defaults else "",
+        )
+        self.schedule.configure(loaded.config.resync_interval)
+        self._wake.set()
+        self._publish(EventKind.CONFIG_LOADED, f"generation {generation}")
+        # A family whose rules stay as they were (say, only resyncInterval changed) has
+        # nothing to apply.
+        affected = tuple(f for f in self.settings.families if desired[f] != previous.get(f))
+        if reason == Reason.STARTUP or not affected:
+            return {}
+        return self.resync(affected, Reason.CONFIG_CHANGE)
+
+    def _render(self, loaded: LoadedConfig, family: Family) -> list[str]:
+        return desired_rules(loaded.config, family, self.settings.render)
+
+    def _reject(self, outcome: Rejected) -> None:
+        with self._lock:
+            self._config = dataclasses.replace(
+                self._config, error=outcome.error, error_at=time.time()
+            )
+            kept = self._config.loaded is not None
+        if outcome.new:  # once per distinct bad content
+            log.error(
+                "config %s rejected: %s; %s",
+                self.settings.config_path,
+                outcome.error,
+                "the last good config stays in force" if kept else "no rules written",
+            )
+            self._publish(EventKind.CONFIG_REJECTED, outcome.error)
+
+    def _publish(self, kind: EventKind, message: str) -> None:
+        generation = self.config_state.generation
+        self.events.publish(Event(kind, time.time(), message, None, None, generation))

@@ -1,0 +1,284 @@
+"""A worker process: the only writer of one family's chain.
+
+It runs in a process of its own (forked before the supervisor imports gRPC, or spawned when it
+replaces one that died; either way it carries no gRPC state) and answers the supervisor's
+commands over a pipe, one at a time: sync to these rules, or read the live chain. It imports
+only what a sync needs. Failures travel back as data: an outcome's error text and its kind.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from masqd.core.errors import ApplyError, Kind
+from masqd.core.fingerprint import Fingerprint
+from masqd.core.livestate import ReadOutcome, parse_save
+from masqd.core.model import Family
+from masqd.core.rules import jump_rule, render_restore
+from masqd.host import heap
+from masqd.host.iptables import Backend
+from masqd.host.probe import KernelProbe, Probe, nftgen
+
+TIDY_AFTER = 0.001
+"""Seconds a worker leaves the supervisor to pass its answer on before it tidies up: on a small
+node the tidying otherwise competes with the answer on its way back (bench/README.md)."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    family: Family
+    mode: str
+    chain: str
+    iptables_timeout: float
+    lock_wait: int
+    retry_deadline: float
+
+
+@dataclass(frozen=True)
+class SyncCommand:
+    """Make our chain hold exactly these rules (specs as iptables-save prints them)."""
+
+    rules: tuple[str, ...]
+    full: bool = False
+    """Read the live state even where the worker's memory says nothing changed."""
+
+
+@dataclass(frozen=True)
+class ReadCommand:
+    """Report the live chain with counters."""
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    ok: bool
+    changed: bool
+    duration: float
+    error: str = ""
+    in_sync: bool = False
+    kind: Kind | None = None
+    """What kind of failure `error` is (it crosses the pipe as data); None when ok."""
+
+
+@dataclass
+class Known:
+    """What this worker last wrote or verified; lets a sync skip work that cannot change its
+    outcome. Forgotten after any failure, so the next sync reads everything again."""
+
+    rules: tuple[str, ...] | None = None
+    """The chain as last verified or written by us."""
+    verified: bool = False
+    """`rules` were read back from the kernel (or, nft, written with no other change between)."""
+    jump: bool = False
+    """Our jump was in POSTROUTING then."""
+    fingerprint: Fingerprint | None = None
+    """The kernel's chain and jump at that moment, as the probe reads them."""
+    generation: int | None = None
+    """nft: the ruleset generation at that moment."""
+    unsettled: tuple[int | None, int | None] | None = None
+    """After a write: the generations around the restore, until `settle` fingerprints it."""
+
+    def forget(self) -> None:
+        self.rules, self.verified, self.fingerprint, self.generation = None, False, None, None
+        self.unsettled = None
+
+
+class Step(enum.Enum):
+    """What a sync does next."""
+
+    IN_SYNC = "nothing: the chain is as desired"
+    READ = "read the chain with iptables-save and compare"
+    WRITE = "write the chain (the jump is in place)"
+    WRITE_WITH_JUMP = "write the chain and the jump"
+
+
+def plan(known: Known, wanted: tuple[str, ...], probe: Probe) -> Step:
+    """Decide from what the worker knows and the probe's cheap looks, without an exec.
+
+    - rules different from those last written or verified: the live chain differs from them
+      too, so reading it could not change the decision to write;
+    - nft, and the ruleset generation unchanged since a verified state: nothing changed;
+    - the fingerprint as at a verified state: our chain and jump did not change (someone else
+      changed something else in the table);
+    - only our chain's fingerprint moved, the jump's did not: someone changed our chain, so
+      rewrite it; reading it first could not change that.
+    Anything else, or a probe that cannot tell, means reading the chain.
+    """
+    if known.rules is None:
+        return Step.READ
+    if known.rules != wanted:
+        return Step.WRITE if known.jump else Step.WRITE_WITH_JUMP
+    generation = probe.generation()
+    if known.verified and generation is not None and generation == known.generation:
+        return Step.IN_SYNC
+    current = probe.fingerprint()
+    if current is None or known.fingerprint is None:
+        return Step.READ
+    if current == known.fingerprint:
+        if not known.verified:
+            return Step.READ  # written but never read back: verify once
+        known.generation = generation  # read before the fingerprint: at worst, too old
+        return Step.IN_SYNC
+    if current.jumps == known.fingerprint.jumps and known.jump:
+        return Step.WRITE
+    return Step.READ
+
+
+def sync(
+    backend: Backend,
+    probe: Probe,
+    opts: WorkerOptions,
+    rules: list[str],
+    known: Known | None = None,
+    *,
+    full: bool = False,
+) -> SyncOutcome:
+    """Make the live chain hold `rules`, rewriting it only when it differs (see `plan`).
+
+    A full sync (interval, startup) reads the chain whatever the worker remembers.
+    """
+    start = time.monotonic()
+    known = known if known is not None else Known()
+    wanted = tuple(rules)
+    changed = False
+    settle(probe, known)  # if the caller did not, after the last write
+
+    def attempt() -> None:
+        nonlocal changed
+        step = Step.READ if full or known.rules is None else plan(known, wanted, probe)
+        if step == Step.IN_SYNC:
+            return
+        if step == Step.READ:
+            with_jump = _read_and_compare(backend, opts, probe, known, wanted)
+            if with_jump is None:
+                return
+        else:
+            with_jump = step == Step.WRITE_WITH_JUMP
+        _write(backend, opts, probe, known, wanted, with_jump)
+        changed = True
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
+        stop=stop_after_delay(opts.retry_deadline),
+        reraise=True,
+    )
+    try:
+        retrying(attempt)
+    except ApplyError as e:
+        known.forget()
+        return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
+    return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
+
+
+def _read_and_compare(
+    backend: Backend, opts: WorkerOptions, probe: Probe, known: Known, wanted: tuple[str, ...]
+) -> bool | None:
+    """Read the chain; None when it is as desired (and now verified), else whether the
+    restore must also add our jump."""
+    # Probed before the read: a change during the read shows up next time.
+    generation = probe.generation()
+    before = probe.fingerprint()
+    live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
+    jump = jump_rule(opts.chain)
+    if not live.matches(list(wanted), jump):
+        return jump not in live.jump_rules
+    # The fingerprint counts only if nothing moved while iptables-save ran: nft tells by its
+    # generation, legacy by a second fingerprint.
+    if generation is not None:
+        settled = before is not None and probe.generation() == generation
+    else:
+        settled = before is not None and probe.fingerprint() == before
+    known.rules, known.verified, known.jump = wanted, True, True
+    known.fingerprint, known.generation = (before if settled else None), generation
+    return None
+
+
+def _write(
+    backend: Backend,
+    opts: WorkerOptions,
+    probe: Probe,
+    known: Known,
+    wanted: tuple[str, ...],
+    with_jump: bool,
+) -> None:
+    """One atomic iptables-restore of our chain (and jump). Fingerprinting the result is left
+    to `settle`, which the worker runs after it has answered."""
+    text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
+    known.forget()  # unknown until the restore succeeds
+    before = probe.generation()
+    backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
+    known.rules, known.jump, known.unsettled = wanted, True, (before, probe.generation())
+
+
+def settle(probe: Probe, known: Known) -> None:
+    """Fingerprint what the last write left in the kernel.
+
+    nft: exactly one generation step across the restore means no one else wrote meanwhile,
+    and the same generation after the fingerprint means it shows our write: verified.
+    Otherwise the next sync that finds this fingerprint reads the chain back once.
+    """
+    if known.unsettled is None:
+        return
+    before, after = known.unsettled
+    known.unsettled = None
+    fingerprint = probe.fingerprint()
+    verified = (
+        before is not None
+        and after == nftgen.next_generation(before)
+        and fingerprint is not None
+        and probe.generation() == after
+    )
+    known.fingerprint, known.verified = fingerprint, verified
+    known.generation = after if verified else None
+
+
+def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
+    try:
+        text = backend.save_nat(counters=True, timeout=opts.iptables_timeout)
+    except ApplyError as e:
+        return ReadOutcome(None, str(e), e.kind)
+    return ReadOutcome(parse_save(text, opts.chain))
+
+
+def run(opts: WorkerOptions, conn: Connection) -> None:
+    """The worker's main loop: one command at a time until the pipe closes or says stop."""
+    # Ctrl-C in a terminal reaches the whole process group; the supervisor decides shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the supervisor's handlers; SIGTERM must simply end it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    backend = Backend(opts.family, opts.mode)
+    probe = KernelProbe(opts.family, opts.mode, opts.chain)
+    known = Known()
+    try:
+        while True:
+            try:
+                command = conn.recv()
+            except (EOFError, OSError):
+                return
+            if command is None:
+                return
+            if isinstance(command, SyncCommand):
+                conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
+            elif isinstance(command, ReadCommand):
+                conn.send(read(backend, opts))
+            # Tidy up off the caller's path: once the answer had a moment to reach the caller
+            # without this process competing for the CPU, and only if no command is waiting (a
+            # sync settles first by itself).
+            if conn.poll(TIDY_AFTER):
+                continue
+            settle(probe, known)
+            backend.prepare_restore(opts.lock_wait)  # the next write's restore, started idle
+            heap.trim()
+    finally:
+        backend.close()

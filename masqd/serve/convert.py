@@ -1,0 +1,150 @@
+"""Domain objects to API messages and back: the only place that knows both shapes (the family
+numbers are masqd.api.families')."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from masqd import __version__
+from masqd.api import families
+from masqd.api.v1 import control_pb2 as pb
+from masqd.core.errors import Kind
+from masqd.core.livestate import ReadOutcome
+from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.rules import jump_rule
+from masqd.core.status import FamilyStatus, Status
+
+FAMILY: dict[Family, Any] = families.VALUE
+FAMILY_OF = families.OF_VALUE
+REASON = {
+    Reason.STARTUP: pb.SYNC_REASON_STARTUP,
+    Reason.INTERVAL: pb.SYNC_REASON_INTERVAL,
+    Reason.CONFIG_CHANGE: pb.SYNC_REASON_CONFIG_CHANGE,
+    Reason.API: pb.SYNC_REASON_API,
+    Reason.CNI: pb.SYNC_REASON_CNI,
+    Reason.DRIFT_REPAIR: pb.SYNC_REASON_DRIFT_REPAIR,
+}
+ERROR_KIND = {
+    Kind.REJECTED: pb.ERROR_KIND_REJECTED,
+    Kind.LOCK: pb.ERROR_KIND_LOCK,
+    Kind.TIMEOUT: pb.ERROR_KIND_TIMEOUT,
+    Kind.MISSING: pb.ERROR_KIND_MISSING,
+    Kind.WORKER_GONE: pb.ERROR_KIND_WORKER_GONE,
+}
+EVENT_KIND: dict[EventKind, Any] = {kind: pb.Event.Kind.Value(kind.name) for kind in EventKind}
+
+
+def duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def timestamp(wall: float) -> Timestamp:
+    t = Timestamp()
+    t.FromNanoseconds(round(wall * 1e9))
+    return t
+
+
+def sync_result(r: SyncResult) -> pb.SyncResult:
+    return pb.SyncResult(
+        family=FAMILY[r.family],
+        ok=r.ok,
+        error=r.error,
+        changed=r.changed,
+        duration=duration(r.duration),
+        finished_at=timestamp(r.finished_at),
+        reason=REASON[r.reason],
+        error_kind=_error_kind(r.error_kind) if not r.ok else pb.ERROR_KIND_UNSPECIFIED,
+    )
+
+
+def _error_kind(kind: Kind | None) -> Any:
+    return ERROR_KIND.get(kind, pb.ERROR_KIND_INTERNAL) if kind else pb.ERROR_KIND_INTERNAL
+
+
+def status(s: Status) -> pb.Status:
+    cfg = s.config
+    config = pb.ConfigStatus(
+        path=cfg.path,
+        generation=cfg.generation,
+        error=cfg.error,
+        warnings=list(cfg.loaded.warnings) if cfg.loaded else [],
+        using_defaults=bool(cfg.loaded and cfg.loaded.using_defaults),
+    )
+    if cfg.loaded_at:
+        config.loaded_at.CopyFrom(timestamp(cfg.loaded_at))
+    if cfg.error_at:
+        config.error_at.CopyFrom(timestamp(cfg.error_at))
+
+    interval = pb.IntervalStatus(
+        effective=duration(s.interval.effective),
+        configured=duration(s.interval.configured),
+        source=s.interval.source,
+    )
+    if s.interval.override is not None:
+        interval.override_expires_at.CopyFrom(timestamp(s.interval.override.expires_at))
+    return pb.Status(
+        config=config,
+        interval=interval,
+        families=[family_status(f, s.mode) for f in s.families],
+        version=__version__,
+        chain=s.chain,
+    )
+
+
+def family_status(f: FamilyStatus, mode: str) -> pb.FamilyStatus:
+    msg = pb.FamilyStatus(
+        family=FAMILY[f.family],
+        pid=f.pid,
+        state=f.state,
+        restarts=f.restarts,
+        in_sync=f.in_sync,
+        backend=mode,
+        sync_counts=[
+            pb.SyncCount(reason=REASON[reason], count=f.syncs.get(reason, 0)) for reason in Reason
+        ],
+    )
+    if f.last_result is not None:
+        msg.last_sync.CopyFrom(sync_result(f.last_result))
+    return msg
+
+
+def family_rules(
+    family: Family, chain: str, outcome: ReadOutcome, desired: list[str]
+) -> pb.FamilyRules:
+    msg = pb.FamilyRules(family=FAMILY[family], chain=chain, desired=desired, error=outcome.error)
+    live = outcome.live
+    if live is not None:
+        msg.chain_exists = live.chain_exists
+        msg.jump_present = jump_rule(chain) in live.jump_rules
+        msg.in_sync = live.matches(desired, jump_rule(chain))
+        msg.live.extend(
+            pb.LiveRule(
+                spec=r.spec,
+                packets=r.packets,
+                bytes=r.bytes,
+                target=r.target,
+                destination=r.destination,
+                comment=r.comment,
+            )
+            for r in live.rules
+        )
+    return msg
+
+
+def event(e: Event) -> pb.Event:
+    msg = pb.Event(
+        kind=EVENT_KIND[e.kind],
+        time=timestamp(e.time or time.time()),
+        family=FAMILY[e.family] if e.family else pb.FAMILY_UNSPECIFIED,
+        message=e.message,
+        config_generation=e.config_generation,
+    )
+    if e.result is not None:
+        msg.result.CopyFrom(sync_result(e.result))
+    return msg

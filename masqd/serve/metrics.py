@@ -1,0 +1,243 @@
+"""Prometheus metrics: counted from the supervisor's events, or read from its state when scraped.
+
+Nothing here calls into the sync path. Event metrics (syncs, durations, config loads) are
+updated by an EventBus listener on the publisher's thread, which only bumps a counter. State
+metrics (rules, in-sync, restarts, requests, interval) come from the supervisor's status
+snapshot at scrape time, and the live per-rule counters from one `iptables-save -c` per family,
+cached for a second so that concurrent scrapes do not multiply them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from masqd.core.errors import MasqdError
+from masqd.core.livestate import LiveChain
+from masqd.core.model import Event, EventKind, Family, Reason
+from masqd.engine.supervisor import Supervisor
+
+LIVE_CACHE_SECONDS = 1.0
+"""Scrapes within this long of a read reuse its counters."""
+LIVE_READ_TIMEOUT = 2.0
+"""How long a scrape waits for a worker busy with a sync before leaving its counters out."""
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+RESULTS = ("changed", "unchanged", "failed")
+
+
+def source(reason: Reason) -> str:
+    """The `source` label of a resync request: the reason, with drift repairs as "drift"."""
+    return "drift" if reason == Reason.DRIFT_REPAIR else reason.value
+
+
+class Metrics:
+    """masqd's registry: event counters plus a collector of the supervisor's state."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+        self.registry = CollectorRegistry()
+        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(standard)
+        families = [f.label for f in supervisor.settings.families]
+        self.syncs = Counter(
+            "masqd_syncs",
+            "Syncs of a family's chain, by why they ran and what they did "
+            "(changed, unchanged, failed). Drift checks that found nothing are not counted.",
+            ["family", "reason", "result"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "masqd_sync_duration_seconds",
+            "Time a sync took on the worker, retries included.",
+            ["family"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "masqd_last_successful_sync_timestamp_seconds",
+            "Unix time the last successful sync of the family finished (0: none yet).",
+            ["family"],
+            registry=self.registry,
+        )
+        self.config_loads = Counter(
+            "masqd_config_loads",
+            "Config files taken (success: a new config is in force) or rejected (failure: "
+            "counted once per distinct bad content, the last good config stays in force).",
+            ["result"],
+            registry=self.registry,
+        )
+        for family in families:
+            self.duration.labels(family)
+            self.last_success.labels(family)
+            for reason in Reason:
+                for result in RESULTS:
+                    self.syncs.labels(family, reason.value, result)
+        for result in ("success", "failure"):
+            self.config_loads.labels(result)
+        self.registry.register(StateCollector(supervisor))
+        self._unsubscribe = supervisor.events.subscribe(self._on_event)
+
+    def _on_event(self, event: Event | None) -> None:
+        if event is None:
+            return
+        if event.kind == EventKind.CONFIG_LOADED:
+            self.config_loads.labels("success").inc()
+        elif event.kind == EventKind.CONFIG_REJECTED:
+            self.config_loads.labels("failure").inc()
+        elif event.result is not None:
+            r = event.result
+            result = "failed" if not r.ok else "changed" if r.changed else "unchanged"
+            self.syncs.labels(r.family.label, r.reason.value, result).inc()
+            self.duration.labels(r.family.label).observe(r.duration)
+            if r.ok:
+                self.last_success.labels(r.family.label).set(r.finished_at)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+
+class StateCollector:
+    """Metrics read from the supervisor at scrape time."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        self.live = LiveCounters(supervisor)
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.sup.status()
+        config = status.config
+        yield _gauge(
+            "masqd_config_generation", "Generation of the config in force.", config.generation
+        )
+        yield _gauge(
+            "masqd_config_rejected",
+            "1 while the file on disk is rejected (the last good config stays in force).",
+            1 if config.error else 0,
+        )
+        yield _gauge(
+            "masqd_resync_interval_seconds", "Effective resync interval.", status.interval.effective
+        )
+        yield _gauge(
+            "masqd_resync_interval_override",
+            "1 while a temporary resync interval override is in force.",
+            1 if status.interval.override is not None else 0,
+        )
+
+        rules = GaugeMetricFamily(
+            "masqd_rules", "Rules our chain should hold (desired).", labels=["family"]
+        )
+        in_sync = GaugeMetricFamily(
+            "masqd_in_sync",
+            "1 when the live chain matched the desired rules at the last check.",
+            labels=["family"],
+        )
+        pending = GaugeMetricFamily(
+            "masqd_sync_pending_seconds",
+            "Age of the oldest sync request not yet applied (0: none); /healthz fails past "
+            "--health-timeout.",
+            labels=["family"],
+        )
+        restarts = CounterMetricFamily(
+            "masqd_worker_restarts",
+            "Times the family's worker process was restarted.",
+            labels=["family"],
+        )
+        requests = CounterMetricFamily(
+            "masqd_resync_requests",
+            "Sync requests queued for the family, by source: api, cni, interval, "
+            "config_change, startup, and drift (our chain found changed by someone else).",
+            labels=["family", "source"],
+        )
+        now = time.monotonic()
+        for f in status.families:
+            label = f.family.label
+            rules.add_metric([label], len(self.sup.desired(f.family) or ()))
+            in_sync.add_metric([label], 1 if f.in_sync else 0)
+            since = f.pending_since
+            pending.add_metric([label], 0.0 if since is None else max(0.0, now - since))
+            restarts.add_metric([label], f.restarts)
+            for reason in Reason:
+                count = (
+                    f.syncs.get(reason, 0)
+                    if reason == Reason.DRIFT_REPAIR
+                    else f.requests.get(reason, 0)
+                )
+                requests.add_metric([label, source(reason)], count)
+        yield from (rules, in_sync, pending, restarts, requests)
+        yield from self.live.collect()
+
+
+class LiveCounters:
+    """Per-rule packet and byte counters of our live chains, read at most once a second."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        self._lock = threading.Lock()
+        self._read_at = -LIVE_CACHE_SECONDS
+        self._chains: dict[Family, LiveChain] = {}
+
+    def chains(self) -> dict[Family, LiveChain]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= LIVE_CACHE_SECONDS:
+                chains = {}
+                reads = {f: self.sup.read_live(f) for f in self.sup.settings.families}
+                for family, read in reads.items():
+                    with contextlib.suppress(TimeoutError, MasqdError):
+                        live = read.result(LIVE_READ_TIMEOUT).live
+                        if live is not None:
+                            chains[family] = live
+                self._chains = chains
+                self._read_at = time.monotonic()
+            return self._chains
+
+    def collect(self) -> Iterable[Metric]:
+        packets = CounterMetricFamily(
+            "masqd_rule_packets",
+            "Packets that matched a rule of our live chain (rules with the same target and "
+            "destination are summed; cidr 0.0.0.0/0 or ::/0 is the catch-all).",
+            labels=["family", "target", "cidr"],
+        )
+        nbytes = CounterMetricFamily(
+            "masqd_rule_bytes",
+            "Bytes that matched a rule of our live chain (labelled as masqd_rule_packets).",
+            labels=["family", "target", "cidr"],
+        )
+        for family, chain in self.chains().items():
+            totals: dict[tuple[str, str], tuple[int, int]] = {}
+            for rule in chain.rules:
+                key = (rule.target, _cidr(rule.destination, family))
+                p, b = totals.get(key, (0, 0))
+                totals[key] = (p + rule.packets, b + rule.bytes)
+            for (target, cidr), (p, b) in totals.items():
+                packets.add_metric([family.label, target, cidr], p)
+                nbytes.add_metric([family.label, target, cidr], b)
+        return (packets, nbytes)
+
+
+def _cidr(destination: str, family: Family) -> str:
+    if not destination:
+        return "0.0.0.0/0" if family == Family.IPV4 else "::/0"
+    try:
+        return str(ipaddress.ip_network(destination, strict=False))
+    except ValueError:
+        return destination
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
