@@ -4,8 +4,8 @@ The json package compiles half a dozen regular expressions when imported, pullin
 enum: more than the rest of a pod's ADD costs. Its C scanner and encoder (`_json`) need none of
 that; they are driven here with json's own defaults (strict strings, ASCII output, NaN and
 Infinity accepted as Python's json accepts them), so `loads` and `dumps` give what `json.loads`
-and `json.dumps` give (tests/test_cni.py compares them on real configs). Without `_json` (an
-interpreter built without it), this falls back to the json package.
+and `json.dumps` give (tests/unit/test_cni_jsonio.py compares them on real configs). Without
+`_json` (an interpreter built without it), this falls back to the json package.
 """
 
 from __future__ import annotations

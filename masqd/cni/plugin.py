@@ -1,7 +1,7 @@
 """The plugin's commands: what ADD, DEL, CHECK, VERSION, STATUS and GC do for masqd.
 
 On every pod start: the standard library's costly modules (typing, dataclasses, json, re,
-enum, socket) are not imported on the way through ADD; tests/test_cni.py holds it to that.
+enum, socket) are not imported on the way through ADD; tests/kernel/test_cni.py holds it to that.
 """
 
 from __future__ import annotations

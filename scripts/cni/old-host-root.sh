@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Debian bullseye root filesystem (glibc 2.31, no Python), the oldest Debian the registry
 # still serves, for running the standalone masq-cni as a node with an old C library would:
-# tests/test_cni_artifact.py chroots into it. Cached: prints the directory, building it first
+# tests/kernel/test_cni_artifact.py chroots into it. Cached: prints the directory, building it first
 # when missing (debootstrap --variant=minbase, about a minute).
 #
 #   scripts/cni/old-host-root.sh [DIR]      # default: build/cni/roots/bullseye

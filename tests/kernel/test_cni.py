@@ -596,8 +596,8 @@ def test_standalone_runs_with_empty_environment(standalone: Path) -> None:
 
 
 def test_standalone_installs_itself(standalone: Path, tmp_path: Path) -> None:
-    """`env -i dist/masq-cni install --chain` (what the init container runs) copies the bundle
-    into the bin dir, where it runs with an empty environment, and chains the conflist."""
+    """`env -i dist/masq-cni install --chain` (what the DaemonSet's installer runs) copies the
+    bundle into the bin dir, where it runs with an empty environment, and chains the conflist."""
     bin_dir, conf_dir = tmp_path / "bin", tmp_path / "net.d"
     conf_dir.mkdir()
     conflist = cni_runtime.bridge_conflist("k8s", "cni0", SUBNET, tmp_path / "ipam", None)
