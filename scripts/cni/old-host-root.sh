@@ -17,11 +17,14 @@ if [ -f "$DIR/.complete" ]; then
 fi
 
 # The host's Debian mirror (bullseye sits beside bookworm on it).
+sources=()
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+  if [ -f "$f" ]; then sources+=("$f"); fi
+done
 mirror=$(awk '
   /^URIs:/ { print $2 }
   /^deb[ \t]/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; break } }
-' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null </dev/null |
-  grep -v security | grep -E '/debian/?$' | head -n 1)
+' "${sources[@]}" </dev/null | grep -v security | grep -E '/debian/?$' | head -n 1 || true)
 [ -n "$mirror" ] || { echo "no Debian mirror in /etc/apt/sources.list*" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "debootstrap is missing (make deps installs it)" >&2; exit 1; }
 
