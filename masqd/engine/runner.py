@@ -39,8 +39,6 @@ GATHER = 0.01
 """Seconds a sync waits for more requests when some arrived during the sync before it: a
 burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
 --figures 4`). A request that finds the runner idle is served at once."""
-# A sync serving one of these reads everything, whatever the worker remembers.
-FULL_SYNC_REASONS = frozenset((Reason.INTERVAL, Reason.STARTUP))
 
 
 class FamilyRunner:
@@ -67,6 +65,7 @@ class FamilyRunner:
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.queue = RequestQueue(self._notify, clock)
         self._worker = WorkerProcess(opts, launcher, backoff, clock)
+        self._sent: list[str] | None = None  # the rules the worker has
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -198,7 +197,7 @@ class FamilyRunner:
         self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
         with self._lock:
             self._state, self._taken_since = "syncing", batch.since
-        outcome = self._sync(rules, full=bool(batch.reasons & FULL_SYNC_REASONS))
+        outcome = self._sync(rules)
         result = self._record(reason, outcome, since=batch.since)
         batch.resolve(result)
 
@@ -209,7 +208,7 @@ class FamilyRunner:
             return
         with self._lock:
             self._state = "syncing"
-        outcome = self._sync(rules, full=False)
+        outcome = self._sync(rules)
         with self._lock:
             self._checks += 1
         if outcome.ok and not outcome.changed:
@@ -248,11 +247,16 @@ class FamilyRunner:
         self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
         return result
 
-    def _sync(self, rules: list[str], *, full: bool) -> worker.SyncOutcome:
-        """Sync on the worker; a worker that dies meanwhile is replaced and asked once more."""
+    def _sync(self, rules: list[str]) -> worker.SyncOutcome:
+        """Sync on the worker; a worker that dies meanwhile is replaced and asked once more.
+
+        The rules go down the pipe only when they are not the ones the worker already has
+        (the supervisor hands out the same list until the config changes)."""
         for _ in range(2):
             try:
-                outcome = self._worker.call(worker.SyncCommand(tuple(rules), full=full))
+                command = worker.SyncCommand(None if rules is self._sent else tuple(rules))
+                outcome = self._worker.call(command)
+                self._sent = rules
                 assert isinstance(outcome, worker.SyncOutcome)
                 return outcome
             except WorkerGone as e:
@@ -276,6 +280,7 @@ class FamilyRunner:
     def _replace_worker(self) -> bool:
         """Start a new worker after the backoff; False when stopping meanwhile."""
         delay = self._worker.buried()
+        self._sent = None
         with self._lock:
             self._restarts += 1
             self._state, self._pid, self._in_sync = "backoff", 0, False

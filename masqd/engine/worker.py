@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -30,6 +31,7 @@ from masqd.host import heap
 from masqd.host.iptables import Backend
 from masqd.host.probe import KernelProbe, Probe, nftgen
 
+NO_RULES = "the worker was asked for the rules it has, and has none"
 TIDY_AFTER = 0.001
 """Seconds a worker leaves the supervisor to pass its answer on before it tidies up: on a small
 node the tidying otherwise competes with the answer on its way back (bench/README.md)."""
@@ -47,11 +49,13 @@ class WorkerOptions:
 
 @dataclass(frozen=True)
 class SyncCommand:
-    """Make our chain hold exactly these rules (specs as iptables-save prints them)."""
+    """Make our chain hold exactly these rules (specs as iptables-save prints them).
 
-    rules: tuple[str, ...]
-    full: bool = False
-    """Read the live state even where the worker's memory says nothing changed."""
+    None: the rules of the last command that carried them. The supervisor sends the rules only
+    when they change: thousands of them, pickled for every drift check, would cost more than
+    the check."""
+
+    rules: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,24 +142,23 @@ def sync(
     backend: Backend,
     probe: Probe,
     opts: WorkerOptions,
-    rules: list[str],
+    rules: Sequence[str],
     known: Known | None = None,
-    *,
-    full: bool = False,
 ) -> SyncOutcome:
     """Make the live chain hold `rules`, rewriting it only when it differs (see `plan`).
 
-    A full sync (interval, startup) reads the chain whatever the worker remembers.
+    Every sync looks the same way, the interval's too: the cheap looks of `plan` first, and
+    iptables-save only when they say something changed or cannot tell.
     """
     start = time.monotonic()
     known = known if known is not None else Known()
-    wanted = tuple(rules)
+    wanted = rules if isinstance(rules, tuple) else tuple(rules)
     changed = False
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> None:
         nonlocal changed
-        step = Step.READ if full or known.rules is None else plan(known, wanted, probe)
+        step = plan(known, wanted, probe)
         if step == Step.IN_SYNC:
             return
         if step == Step.READ:
@@ -260,6 +263,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     backend = Backend(opts.family, opts.mode)
     probe = KernelProbe(opts.family, opts.mode, opts.chain)
     known = Known()
+    wanted: tuple[str, ...] | None = None
     try:
         while True:
             try:
@@ -268,8 +272,15 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 return
             if command is None:
                 return
+            busy = True  # worth handing freed heap back after
             if isinstance(command, SyncCommand):
-                conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
+                wanted = command.rules if command.rules is not None else wanted
+                if wanted is None:
+                    outcome = SyncOutcome(False, False, 0.0, NO_RULES, kind=Kind.INTERNAL)
+                else:
+                    outcome = sync(backend, probe, opts, wanted, known)
+                busy = outcome.changed or command.rules is not None
+                conn.send(outcome)
             elif isinstance(command, ReadCommand):
                 conn.send(read(backend, opts))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller
@@ -279,6 +290,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 continue
             settle(probe, known)
             backend.prepare_restore(opts.lock_wait)  # the next write's restore, started idle
-            heap.trim()
+            if busy:
+                heap.trim()
     finally:
         backend.close()
