@@ -11,16 +11,9 @@ from __future__ import annotations
 import enum
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
@@ -72,6 +65,9 @@ class SyncOutcome:
     in_sync: bool = False
     kind: Kind | None = None
     """What kind of failure `error` is (it crosses the pipe as data); None when ok."""
+    generation: int | None = None
+    """nft: the ruleset generation at which the chain was verified as desired; while the
+    kernel's stays there, nothing changed (the runner's drift check then asks no one)."""
 
 
 @dataclass
@@ -89,12 +85,28 @@ class Known:
     """The kernel's chain and jump at that moment, as the probe reads them."""
     generation: int | None = None
     """nft: the ruleset generation at that moment."""
-    unsettled: tuple[int | None, int | None] | None = None
-    """After a write: the generations around the restore, until `settle` fingerprints it."""
+    jumps: bytes | None = None
+    """The POSTROUTING part of the fingerprint when our jump was last seen in place."""
+    unsettled: Unsettled | None = None
+    """After a write: what `settle` needs to verify it."""
 
     def forget(self) -> None:
         self.rules, self.verified, self.fingerprint, self.generation = None, False, None, None
-        self.unsettled = None
+        self.jumps, self.unsettled = None, None
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """A write not yet fingerprinted."""
+
+    before: int | None
+    after: int | None
+    """nft: the generations around the restore."""
+    jumps: bytes | None
+    """What POSTROUTING's part of the fingerprint must be: the jumps as last seen in place
+    (None: never seen, so the write cannot be verified this way)."""
+    appended: bool
+    """The write appended our jump itself: then any jump will do."""
 
 
 class Step(enum.Enum):
@@ -170,18 +182,40 @@ def sync(
         _write(backend, opts, probe, known, wanted, with_jump)
         changed = True
 
-    retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
-        wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
-        stop=stop_after_delay(opts.retry_deadline),
-        reraise=True,
-    )
     try:
-        retrying(attempt)
+        try:
+            attempt()
+        except ApplyError as e:
+            if not e.retryable:
+                raise
+            _retry(attempt, e, opts.retry_deadline - (time.monotonic() - start))
     except ApplyError as e:
         known.forget()
         return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
-    return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
+    verified_at = known.generation if known.verified else None
+    duration = time.monotonic() - start
+    return SyncOutcome(True, changed, duration, in_sync=True, generation=verified_at)
+
+
+def _retry(attempt: Callable[[], None], failure: ApplyError, deadline: float) -> None:
+    """Try again with exponential backoff and jitter while the failure stays retryable, for up
+    to deadline seconds; the last failure is raised. tenacity is imported only here: most
+    syncs never fail, and a worker that never retries never loads it."""
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+    failures = [failure]
+
+    def again() -> None:
+        if failures:  # the failure that brought us here: the backoff comes before the retry
+            raise failures.pop()
+        attempt()
+
+    Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
+        stop=stop_after_delay(max(0.0, deadline)),
+        reraise=True,
+    )(again)
 
 
 def _read_and_compare(
@@ -204,6 +238,7 @@ def _read_and_compare(
         settled = before is not None and probe.fingerprint() == before
     known.rules, known.verified, known.jump = wanted, True, True
     known.fingerprint, known.generation = (before if settled else None), generation
+    known.jumps = before.jumps if settled and before is not None else None
     return None
 
 
@@ -218,32 +253,41 @@ def _write(
     """One atomic iptables-restore of our chain (and jump). Fingerprinting the result is left
     to `settle`, which the worker runs after it has answered."""
     text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
+    jumps = known.jumps  # without the jump in the restore, it must still be this one
     known.forget()  # unknown until the restore succeeds
     before = probe.generation()
     backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
-    known.rules, known.jump, known.unsettled = wanted, True, (before, probe.generation())
+    known.rules, known.jump = wanted, True
+    known.unsettled = Unsettled(before, probe.generation(), jumps, appended=with_jump)
 
 
 def settle(probe: Probe, known: Known) -> None:
     """Fingerprint what the last write left in the kernel.
 
     nft: exactly one generation step across the restore means no one else wrote meanwhile,
-    and the same generation after the fingerprint means it shows our write: verified.
-    Otherwise the next sync that finds this fingerprint reads the chain back once.
+    the same generation after the fingerprint means it shows our write, and the jump is as it
+    must be (the one last seen, which a write without it trusted; or, when the write appended
+    it, there): verified. Otherwise the next sync that finds this fingerprint reads the chain
+    back once.
     """
-    if known.unsettled is None:
+    unsettled, known.unsettled = known.unsettled, None
+    if unsettled is None:
         return
-    before, after = known.unsettled
-    known.unsettled = None
     fingerprint = probe.fingerprint()
+    jump_in_place = fingerprint is not None and (
+        bool(fingerprint.jumps)
+        if unsettled.appended
+        else unsettled.jumps is not None and fingerprint.jumps == unsettled.jumps
+    )
     verified = (
-        before is not None
-        and after == nftgen.next_generation(before)
-        and fingerprint is not None
-        and probe.generation() == after
+        unsettled.before is not None
+        and unsettled.after == nftgen.next_generation(unsettled.before)
+        and jump_in_place
+        and probe.generation() == unsettled.after
     )
     known.fingerprint, known.verified = fingerprint, verified
-    known.generation = after if verified else None
+    known.generation = unsettled.after if verified else None
+    known.jumps = fingerprint.jumps if verified and fingerprint is not None else None
 
 
 def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:

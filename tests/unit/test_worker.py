@@ -66,7 +66,8 @@ class FakeBackend:
             raise self.errors.pop(0)
         self.restores.append(text)
         rules = [line for line in text.splitlines() if line.startswith(f"-A {CHAIN} ")]
-        self.dump = save_text(rules)
+        jump = JUMP in text or JUMP in self.dump  # a restore without the jump leaves it as it is
+        self.dump = save_text(rules, jump=jump)
         self.generation += 1
 
     def prepare_restore(self, wait: int = 5) -> None:
@@ -507,3 +508,31 @@ def test_the_rules_cross_the_pipe_only_when_they_change() -> None:
     first, second, third = (parent.recv() for _ in range(3))
     assert not first.ok and first.kind == Kind.INTERNAL
     assert second.ok and third.ok and not third.changed
+
+
+def test_a_write_that_trusted_a_jump_deleted_meanwhile_is_not_believed() -> None:
+    """nft: a config change rewrites the chain without the jump it last saw; someone deleted
+    the jump just before. The write is not verified, so the next check reads the table and
+    puts the jump back, instead of trusting the generation forever."""
+    backend, known, opts = synced("nft")
+    probe = FakeProbe(backend)
+    backend.dump = save_text(RULES, jump=False)  # someone deletes our jump
+    backend.generation += 1
+    changed = RULES[:1]
+    assert sync(backend, changed, known, opts=opts, probe=probe).changed
+    assert JUMP not in backend.restores[-1]
+    worker.settle(probe, known)
+    assert not known.verified
+    outcome = sync(backend, changed, known, opts=opts, probe=probe)
+    assert outcome.ok and outcome.changed and JUMP in backend.restores[-1]
+    assert JUMP in backend.dump
+
+
+def test_a_verified_chain_reports_the_generation_it_was_verified_at() -> None:
+    """The runner's drift check trusts that generation while the kernel's stays there."""
+    backend, known, opts = synced("nft")
+    outcome = sync(backend, RULES, known, opts=opts)
+    assert outcome.generation == backend.generation
+    backend.dump = save_text(RULES[:1])  # someone changes our chain
+    backend.generation += 1
+    assert sync(backend, RULES, known, opts=opts).generation is None  # rewritten, not settled
