@@ -31,6 +31,7 @@ from masqd.engine import worker
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Launcher, WorkerProcess, spawn_worker
 from masqd.engine.queue import Batch, RequestQueue
+from masqd.host.probe import nftgen
 
 log = logging.getLogger("masqd.runner")
 
@@ -66,6 +67,7 @@ class FamilyRunner:
         self.queue = RequestQueue(self._notify, clock)
         self._worker = WorkerProcess(opts, launcher, backoff, clock)
         self._sent: list[str] | None = None  # the rules the worker has
+        self._verified_at: int | None = None  # nft: the generation it last verified them at
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -138,6 +140,13 @@ class FamilyRunner:
                 pending_since=min(pending, default=None),
             )
 
+    @property
+    def syncs_run(self) -> int:
+        """Syncs run so far, drift checks that found nothing left out (cheaper than a status
+        snapshot, for the heap's housekeeping)."""
+        with self._lock:
+            return sum(self._syncs.values())
+
     def read_live(self) -> Future[ReadOutcome]:
         """The live chain with counters, read by the worker between syncs."""
         return self.queue.read()
@@ -202,9 +211,20 @@ class FamilyRunner:
         batch.resolve(result)
 
     def _check(self) -> None:
-        """A drift check: reported only when it repaired something or failed."""
+        """A drift check: reported only when it repaired something or failed.
+
+        nft: while the ruleset generation is the one the worker last verified our chain at
+        (and the rules are the ones it has), nothing changed anywhere in the ruleset, so the
+        check costs one netlink round trip here and does not wake the worker.
+        """
         rules = self._desired()
         if rules is None:  # no good config yet: leave the kernel alone
+            return
+        verified = self._verified_at
+        if verified is not None and rules is self._sent and nftgen.generation() == verified:
+            with self._lock:
+                self._checks += 1
+                self._failed_since = None
             return
         with self._lock:
             self._state = "syncing"
@@ -258,6 +278,7 @@ class FamilyRunner:
                 outcome = self._worker.call(command)
                 self._sent = rules
                 assert isinstance(outcome, worker.SyncOutcome)
+                self._verified_at = outcome.generation if outcome.ok else None
                 return outcome
             except WorkerGone as e:
                 if self._stop.is_set():
@@ -280,7 +301,7 @@ class FamilyRunner:
     def _replace_worker(self) -> bool:
         """Start a new worker after the backoff; False when stopping meanwhile."""
         delay = self._worker.buried()
-        self._sent = None
+        self._sent, self._verified_at = None, None
         with self._lock:
             self._restarts += 1
             self._state, self._pid, self._in_sync = "backoff", 0, False
