@@ -85,7 +85,8 @@ def masqd(mode: str, volume: ConfigMapVolume, *flags: str) -> Iterator[subproces
         with open(work / "masqd.log", "wb") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
             try:
-                _wait_for(lambda: _in_sync(mode), 20, proc, work)
+                # The rules come first, the API a moment later (masqd.daemon's start order).
+                _wait_for(lambda: _in_sync(mode) and (work / "masqd.sock").exists(), 20, proc, work)
                 yield proc
             finally:
                 if proc.poll() is None:
