@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from masqd.core.settings import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
+from masqd.core.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 
 
 def _mode(text: str) -> int:
@@ -72,7 +72,7 @@ def _seconds(text: str) -> float:
 
 
 def _address(text: str) -> str:
-    from masqd.serve.httpserver import parse_address
+    from masqd.core.flags import parse_address
 
     if text:
         try:

@@ -5,8 +5,12 @@ Start:
    refuses before it has started anything;
 2. fork the workers while this process has no threads and has not imported gRPC: they share
    its pages, and a process running gRPC's threads must not fork (nothing below
-   `masqd.serve` imports gRPC, an import contract checks it, so until step 3 nothing has);
-3. import and start the gRPC server, then the HTTP endpoint, then the supervisor's threads.
+   `masqd.serve` imports gRPC, an import contract checks it, so until step 4 nothing has);
+3. start the metrics and health endpoint, if asked for, so its counters hear the first
+   config load and the first syncs;
+4. start the supervisor: the config is read and the first syncs run in the workers at once;
+5. meanwhile import and start the gRPC server. The rules are written without waiting for
+   gRPC's import, the longest step of a start.
 
 Stop, in reverse: HTTP, the API (a grace for calls in flight), the supervisor (each worker
 gets a grace, then is killed). The rules stay in the kernel.
@@ -78,6 +82,11 @@ class Daemon:
             raise StartError(str(e)) from e
         supervisor = self.supervisor = Supervisor(settings, self._mode, self._launcher)
         supervisor.fork_workers()
+        if self.metrics_address:
+            from masqd.serve import httpserver
+
+            self.http = httpserver.start(supervisor, self.metrics_address)
+        supervisor.start()
         if settings.socket:
             from masqd.serve.server import ApiServer  # gRPC is imported from here on
 
@@ -87,14 +96,11 @@ class Daemon:
             try:
                 self.api.start(lock_fd)
             except (OSError, KeyError) as e:  # KeyError: the socket's group went away
+                if self.http is not None:
+                    self.http.stop()
                 supervisor.stop(0.5)
                 self._release_chain()
                 raise StartError(f"cannot serve the control API on {settings.socket}: {e}") from e
-        if self.metrics_address:
-            from masqd.serve import httpserver
-
-            self.http = httpserver.start(supervisor, self.metrics_address)
-        supervisor.start()
         return self
 
     def stop(self) -> None:

@@ -20,7 +20,7 @@ import collections
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from masqd.core.errors import Kind
 from masqd.core.model import Family, Reason, SyncResult
@@ -52,7 +52,7 @@ class FamilyState:
         self._pid = 0
         self._restarts = 0
         self._in_sync = False
-        self._verified: tuple[str, ...] | None = None  # the rules last verified in the kernel
+        self._verified: Sequence[str] | None = None  # the rules last verified in the kernel
         self._last: SyncResult | None = None
         self._syncs: collections.Counter[Reason] = collections.Counter()
         self._checks = 0
@@ -84,13 +84,15 @@ class FamilyState:
         with self._lock:
             self._state, self._pid = "stopped", 0
 
-    def syncing(self, rules: tuple[str, ...], since: float | None) -> None:
+    def syncing(self, rules: Sequence[str], since: float | None) -> None:
         """A sync (or check) of `rules` starts; `since` the oldest request it serves."""
         with self._lock:
             self._state = "syncing"
             if since is not None:
                 self._taken_since = since
-            if rules != self._verified:
+            verified = self._verified
+            # The supervisor hands out the same list until the config changes: `is` first.
+            if rules is not verified and (verified is None or list(rules) != list(verified)):
                 self._in_sync = False
 
     def no_config(self, since: float) -> None:
@@ -112,11 +114,11 @@ class FamilyState:
             self._in_sync = False
             self._trouble = self._new_trouble(Kind.HUNG, error)
 
-    def checked(self, rules: tuple[str, ...], outcome: SyncOutcome) -> None:
-        """A check found the chain as desired, changing nothing: verified, nothing owed."""
+    def checked(self, rules: Sequence[str], in_sync: bool) -> None:
+        """A check found the chain as desired (verified when in_sync), changing nothing."""
         with self._lock:
-            self._state, self._in_sync = "idle", outcome.in_sync
-            if outcome.in_sync:
+            self._state, self._in_sync = "idle", in_sync
+            if in_sync:
                 self._verified_now(rules)
 
     def count_check(self) -> None:
@@ -124,7 +126,7 @@ class FamilyState:
             self._checks += 1
 
     def recorded(
-        self, reason: Reason, rules: tuple[str, ...], outcome: SyncOutcome, since: float | None
+        self, reason: Reason, rules: Sequence[str], outcome: SyncOutcome, since: float | None
     ) -> SyncResult:
         """A sync ran: its result, in status from now on."""
         result = SyncResult(
@@ -158,6 +160,10 @@ class FamilyState:
         return result
 
     # -- what the runner asks ---------------------------------------------------------------
+
+    def syncs_run(self) -> int:
+        with self._lock:
+            return sum(self._syncs.values())
 
     def owed(self) -> Reason | None:
         """The reason of a sync that failed or is not verified yet; None when nothing is."""
@@ -198,7 +204,7 @@ class FamilyState:
 
     # -- under the lock ---------------------------------------------------------------------
 
-    def _verified_now(self, rules: tuple[str, ...]) -> None:
+    def _verified_now(self, rules: Sequence[str]) -> None:
         self._verified, self._trouble, self._failures, self._owed = rules, None, 0, None
         self._failed_since = None
 

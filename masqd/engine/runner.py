@@ -36,6 +36,7 @@ from masqd.engine.familystate import FamilyState
 from masqd.engine.guard import Guard
 from masqd.engine.process import Backoff, Launcher, WorkerProcess, spawn_worker
 from masqd.engine.queue import Batch, RequestQueue
+from masqd.host.probe import nftgen
 
 log = logging.getLogger("masqd.runner")
 
@@ -44,8 +45,6 @@ GATHER = 0.01
 """Seconds a sync waits for more requests when some arrived during the sync before it: a
 burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
 --figures 4`). A request that finds the runner idle is served at once."""
-# A sync serving one of these reads everything, whatever the worker remembers.
-FULL_SYNC_REASONS = frozenset((Reason.INTERVAL, Reason.STARTUP))
 FIRST_START_PAUSE = 1.0
 LONGEST_START_PAUSE = 30.0
 """Seconds between attempts to start a worker that cannot be started (no descriptors, no
@@ -76,6 +75,8 @@ class FamilyRunner:
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.queue = RequestQueue(self._notify, clock)
         self._worker = WorkerProcess(opts, launcher, backoff, clock)
+        self._sent: list[str] | None = None  # the rules the worker has
+        self._verified_at: int | None = None  # nft: the generation it last verified them at
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state = FamilyState(self.family, clock)
@@ -124,6 +125,12 @@ class FamilyRunner:
         return self._state.snapshot(
             self.queue.requested(), self.queue.oldest(), self._guard.fault()
         )
+
+    @property
+    def syncs_run(self) -> int:
+        """Syncs run so far, drift checks that found nothing left out (cheaper than a status
+        snapshot, for the heap's housekeeping)."""
+        return self._state.syncs_run()
 
     def read_live(self) -> Future[ReadOutcome]:
         """The live chain with counters, read by the worker between syncs."""
@@ -179,10 +186,9 @@ class FamilyRunner:
                 batch.fail(NoConfig(NO_CONFIG))
                 return
             self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
-            wanted = tuple(rules)
-            self._state.syncing(wanted, batch.since)
-            outcome = self._sync(wanted, full=bool(batch.reasons & FULL_SYNC_REASONS))
-            result = self._record(reason, wanted, outcome, since=batch.since)
+            self._state.syncing(rules, batch.since)
+            outcome = self._sync(rules)
+            result = self._record(reason, rules, outcome, since=batch.since)
         except BaseException as e:  # never leave the callers waiting for nothing
             if not batch.future.done():
                 batch.fail(MasqdError(f"the {self.family.label} runner failed: {e}"))
@@ -191,28 +197,36 @@ class FamilyRunner:
 
     def _check(self) -> None:
         """A drift check, or the retry or verification of a sync still owed: reported only
-        when it changed something or failed."""
+        when it changed something or failed.
+
+        nft: while the ruleset generation is the one the worker last verified our chain at
+        (and the rules are the ones it has), nothing changed anywhere in the ruleset, so the
+        check costs one netlink round trip here and does not wake the worker.
+        """
         rules = self._desired()
+        self._next_check = self._clock() + self._drift_interval
         if rules is None:  # no good config yet: leave the kernel alone
-            self._next_check = self._clock() + self._drift_interval
             return
-        wanted = tuple(rules)
+        verified = self._verified_at
+        if verified is not None and rules is self._sent and nftgen.generation() == verified:
+            self._state.count_check()
+            self._state.checked(rules, True)
+            return
         owed = self._state.owed()
-        self._state.syncing(wanted, None)
-        outcome = self._sync(wanted, full=False)
+        self._state.syncing(rules, None)
+        outcome = self._sync(rules)
         self._state.count_check()
         if outcome.ok and not outcome.changed:
-            self._state.checked(wanted, outcome)
-            self._next_check = self._clock() + self._drift_interval
+            self._state.checked(rules, outcome.in_sync)
             return
         if owed is None:  # a drift check (not the retry of a failed sync) found work
             log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
-        self._record(owed or Reason.DRIFT_REPAIR, wanted, outcome, since=None)
+        self._record(owed or Reason.DRIFT_REPAIR, rules, outcome, since=None)
 
     def _record(
         self,
         reason: Reason,
-        rules: tuple[str, ...],
+        rules: list[str],
         outcome: worker.SyncOutcome,
         since: float | None,
     ) -> SyncResult:
@@ -224,14 +238,19 @@ class FamilyRunner:
         self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
         return result
 
-    def _sync(self, rules: tuple[str, ...], *, full: bool) -> worker.SyncOutcome:
+    def _sync(self, rules: list[str]) -> worker.SyncOutcome:
         """Sync on the worker; a worker that dies meanwhile is replaced and asked once more,
-        one that hangs is killed (and replaced by the loop) and the sync reported failed."""
-        command = worker.SyncCommand(rules, full=full)
+        one that hangs is killed (and replaced by the loop) and the sync reported failed.
+
+        The rules go down the pipe only when they are not the ones the worker already has
+        (the supervisor hands out the same list until the config changes)."""
         for _ in range(2):
             try:
+                command = worker.SyncCommand(None if rules is self._sent else tuple(rules))
                 outcome = self._worker.call(command, self._attempt_failed)
+                self._sent = rules
                 assert isinstance(outcome, worker.SyncOutcome)
+                self._verified_at = outcome.generation if outcome.ok else None
                 return outcome
             except WorkerHung as e:
                 log.error("%s", e)
@@ -272,6 +291,7 @@ class FamilyRunner:
         """Start a new worker after the backoff; False when stopping meanwhile. A worker that
         cannot be started (say, no descriptors left: EMFILE) is tried again, ever more slowly."""
         delay = self._worker.buried()
+        self._sent, self._verified_at = None, None
         restarts = self._state.worker_down()
         if delay:
             log.warning("%s worker keeps dying; next start in %.1fs", self.family.label, delay)

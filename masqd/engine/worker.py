@@ -11,17 +11,9 @@ from __future__ import annotations
 import enum
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_before_delay,
-    wait_exponential_jitter,
-)
 
 from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
@@ -32,6 +24,13 @@ from masqd.host import heap
 from masqd.host.iptables import Backend
 from masqd.host.probe import KernelProbe, Probe, nftgen
 
+NO_RULES = "the worker was asked for the rules it has, and has none"
+DEEP_LOOK_EVERY = 60.0
+"""legacy: the longest a verified chain is trusted on the nat table's shape alone. A rewrite of
+our chain that keeps every entry's size (a rule replaced by one of the same length) leaves the
+shape as it was; the fingerprint taken this often finds it. Any other change (a flush, a
+deleted or added rule or jump, the table wiped) changes the shape and is found at the next
+drift check."""
 TIDY_AFTER = 0.001
 """Seconds a worker leaves the supervisor to pass its answer on before it tidies up: on a small
 node the tidying otherwise competes with the answer on its way back (bench/README.md)."""
@@ -52,11 +51,13 @@ class WorkerOptions:
 
 @dataclass(frozen=True)
 class SyncCommand:
-    """Make our chain hold exactly these rules (specs as iptables-save prints them)."""
+    """Make our chain hold exactly these rules (specs as iptables-save prints them).
 
-    rules: tuple[str, ...]
-    full: bool = False
-    """Read the live state even where the worker's memory says nothing changed."""
+    None: the rules of the last command that carried them. The supervisor sends the rules only
+    when they change: thousands of them, pickled for every drift check, would cost more than
+    the check."""
+
+    rules: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class SyncOutcome:
     in_sync: bool = False
     kind: Kind | None = None
     """What kind of failure `error` is (it crosses the pipe as data); None when ok."""
+    generation: int | None = None
+    """nft: the ruleset generation at which the chain was verified as desired; while the
+    kernel's stays there, nothing changed (the runner's drift check then asks no one)."""
 
 
 @dataclass
@@ -126,12 +130,47 @@ class Known:
     """The kernel's chain and jump at that moment, as the probe reads them."""
     generation: int | None = None
     """nft: the ruleset generation at that moment."""
-    unsettled: tuple[int | None, int | None] | None = None
-    """After a write: the generations around the restore, until `settle` fingerprints it."""
+    jumps: bytes | None = None
+    """The POSTROUTING part of the fingerprint when our jump was last seen in place."""
+    shape: bytes | None = None
+    """legacy: the nat table's shape at that moment (see the probe's shape())."""
+    looked_at: float = float("-inf")
+    """When (time.monotonic()) a fingerprint or a read last found the chain as verified."""
+    unsettled: Unsettled | None = None
+    """After a write: what `settle` needs to verify it."""
+    after_write: tuple[int | None, bytes | None] | None = None
+    """The generation (nft) and table shape (legacy) right after our last write: while they
+    are still so, the table is as the restore left it, and a chain read back without our rules
+    means the write did not take (rather than that someone changed it since)."""
 
     def forget(self) -> None:
         self.rules, self.verified, self.fingerprint, self.generation = None, False, None, None
-        self.unsettled = None
+        self.jumps, self.unsettled, self.shape, self.looked_at = None, None, None, float("-inf")
+        self.after_write = None
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """A write not yet fingerprinted."""
+
+    before: int | None
+    after: int | None
+    """nft: the generations around the restore."""
+    jumps: bytes | None
+    """What POSTROUTING's part of the fingerprint must be: the jumps as last seen in place
+    (None: never seen, so the write cannot be verified this way)."""
+    appended: bool
+    """The write appended our jump itself: then any jump will do."""
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """How the chain read differs from the rules wanted."""
+
+    chain_holds_them: bool
+    """Our chain holds exactly the rules (so only the jump is amiss)."""
+    needs_jump: bool
+    """Our jump is not in POSTROUTING: the restore must add it."""
 
 
 class Step(enum.Enum):
@@ -144,12 +183,15 @@ class Step(enum.Enum):
     WRITE_WITH_JUMP = "write the chain and the jump"
 
 
-def plan(known: Known, wanted: tuple[str, ...], probe: Probe) -> Step:
+def plan(known: Known, wanted: tuple[str, ...], probe: Probe, now: float = 0.0) -> Step:
     """Decide from what the worker knows and the probe's cheap looks, without an exec.
 
     - rules different from those last written or verified: the live chain differs from them
       too, so reading it could not change the decision to write;
     - nft, and the ruleset generation unchanged since a verified state: nothing changed;
+    - legacy, and the nat table's shape unchanged since a verified state: nothing changed but,
+      at most, a same-size rewrite, which the fingerprint taken at least every
+      DEEP_LOOK_EVERY seconds finds;
     - the fingerprint as at a verified state: our chain and jump did not change (someone else
       changed something else in the table);
     - only our chain's fingerprint moved, the jump's did not: someone changed our chain, so
@@ -165,13 +207,22 @@ def plan(known: Known, wanted: tuple[str, ...], probe: Probe) -> Step:
     generation = probe.generation()
     if known.verified and generation is not None and generation == known.generation:
         return Step.IN_SYNC
+    shape = probe.shape()
+    if (
+        known.verified
+        and shape is not None
+        and shape == known.shape
+        and now - known.looked_at < DEEP_LOOK_EVERY
+    ):
+        return Step.IN_SYNC
     current = probe.fingerprint()
     if current is None or known.fingerprint is None:
         return Step.READ if known.verified else Step.VERIFY
     if current == known.fingerprint:
         if not known.verified:
             return Step.VERIFY  # written but never read back
-        known.generation = generation  # read before the fingerprint: at worst, too old
+        # Both read before the fingerprint: at worst, too old.
+        known.generation, known.shape, known.looked_at = generation, shape, now
         return Step.IN_SYNC
     if current.jumps == known.fingerprint.jumps and known.jump:
         return Step.WRITE
@@ -182,68 +233,105 @@ def sync(
     backend: Backend,
     probe: Probe,
     opts: WorkerOptions,
-    rules: list[str],
+    rules: Sequence[str],
     known: Known | None = None,
     *,
-    full: bool = False,
     report: Callable[[Attempt], None] = lambda _a: None,
 ) -> SyncOutcome:
     """Make the live chain hold `rules`, rewriting it only when it differs (see `plan`).
 
-    A full sync (interval, startup) reads the chain whatever the worker remembers (but reads
-    back an unverified write as such). `in_sync` in the outcome means verified: read back, or
-    nft: written with the generation moving by exactly one. A legacy write is verified by the
-    next sync (the runner asks for it at once), off the answer's path. Each failed attempt that
-    is retried is reported before the retry.
+    Every sync looks the same way, the interval's too: the cheap looks of `plan` first, and
+    iptables-save only when they say something changed or cannot tell. `in_sync` in the
+    outcome means verified: read back, or nft: written with the generation moving by exactly
+    one and the jump appended by that write. Any other write is verified by the next sync
+    (the runner asks for it at once, off the answer's path), which `settle` prepares. Each
+    failed attempt that is retried is reported before the retry; no attempt starts after
+    retry_deadline, and no iptables command runs past it by more than iptables_timeout.
     """
     start = time.monotonic()
     budget = _Budget(opts, start)
     known = known if known is not None else Known()
-    wanted = tuple(rules)
+    wanted = rules if isinstance(rules, tuple) else tuple(rules)
     changed = False
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> bool:
+        """One try; whether the chain is now verified as desired."""
         nonlocal changed
-        step = Step.READ if known.rules is None else plan(known, wanted, probe)
-        if full and step != Step.VERIFY:
-            step = Step.READ
+        step = plan(known, wanted, probe, time.monotonic())
         if step == Step.IN_SYNC:
             return True
         if step in (Step.READ, Step.VERIFY):
-            with_jump = _read_and_compare(backend, budget, opts, probe, known, wanted)
-            if with_jump is None:
+            mismatch = _read_and_compare(backend, budget, opts, probe, known, wanted)
+            if mismatch is None:
                 return True
-            if step == Step.VERIFY:
+            if step == Step.VERIFY and not mismatch.chain_holds_them and _untouched(known, probe):
                 raise ApplyError(
                     "the chain read back after our write does not hold what was written: "
                     "the write did not take (iptables-restore exited 0)",
                     Kind.UNVERIFIED,
                 )
+            # (Otherwise the write took and someone changed the table since, say deleted the
+            # jump the write trusted: write again, as after any read.)
+            with_jump = mismatch.needs_jump
         else:
             with_jump = step == Step.WRITE_WITH_JUMP
         verified = _write(backend, budget, opts, probe, known, wanted, with_jump)
         changed = True
         return verified
 
+    try:
+        try:
+            in_sync = attempt()
+        except ApplyError as e:
+            if not e.retryable:
+                raise
+            in_sync = _retry(attempt, e, opts.retry_deadline - (time.monotonic() - start), report)
+    except ApplyError as e:
+        known.forget()
+        return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
+    verified_at = known.generation if known.verified else None
+    duration = time.monotonic() - start
+    return SyncOutcome(True, changed, duration, in_sync=in_sync, generation=verified_at)
+
+
+def _retry(
+    attempt: Callable[[], bool],
+    failure: ApplyError,
+    deadline: float,
+    report: Callable[[Attempt], None],
+) -> bool:
+    """Try again with exponential backoff and jitter while the failure stays retryable, as
+    long as another attempt can start within deadline seconds; each failure is reported before
+    its retry, and the last one is raised. tenacity is imported only here: most syncs never
+    fail, and a worker that never retries never loads it."""
+    from tenacity import (
+        RetryCallState,
+        Retrying,
+        retry_if_exception,
+        stop_before_delay,
+        wait_exponential_jitter,
+    )
+
+    failures = [failure]
+
+    def again() -> bool:
+        if failures:  # the failure that brought us here: the backoff comes before the retry
+            raise failures.pop()
+        return attempt()
+
     def retried(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         if isinstance(error, ApplyError):
             report(Attempt(error.kind, str(error), state.attempt_number))
 
-    retrying = Retrying(
+    return Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
         wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
-        stop=stop_before_delay(opts.retry_deadline),  # no attempt starts past the deadline
+        stop=stop_before_delay(max(0.0, deadline)),  # no attempt starts past the deadline
         before_sleep=retried,
         reraise=True,
-    )
-    try:
-        in_sync = retrying(attempt)
-    except ApplyError as e:
-        known.forget()
-        return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
-    return SyncOutcome(True, changed, time.monotonic() - start, in_sync=in_sync)
+    )(again)
 
 
 def _read_and_compare(
@@ -253,16 +341,16 @@ def _read_and_compare(
     probe: Probe,
     known: Known,
     wanted: tuple[str, ...],
-) -> bool | None:
-    """Read the chain; None when it is as desired (and now verified), else whether the
-    restore must also add our jump."""
+) -> Mismatch | None:
+    """Read the chain; None when it is as desired (and now verified), else what differs."""
     # Probed before the read: a change during the read shows up next time.
-    generation = probe.generation()
+    generation, shape = probe.generation(), probe.shape()
     before = probe.fingerprint()
     live = parse_save(backend.save_nat(timeout=budget.timeout()), opts.chain)
     jump = jump_rule(opts.chain)
     if not live.matches(list(wanted), jump):
-        return jump not in live.jump_rules
+        holds = live.chain_exists and live.specs == list(wanted)
+        return Mismatch(chain_holds_them=holds, needs_jump=jump not in live.jump_rules)
     # The fingerprint counts only if nothing moved while iptables-save ran: nft tells by its
     # generation, legacy by a second fingerprint.
     if generation is not None:
@@ -271,6 +359,9 @@ def _read_and_compare(
         settled = before is not None and probe.fingerprint() == before
     known.rules, known.verified, known.jump = wanted, True, True
     known.fingerprint, known.generation = (before if settled else None), generation
+    known.jumps = before.jumps if settled and before is not None else None
+    if settled:
+        known.shape, known.looked_at = shape, time.monotonic()
     return None
 
 
@@ -286,11 +377,13 @@ def _write(
     """One atomic iptables-restore of our chain (and jump); returns whether it is verified.
 
     nft: one generation step across the restore was our transaction alone, so the kernel
-    holds what we wrote (verified); none means the restore committed nothing, though it
-    exited 0 (it did not take); more means someone else wrote too, and the next sync reads
-    it back. legacy has no generation: the next sync reads it back. Fingerprinting the result
-    is left to `settle`, which the worker runs after it has answered."""
+    holds what we wrote; when the write appended the jump itself, that is all there is to
+    verify. No step means the restore committed nothing though it exited 0: it did not take.
+    Anything else (more steps, a jump trusted rather than written, legacy) is verified by the
+    next sync: `settle`, which the worker runs after it has answered, fingerprints the result.
+    """
     text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
+    jumps = known.jumps  # without the jump in the restore, it must still be this one
     known.forget()  # unknown until the restore succeeds
     before = probe.generation()
     backend.restore(text, wait=opts.lock_wait, timeout=budget.timeout())
@@ -301,30 +394,49 @@ def _write(
             f"{before}): the write did not take",
             Kind.UNVERIFIED,
         )
-    known.rules, known.jump, known.unsettled = wanted, True, (before, after)
-    return before is not None and after == nftgen.next_generation(before)
+    known.rules, known.jump = wanted, True
+    known.unsettled = Unsettled(before, after, jumps, appended=with_jump)
+    known.after_write = (after, probe.shape())  # a getsockopt: no table blob is read
+    return with_jump and before is not None and after == nftgen.next_generation(before)
+
+
+def _untouched(known: Known, probe: Probe) -> bool:
+    """Whether the table is still as our last write left it, as far as the probe can tell (a
+    probe that cannot tell anything says yes: the read-back is then the only evidence)."""
+    if known.after_write is None:
+        return False
+    return known.after_write == (None, None) or (
+        (probe.generation(), probe.shape()) == known.after_write
+    )
 
 
 def settle(probe: Probe, known: Known) -> None:
     """Fingerprint what the last write left in the kernel.
 
     nft: exactly one generation step across the restore means no one else wrote meanwhile,
-    and the same generation after the fingerprint means it shows our write: verified.
-    Otherwise the next sync that finds this fingerprint reads the chain back once.
+    the same generation after the fingerprint means it shows our write, and the jump is as it
+    must be (the one last seen, which a write without it trusted; or, when the write appended
+    it, there): verified. Otherwise the next sync that finds this fingerprint reads the chain
+    back once.
     """
-    if known.unsettled is None:
+    unsettled, known.unsettled = known.unsettled, None
+    if unsettled is None:
         return
-    before, after = known.unsettled
-    known.unsettled = None
     fingerprint = probe.fingerprint()
+    jump_in_place = fingerprint is not None and (
+        bool(fingerprint.jumps)
+        if unsettled.appended
+        else unsettled.jumps is not None and fingerprint.jumps == unsettled.jumps
+    )
     verified = (
-        before is not None
-        and after == nftgen.next_generation(before)
-        and fingerprint is not None
-        and probe.generation() == after
+        unsettled.before is not None
+        and unsettled.after == nftgen.next_generation(unsettled.before)
+        and jump_in_place
+        and probe.generation() == unsettled.after
     )
     known.fingerprint, known.verified = fingerprint, verified
-    known.generation = after if verified else None
+    known.generation = unsettled.after if verified else None
+    known.jumps = fingerprint.jumps if verified and fingerprint is not None else None
 
 
 def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
@@ -344,6 +456,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     backend = Backend(opts.family, opts.mode)
     probe = KernelProbe(opts.family, opts.mode, opts.chain)
     known = Known()
+    wanted: tuple[str, ...] | None = None
     try:
         while True:
             try:
@@ -352,9 +465,15 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 return
             if command is None:
                 return
+            busy = True  # worth handing freed heap back after
             if isinstance(command, SyncCommand):
-                rules, full = list(command.rules), command.full
-                conn.send(sync(backend, probe, opts, rules, known, full=full, report=conn.send))
+                wanted = command.rules if command.rules is not None else wanted
+                if wanted is None:
+                    outcome = SyncOutcome(False, False, 0.0, NO_RULES, kind=Kind.INTERNAL)
+                else:
+                    outcome = sync(backend, probe, opts, wanted, known, report=conn.send)
+                busy = outcome.changed or command.rules is not None
+                conn.send(outcome)
             elif isinstance(command, ReadCommand):
                 conn.send(read(backend, opts))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller
@@ -364,6 +483,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 continue
             settle(probe, known)
             backend.prepare_restore(opts.lock_wait)  # the next write's restore, started idle
-            heap.trim()
+            if busy:
+                heap.trim()
     finally:
         backend.close()

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import CollectorRegistry, RestrictedRegistry
 
+from masqd.core.flags import parse_address
 from masqd.engine.supervisor import Supervisor
 from masqd.serve.health import HealthCheck, Report
 from masqd.serve.metrics import Metrics
@@ -41,15 +42,6 @@ MAX_HEAD = 8192
 Response = tuple[int, list[tuple[str, str]], bytes]
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _REASONS[503] = "Service Unavailable"
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """ "host:port", "[v6]:port" or ":port" (every IPv4 interface) into (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{address!r} is not host:port (e.g. 127.0.0.1:9153 or [::1]:9153)")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return host or "0.0.0.0", int(port)
 
 
 class ObservabilityServer:

@@ -71,6 +71,17 @@ def read(family: Family, chain: str) -> Fingerprint:
     return digest(family, buf, hook, underflow, chain, base=_GET_ENTRIES_HEAD)
 
 
+def shape(family: Family) -> bytes:
+    """The nat table's shape: its size, number of entries and hook offsets (IPT_SO_GET_INFO,
+    no blob copied). Every change of the table changes it, but a rewrite that keeps every
+    entry's size (a rule replaced by one of the same length); OSError if unreadable."""
+    layout = _LAYOUTS[family]
+    with socket.socket(layout.sock_family, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        info = bytearray(b"nat".ljust(_GETINFO.size, b"\0"))
+        _getsockopt(sock, layout.level, _SO_GET_INFO, info)
+    return bytes(info[_TABLE_NAME_LEN:])
+
+
 # One buffer per family, kept between reads: beside a kube-proxy-sized table the blob is
 # megabytes, and a fresh buffer every drift check costs more in page faults than the copy
 # the kernel makes into it.
@@ -139,6 +150,7 @@ def digest(
         rules[at + low : at + high] = blank
     chain_hash = hashlib.blake2b(rules, digest_size=16)
     jump_hash = hashlib.blake2b(digest_size=16)
+    jumps = 0
     postrouting, _ = _entries(blob, layout, base + hook, base + underflow)
     for start in postrouting:
         target_offset, next_offset = _OFFSETS.unpack_from(blob, start + layout.offsets)
@@ -147,7 +159,8 @@ def digest(
         standard = blob[target + 2] == 0  # an empty target name
         if standard and _VERDICT.unpack_from(blob, data)[0] == first_rule - base:
             jump_hash.update(_cleared(blob, start, start + next_offset, layout, data))
-    return Fingerprint(chain_hash.digest(), jump_hash.digest())
+            jumps += 1
+    return Fingerprint(chain_hash.digest(), jump_hash.digest() if jumps else b"")
 
 
 def _chain_start(blob: Blob, layout: _Layout, chain: str, base: int) -> int | None:
