@@ -11,6 +11,7 @@ import pytest
 
 from tests.support import netns
 from tests.support.daemon import Masqd
+from tests.support.observability import IptablesWrapper
 
 BACKENDS = ("nft", "legacy")
 IN_CI = os.environ.get("CI") == "true"
@@ -96,3 +97,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         cni_build.standalone()
         if modules & _NEEDS_OLD_ROOT:
             cni_build.old_host_root()
+
+
+@pytest.fixture
+def wrapper(
+    tmp_path: Path, topo: netns.Topology, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[IptablesWrapper]:
+    """Breakable iptables in front of masqd's PATH (masqd inherits the test's environment)."""
+    w = IptablesWrapper.create(tmp_path / "bin", topo.backend)
+    monkeypatch.setenv("PATH", w.environ_path())
+    yield w

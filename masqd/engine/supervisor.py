@@ -283,18 +283,19 @@ class Supervisor:
         return desired_rules(loaded.config, family, self.settings.render)
 
     def _reject(self, outcome: Rejected) -> None:
-        with self._lock:
-            self._config = dataclasses.replace(
-                self._config, error=outcome.error, error_at=time.time()
-            )
-            kept = self._config.loaded is not None
-        if outcome.new:  # once per distinct bad content
+        kept = self.config_state.loaded is not None  # loads run one at a time
+        if outcome.new:  # once per distinct bad content; logged before status shows it
             log.error(
                 "config %s rejected: %s; %s",
                 self.settings.config_path,
                 outcome.error,
                 "the last good config stays in force" if kept else "no rules written",
             )
+        with self._lock:
+            self._config = dataclasses.replace(
+                self._config, error=outcome.error, error_at=time.time()
+            )
+        if outcome.new:
             self._publish(EventKind.CONFIG_REJECTED, outcome.error)
 
     def _wake(self) -> None:

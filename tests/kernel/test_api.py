@@ -24,6 +24,7 @@ from masqd.api.v1 import control_pb2_grpc as pb_grpc
 from tests.conftest import require_root
 from tests.support import netns
 from tests.support.daemon import EventLog, Masqd, quiet_masqd, wait_until
+from tests.support.scenario import put
 from tests.support.spec import SPEC_RPCS
 
 CONFIG = """\
@@ -53,7 +54,8 @@ class Shared:
         return [line for line in out.splitlines() if line.startswith("-A ")]
 
     def set_config(self, text: str) -> None:
-        self.daemon.config.write_text(text)
+        # Atomically: a file truncated, then written, may be read between the two (as empty).
+        put(self.daemon.config, text)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from masqd.core.rules import RenderOptions, render
 from tests.conftest import require_root
 from tests.support import netns
 from tests.support.daemon import Masqd, quiet_masqd, wait_until
+from tests.support.scenario import put
 
 CONFIG = """\
 nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, fc00::/7]
@@ -373,7 +374,7 @@ def test_rejected_config_shows_in_status_and_the_rules_stay(
     chain = on_shared.chain()
     config = on_shared.daemon.config
     try:
-        config.write_text("nonMasqueradeCIDRs: [10.0.0.1/8]\n")
+        put(config, "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
         wait_until(lambda: on_shared.daemon.status().config.error)
         run = masqctl("status")
         assert run.code == 0
@@ -385,7 +386,7 @@ def test_rejected_config_shows_in_status_and_the_rules_stay(
         assert on_shared.chain() == chain
         assert masqctl("health").code == 0  # the rules in force are still in sync
     finally:
-        config.write_text(CONFIG)
+        put(config, CONFIG)
     wait_until(lambda: not on_shared.daemon.status().config.error)
     assert "REJECTED" not in masqctl("status").out
 

@@ -8,8 +8,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -19,20 +18,11 @@ from masqd.core.flags import parse_address
 from tests.support import netns
 from tests.support.daemon import Masqd, wait_until
 from tests.support.observability import IptablesWrapper, Samples, fetch, scrape
+from tests.support.scenario import put
 
 GOOD = "masqOutBound: true\nnonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12]\n"
 OTHER = "masqOutBound: true\nnonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n"
 nft_only = pytest.mark.parametrize("backend", ["nft"])
-
-
-@pytest.fixture
-def wrapper(
-    tmp_path: Path, topo: netns.Topology, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[IptablesWrapper]:
-    """Breakable iptables in front of masqd's PATH (masqd inherits the test's environment)."""
-    w = IptablesWrapper.create(tmp_path / "bin", topo.backend)
-    monkeypatch.setenv("PATH", w.environ_path())
-    yield w
 
 
 def test_parse_address() -> None:
@@ -85,12 +75,12 @@ def test_rejected_config_counts_a_failure(
     """A rejected file counts one failure and sets config_rejected, leaving the generation;
     a good file afterwards counts a success, a new generation and a config_change request."""
     daemon = start_masqd(GOOD)
-    daemon.config.write_text("nonMasqueradeCIDRs: [10.0.0.1/8]\n")
+    put(daemon.config, "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
     m = wait_until(lambda: _when(scrape(topo.node), "masqd_config_rejected", 1))
     assert m.value("masqd_config_loads_total", result="failure") == 1
     assert m.value("masqd_config_generation") == 1
     assert m.value("masqd_rules", family="ipv4") == 4
-    daemon.config.write_text(OTHER + "masqueradeCIDRs: [10.10.10.10/32]\n")
+    put(daemon.config, OTHER + "masqueradeCIDRs: [10.10.10.10/32]\n")
     m = wait_until(lambda: _when(scrape(topo.node), "masqd_config_generation", 2))
     m = wait_until(lambda: _when(scrape(topo.node), "masqd_rules", 5, family="ipv4"))
     assert m.value("masqd_config_loads_total", result="success") == 2
@@ -109,7 +99,7 @@ def test_config_change_that_keeps_the_rules_requests_no_sync(
     """A new config whose rules are the same (only resyncInterval changed) is loaded as a new
     generation, and no family is asked to sync for it."""
     daemon = start_masqd(GOOD)
-    daemon.config.write_text(GOOD + "resyncInterval: 90s\n")
+    put(daemon.config, GOOD + "resyncInterval: 90s\n")
     m = wait_until(lambda: _when(scrape(topo.node), "masqd_config_generation", 2))
     assert m.value("masqd_config_loads_total", result="success") == 2
     requests = m.matching("masqd_resync_requests_total", source="config_change")
@@ -245,7 +235,7 @@ def test_healthz_fails_while_a_requested_sync_cannot_be_applied(
     restore works."""
     daemon = start_masqd(GOOD, "--health-timeout", "60s")
     wrapper.fail_marker.touch()
-    daemon.config.write_text(OTHER)
+    put(daemon.config, OTHER)
     m = wait_until(
         lambda: _when(
             scrape(topo.node),
@@ -285,7 +275,7 @@ def test_brief_lock_contention_keeps_healthz_passing(
     retried, so /healthz keeps passing within its timeout and the sync lands."""
     daemon = start_masqd(GOOD, "--health-timeout", "15s")
     wrapper.lock_marker.touch()
-    daemon.config.write_text(OTHER)
+    put(daemon.config, OTHER)
     wait_until(lambda: scrape(topo.node).value("masqd_sync_pending_seconds", family="ipv4") > 1)
     assert fetch(topo.node, "/healthz")[0] == 200
     wrapper.lock_marker.unlink()
@@ -308,7 +298,7 @@ def test_not_ready_without_a_good_config(
     wait_until(lambda: fetch(topo.node, "/readyz")[0] == 503)
     assert fetch(topo.node, "/healthz")[0] == 200
     assert scrape(topo.node).value("masqd_config_rejected") == 1
-    daemon.config.write_text(GOOD)
+    put(daemon.config, GOOD)
     _, body = wait_until(lambda: _status(fetch(topo.node, "/readyz"), 200))
     assert json.loads(body)["ready"] is True
 

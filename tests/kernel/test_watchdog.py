@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -46,15 +45,6 @@ def masqctl(daemon: Masqd, *argv: str) -> subprocess.CompletedProcess[str]:
 
 def applied(topo: netns.Topology) -> bool:
     return any(rule.startswith(NEW_RULE) for rule in topo.chain(4))
-
-
-@pytest.fixture
-def wrapper(
-    tmp_path: Path, topo: netns.Topology, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[IptablesWrapper]:
-    w = IptablesWrapper.create(tmp_path / "bin", topo.backend)
-    monkeypatch.setenv("PATH", w.environ_path())
-    yield w
 
 
 def test_a_stopped_worker_is_replaced_at_once_and_the_change_applied(

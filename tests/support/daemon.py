@@ -152,7 +152,7 @@ class EventLog:
             try:
                 event = self.queue.get(timeout=max(left, 0.01))
             except queue.Empty:
-                kinds = [pb.Event.Kind.Name(e.kind) for e in self.seen]
+                kinds = [f"{pb.Event.Kind.Name(e.kind)} {e.family} {e.message}" for e in self.seen]
                 raise AssertionError(f"no such event within {timeout}s; saw {kinds}") from None
             self.seen.append(event)
             if predicate(event):
