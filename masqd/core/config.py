@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from masqd.core.durations import format_duration, parse_duration
-from masqd.core.entries import Entry, HostName, host_name
+from masqd.core.entries import Entry, host_name
+from masqd.core.entries import HostName as HostName
 from masqd.core.entries import IPNetwork as IPNetwork
 from masqd.core.errors import ConfigError
 

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from masqd.core.config import Entry, LoadedConfig, MasqConfig, Origin
+from masqd.core.config import LoadedConfig, MasqConfig, Origin
 from masqd.core.durations import format_duration
+from masqd.core.entries import Entry
 
 LISTS = {"nonMasqueradeCIDRs": "non_masquerade_cidrs", "masqueradeCIDRs": "masquerade_cidrs"}
 SCALARS = {
