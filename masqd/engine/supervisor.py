@@ -1,8 +1,9 @@
 """The supervisor: owns the config and the schedule, and runs one FamilyRunner per family.
 
-Threads, not asyncio: one config loop watches the file and the schedule; each family has a
-runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4. What the API needs
-is here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
+Threads, not asyncio: one config loop watches the file (or directory) and the schedule; each
+family has a runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4; the
+resolver keeps the config's DNS names resolved on threads of its own. What the API needs is
+here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from concurrent.futures import Future
 from masqd.core.config import LoadedConfig, ParseOptions
 from masqd.core.errors import RequestError
 from masqd.core.livestate import ReadOutcome
+from masqd.core.merge import FileOutcome
 from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.names import expand
+from masqd.core.origins import rule_origins
 from masqd.core.rules import desired_rules
 from masqd.core.settings import Settings
 from masqd.core.status import ConfigState, Override, Status
-from masqd.engine.configwatch import ConfigWatcher, Loaded, Rejected
+from masqd.engine.configwatch import ConfigWatcher, DirectoryWatcher, Loaded, Rejected
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Launcher, fork_worker, spawn_worker
+from masqd.engine.resolver import Resolver
 from masqd.engine.runner import FamilyRunner
 from masqd.engine.schedule import Schedule
 from masqd.engine.worker import WorkerOptions
@@ -43,13 +48,16 @@ class Supervisor:
         )
         self.events = EventBus()
         self.schedule = Schedule()
-        self._watcher = ConfigWatcher(
-            settings.config_path,
-            ParseOptions(settings.enable_ipv6, settings.all_reserved_ranges),
+        options = ParseOptions(settings.enable_ipv6, settings.all_reserved_ranges)
+        self._watcher: ConfigWatcher | DirectoryWatcher = (
+            DirectoryWatcher(settings.config_dir, options)
+            if settings.config_dir
+            else ConfigWatcher(settings.config_path, options)
         )
+        self.resolver = Resolver(self._names_changed)
         self._lock = threading.Lock()  # the config in force and its rules, swapped together
         self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
-        self._config = ConfigState(settings.config_path)
+        self._config = ConfigState(settings.config_source, directory=bool(settings.config_dir))
         self._desired: dict[Family, list[str]] = {}
         self._wake = threading.Event()
         self._stopping = False
@@ -85,7 +93,7 @@ class Supervisor:
     def start(self) -> None:
         log.info(
             "masqd starting: config %s, iptables mode %s, families %s, chain %s",
-            self.settings.config_path,
+            self.settings.config_source,
             self.mode,
             ",".join(f.label for f in self.settings.families),
             self.settings.render.chain,
@@ -101,6 +109,7 @@ class Supervisor:
         """Stop everything within about grace seconds; the rules stay in the kernel."""
         self._stopping = True
         self._wake.set()
+        self.resolver.stop()
         for runner in self.runners.values():
             runner.stop(grace)
         self.events.close()
@@ -110,12 +119,14 @@ class Supervisor:
     def status(self) -> Status:
         with self._lock:
             config = self._config
+        answers = self.resolver.answers()
         return Status(
             config=config,
             interval=self.schedule.interval(),
             families=tuple(r.status() for r in self.runners.values()),
             mode=self.mode,
             chain=self.settings.render.chain,
+            names=tuple(answers[n] for n in sorted(answers)),
         )
 
     @property
@@ -127,6 +138,14 @@ class Supervisor:
         """The rules our chain should hold, None while no good config was ever loaded."""
         with self._lock:
             return self._desired.get(family)
+
+    def rule_origins(self, family: Family) -> dict[str, str]:
+        """Which config entry (and file) each desired rule of the family comes from."""
+        with self._lock:
+            loaded = self._config.loaded
+        if loaded is None:
+            return {}
+        return rule_origins(loaded, self.resolver.answers(), family, self.settings.render)
 
     def resync(
         self, families: tuple[Family, ...], reason: Reason
@@ -204,25 +223,33 @@ class Supervisor:
             previous = self._desired
             if changed:
                 # Rendered once here, not on the apply path.
-                self._desired = {f: self._render(loaded, f) for f in self.settings.families}
+                self._desired = self._render_all(loaded)
+            error = _refusals(outcome.files)
             self._config = ConfigState(
                 path=old.path,
                 loaded=loaded,
                 generation=old.generation + (1 if changed else 0),
                 loaded_at=time.time() if changed else old.loaded_at,
+                error=error,
+                error_at=(old.error_at if error == old.error else time.time()) if error else 0.0,
+                directory=old.directory,
+                files=outcome.files,
             )
             generation = self._config.generation
             desired = self._desired
+        source = self.settings.config_source
+        self._report_refused(outcome.refused, kept=True)
         if outcome.missing:
-            log.debug("no config file at %s; using defaults", self.settings.config_path)
+            log.debug("no config at %s; using defaults", source)
         if not changed:
             return {}
+        self.resolver.track(loaded.config.names(), loaded.config.resync_interval)
         for warning in loaded.warnings:
-            log.warning("config %s: %s", self.settings.config_path, warning)
+            log.warning("config %s: %s", source, warning)
         log.info(
             "config generation %d loaded from %s%s",
             generation,
-            self.settings.config_path,
+            source,
             " (defaults)" if loaded.using_defaults else "",
         )
         self.schedule.configure(loaded.config.resync_interval)
@@ -235,24 +262,62 @@ class Supervisor:
             return {}
         return self.resync(affected, Reason.CONFIG_CHANGE)
 
-    def _render(self, loaded: LoadedConfig, family: Family) -> list[str]:
-        return desired_rules(loaded.config, family, self.settings.render)
+    def _render_all(self, loaded: LoadedConfig) -> dict[Family, list[str]]:
+        """Each family's rules, with the DNS names as they resolve now (the caller holds the
+        lock, so a config and an answer arriving together render in one order)."""
+        config = expand(loaded.config, self.resolver.answers())
+        return {f: desired_rules(config, f, self.settings.render) for f in self.settings.families}
+
+    def _names_changed(self) -> None:
+        """A name resolves to other addresses: sync the families whose rules moved."""
+        with self._lock:
+            loaded = self._config.loaded
+            if loaded is None or self._stopping:
+                return
+            previous = self._desired
+            self._desired = desired = self._render_all(loaded)
+        affected = tuple(f for f in self.settings.families if desired[f] != previous.get(f))
+        if affected:
+            self.resync(affected, Reason.DNS_CHANGE)
 
     def _reject(self, outcome: Rejected) -> None:
         with self._lock:
             self._config = dataclasses.replace(
-                self._config, error=outcome.error, error_at=time.time()
+                self._config,
+                error=outcome.error,
+                error_at=time.time(),
+                files=outcome.files or self._config.files,
             )
             kept = self._config.loaded is not None
-        if outcome.new:  # once per distinct bad content
+        if outcome.refused:
+            self._report_refused(outcome.refused, kept=kept)
+        elif outcome.new:  # once per distinct bad content
             log.error(
                 "config %s rejected: %s; %s",
-                self.settings.config_path,
+                self.settings.config_source,
                 outcome.error,
                 "the last good config stays in force" if kept else "no rules written",
             )
             self._publish(EventKind.CONFIG_REJECTED, outcome.error)
 
+    def _report_refused(self, refused: tuple[FileOutcome, ...], *, kept: bool) -> None:
+        """--config-dir: each file refused for a new reason, once."""
+        for file in refused:
+            fate = {
+                "kept": "its last good content stays in force",
+                "ignored": "it contributes nothing",
+            }.get(file.state.value, "")
+            if not kept:
+                fate += "; no valid config at all yet, no rules written"
+            path = f"{self.settings.config_source.rstrip('/')}/{file.name}"
+            log.error("config %s rejected: %s; %s", path, file.error, fate)
+            self._publish(EventKind.CONFIG_REJECTED, f"{file.name}: {file.error}")
+
     def _publish(self, kind: EventKind, message: str) -> None:
         generation = self.config_state.generation
         self.events.publish(Event(kind, time.time(), message, None, None, generation))
+
+
+def _refusals(files: tuple[FileOutcome, ...]) -> str:
+    """Every refused file's reason, as one status line ("" when none is refused)."""
+    return "; ".join(f"{f.name}: {f.error}" for f in files if f.error)
