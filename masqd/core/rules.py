@@ -110,13 +110,16 @@ def desired_rules(config: MasqConfig, family: Family, opts: RenderOptions) -> li
     return rules
 
 
-def render_restore(rules: list[str], chain: str, *, with_jump: bool = True) -> str:
+def render_restore(
+    rules: list[str], chain: str, *, with_jump: bool = True, removals: list[str] | None = None
+) -> str:
     """The iptables-restore --noflush input that replaces our chain (and adds the jump).
 
     Declaring `:CHAIN - [0:0]` creates the chain or flushes it, so the chain is rewritten
-    atomically and nothing else in the table is touched.
+    atomically and nothing else in the table is touched but the `removals` lines (what an
+    earlier masqd left behind, core/leftovers.py), in the same transaction.
     """
-    lines = ["*nat", f":{chain} - [0:0]", *rules]
+    lines = ["*nat", f":{chain} - [0:0]", *rules, *(removals or ())]
     if with_jump:
         lines.append(jump_rule(chain))
     lines.append("COMMIT")

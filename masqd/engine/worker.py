@@ -23,6 +23,7 @@ from tenacity import (
 
 from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
+from masqd.core.leftovers import Leftovers, find_leftovers
 from masqd.core.livestate import ReadOutcome, parse_save
 from masqd.core.model import Family
 from masqd.core.rules import jump_rule, render_restore
@@ -68,6 +69,8 @@ class SyncOutcome:
     in_sync: bool = False
     kind: Kind | None = None
     """What kind of failure `error` is (it crosses the pipe as data); None when ok."""
+    removed: tuple[str, ...] = ()
+    """Leftovers of an earlier --masq-chain removed by this sync (chains, then jumps)."""
 
 
 @dataclass
@@ -151,21 +154,24 @@ def sync(
     known = known if known is not None else Known()
     wanted = tuple(rules)
     changed = False
+    removed = Leftovers()
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> None:
-        nonlocal changed
+        nonlocal changed, removed
         step = Step.READ if full or known.rules is None else plan(known, wanted, probe)
         if step == Step.IN_SYNC:
             return
+        leftovers = Leftovers()
         if step == Step.READ:
-            with_jump = _read_and_compare(backend, opts, probe, known, wanted)
-            if with_jump is None:
+            found = _read_and_compare(backend, opts, probe, known, wanted)
+            if found is None:
                 return
+            with_jump, leftovers = found
         else:
             with_jump = step == Step.WRITE_WITH_JUMP
-        _write(backend, opts, probe, known, wanted, with_jump)
-        changed = True
+        _write(backend, opts, probe, known, wanted, with_jump, leftovers)
+        changed, removed = True, leftovers
 
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
@@ -178,21 +184,30 @@ def sync(
     except ApplyError as e:
         known.forget()
         return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
-    return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
+    return SyncOutcome(
+        True,
+        changed,
+        time.monotonic() - start,
+        in_sync=True,
+        removed=(*removed.chains, *removed.jumps),
+    )
 
 
 def _read_and_compare(
     backend: Backend, opts: WorkerOptions, probe: Probe, known: Known, wanted: tuple[str, ...]
-) -> bool | None:
-    """Read the chain; None when it is as desired (and now verified), else whether the
-    restore must also add our jump."""
+) -> tuple[bool, Leftovers] | None:
+    """Read the nat table; None when our chain is as desired (and now verified) with nothing
+    left by an earlier --masq-chain, else whether the restore must also add our jump, and
+    the leftovers it removes."""
     # Probed before the read: a change during the read shows up next time.
     generation = probe.generation()
     before = probe.fingerprint()
-    live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
+    text = backend.save_nat(timeout=opts.iptables_timeout)
+    live = parse_save(text, opts.chain)
+    leftovers = find_leftovers(text, opts.chain)
     jump = jump_rule(opts.chain)
-    if not live.matches(list(wanted), jump):
-        return jump not in live.jump_rules
+    if not live.matches(list(wanted), jump) or leftovers:
+        return jump not in live.jump_rules, leftovers
     # The fingerprint counts only if nothing moved while iptables-save ran: nft tells by its
     # generation, legacy by a second fingerprint.
     if generation is not None:
@@ -211,10 +226,14 @@ def _write(
     known: Known,
     wanted: tuple[str, ...],
     with_jump: bool,
+    leftovers: Leftovers,
 ) -> None:
-    """One atomic iptables-restore of our chain (and jump). Fingerprinting the result is left
-    to `settle`, which the worker runs after it has answered."""
-    text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
+    """One atomic iptables-restore of our chain (and jump), removing the leftovers in the same
+    transaction. Fingerprinting the result is left to `settle`, which the worker runs after it
+    has answered."""
+    text = render_restore(
+        list(wanted), opts.chain, with_jump=with_jump, removals=leftovers.restore_lines()
+    )
     known.forget()  # unknown until the restore succeeds
     before = probe.generation()
     backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
