@@ -46,13 +46,12 @@ def find_leftovers(save_text: str, chain: str) -> Leftovers:
     rules: list[tuple[str, str]] = []  # (chain, rule)
     in_nat = False
     for raw in save_text.splitlines():
-        line = raw.strip()
+        line = _COUNTERS.sub("", raw.strip())
         if line.startswith("*"):
             in_nat = line == "*nat"
         elif in_nat and line.startswith(":"):
             declared.add(line[1:].split(" ", 1)[0])
         elif in_nat and line.startswith("-A "):
-            line = _COUNTERS.sub("", line)
             rules.append((line.split(" ", 2)[1], line))
     jumps = []
     for owner, rule in rules:
