@@ -3,7 +3,6 @@ never parsed again, a rejected content is reported as new once and retried when 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from masqd.core.errors import ConfigError
 from masqd.core.merge import FileState
 from masqd.engine import configwatch
 from masqd.engine.configwatch import ConfigWatcher, DirectoryWatcher, Loaded, Rejected
+from tests.support.scenario import project
 
 GOOD = b"nonMasqueradeCIDRs: [10.0.0.0/8]\n"
 OTHER = b"nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n"
@@ -130,25 +130,6 @@ def test_an_unreadable_file_is_rejected_with_the_reason_and_retried_when_it_chan
 # -- a config directory (--config-dir) -------------------------------------------------------
 
 
-def projected(root: Path, files: dict[str, str], generation: int) -> None:
-    """Lay files out as the kubelet projects a volume: a timestamped directory, `..data`
-    pointing at it (swapped atomically), and a link per file through `..data`."""
-    stamp = root / f"..2024_01_01_00_00_0{generation}.000000"
-    stamp.mkdir()
-    for name, text in files.items():
-        (stamp / name).write_text(text)
-    tmp = root / "..data_tmp"
-    tmp.symlink_to(stamp.name)
-    os.replace(tmp, root / "..data")
-    for name in files:
-        link = root / name
-        if not link.is_symlink():
-            link.symlink_to(f"..data/{name}")
-    for name in os.listdir(root):
-        if not name.startswith("..") and not (root / "..data" / name).exists():
-            (root / name).unlink()
-
-
 def dir_watcher(root: Path) -> DirectoryWatcher:
     return DirectoryWatcher(str(root), ParseOptions())
 
@@ -204,11 +185,11 @@ def test_files_appearing_and_disappearing_are_seen(tmp_path: Path) -> None:
 
 
 def test_the_kubelets_data_swap_is_seen(tmp_path: Path) -> None:
-    projected(tmp_path, {"ip-masq-a": "masqOutBound: true\n"}, 1)
+    project(tmp_path, {"ip-masq-a": "masqOutBound: true\n"}, 1)
     w = dir_watcher(tmp_path)
     first = w.load()
     assert isinstance(first, Loaded) and first.loaded.config.masq_out_bound is True
-    projected(tmp_path, {"ip-masq-a": "masqOutBound: false\n", "ip-masq-b": "cidrLimit: 9\n"}, 2)
+    project(tmp_path, {"ip-masq-a": "masqOutBound: false\n", "ip-masq-b": "cidrLimit: 9\n"}, 2)
     assert w.changed()
     second = w.load()
     assert isinstance(second, Loaded)
