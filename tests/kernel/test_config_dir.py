@@ -98,7 +98,7 @@ def test_a_conflict_is_refused_and_shown(
     before = topo.chain(4)
     put(confdir / "ip-masq-agent-user", USER.replace("masqOutBound: false", "masqOutBound: true"))
     wait_until(lambda: files(daemon)["ip-masq-agent-user"][0] == STATE.KEPT, 3)
-    state, error = files(daemon)["ip-masq-agent-user"]
+    error = files(daemon)["ip-masq-agent-user"][1]
     assert error == (
         "masqOutBound is true here but false in ip-masq-agent-cloud, which comes first; "
         "set it in one file only"
