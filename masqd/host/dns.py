@@ -10,7 +10,6 @@ Imported lazily: a config without names never loads dnspython.
 from __future__ import annotations
 
 import ipaddress
-import time
 from typing import TYPE_CHECKING
 
 from masqd.core.names import Lookup
@@ -19,7 +18,8 @@ if TYPE_CHECKING:
     import dns.resolver
 
 LOOKUP_TIMEOUT = 5.0
-"""Seconds one look-up of a name (both queries) may take in all."""
+"""Seconds each of a look-up's two queries may take (dnspython's lifetime: every try of every
+nameserver in resolv.conf included)."""
 
 
 def lookup(name: str, timeout: float = LOOKUP_TIMEOUT) -> Lookup:
@@ -32,9 +32,10 @@ def lookup(name: str, timeout: float = LOOKUP_TIMEOUT) -> Lookup:
         return Lookup(None, None, error="no nameserver in /etc/resolv.conf")
     except OSError as e:
         return Lookup(None, None, error=f"cannot read /etc/resolv.conf: {e.strerror}")
-    deadline = time.monotonic() + timeout
-    v4, ttl4, error4 = _query(resolver, name, "A", deadline)
-    v6, ttl6, error6 = _query(resolver, name, "AAAA", deadline)
+    v4, ttl4, error4 = _query(resolver, name, "A", timeout)
+    if v4 is None and "in time" in error4:  # the same servers would keep AAAA waiting too
+        return Lookup(None, None, error=error4)
+    v6, ttl6, error6 = _query(resolver, name, "AAAA", timeout)
     ttls = [t for t in (ttl4, ttl6) if t is not None]
     error = error4 if error4 == error6 else "; ".join(e for e in (error4, error6) if e)
     return Lookup(
@@ -46,24 +47,21 @@ def lookup(name: str, timeout: float = LOOKUP_TIMEOUT) -> Lookup:
 
 
 def _query(
-    resolver: dns.resolver.Resolver, name: str, rdtype: str, deadline: float
+    resolver: dns.resolver.Resolver, name: str, rdtype: str, timeout: float
 ) -> tuple[list[str] | None, int | None, str]:
     """(addresses, ttl, error): [] for a name without such records, None when the query failed.
     The TTL is the smallest along a CNAME chain."""
     import dns.exception
     import dns.resolver
 
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return None, None, f"{rdtype}: no answer in time"
     try:
         answer = resolver.resolve(
-            f"{name}.", rdtype, search=False, lifetime=remaining, raise_on_no_answer=False
+            f"{name}.", rdtype, search=False, lifetime=timeout, raise_on_no_answer=False
         )
     except dns.resolver.NXDOMAIN:
         return [], None, "no such name (NXDOMAIN)"
     except dns.resolver.LifetimeTimeout:
-        return None, None, f"no answer from {_servers(resolver)} in time"
+        return None, None, f"no answer from {_servers(resolver)} in time ({timeout:g}s)"
     except dns.resolver.NoNameservers:
         return None, None, f"{rdtype}: every nameserver failed ({_servers(resolver)})"
     except dns.exception.DNSException as e:
