@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from masqctl.cli import main
 from masqd.api.v1 import control_pb2 as pb
 from tests.support import netns
 from tests.support.daemon import Masqd, running, wait_until
@@ -55,7 +56,9 @@ def files(daemon: Masqd) -> dict[str, tuple[int, str]]:
 
 
 @pytest.mark.parametrize("backend", ["nft"])
-def test_two_files_merge_into_the_seeds_rules(topo: netns.Topology, daemon: Masqd) -> None:
+def test_two_files_merge_into_the_seeds_rules(
+    topo: netns.Topology, daemon: Masqd, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert topo.chain(4) == desired(SEED, 4) and topo.chain(6) == desired(SEED, 6)
     assert topo.source_seen(netns.DEST_V4["vip"]) == netns.NODE_UPLINK_V4
     assert topo.source_seen(netns.DEST_V4["cgnat"]) == netns.POD_V4
@@ -69,6 +72,13 @@ def test_two_files_merge_into_the_seeds_rules(topo: netns.Topology, daemon: Masq
     origins = {r.destination: r.origin for r in rules.live}
     assert origins["100.64.230.0/24"] == "nonMasqueradeCIDRs 100.64.230.0/24 in ip-masq-agent-cloud"
     assert origins["10.10.10.10/32"] == "masqueradeCIDRs 10.10.10.10/32 in ip-masq-agent-user"
+    assert main(["--socket", daemon.socket, "rules", "--family", "ipv4"]) == 0
+    listed = capsys.readouterr().out
+    assert (
+        "100.64.230.0/24 /* ip-masq-agent: local traffic is not subject to MASQUERADE */  <- "
+        in listed
+    )
+    assert "<- nonMasqueradeCIDRs 100.64.230.0/24 in ip-masq-agent-cloud" in listed
 
 
 @pytest.mark.parametrize("backend", ["nft"])
@@ -88,7 +98,7 @@ def test_a_bad_file_keeps_its_content_while_another_files_change_applies(
 
 @pytest.mark.parametrize("backend", ["nft"])
 def test_a_conflict_is_refused_and_shown(
-    topo: netns.Topology, daemon: Masqd, confdir: Path
+    topo: netns.Topology, daemon: Masqd, confdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Both files set masqOutBound; the later one (by name) changes it: refused, kept as it was."""
     cloud = CLOUD.replace("100.64.230.0/24", "100.64.230.0/24, 198.51.100.0/24")
@@ -104,6 +114,13 @@ def test_a_conflict_is_refused_and_shown(
         "set it in one file only"
     )
     assert "ip-masq-agent-user: masqOutBound is true here" in daemon.status().config.error
+    assert main(["--socket", daemon.socket, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "file    ip-masq-agent-cloud: applied" in out
+    assert (
+        "file    ip-masq-agent-user: REFUSED, its last good content stays in force: "
+        "masqOutBound is true here" in out
+    )
     assert topo.chain(4) == before and daemon.status().config.generation == 2
     assert topo.source_seen(netns.DEST_V4["internet"]) == netns.POD_V4
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from masqctl.cli import main
 from masqd.api.v1 import control_pb2 as pb
 from tests.support import netns
 from tests.support.daemon import Masqd, wait_until
@@ -84,7 +85,10 @@ def test_a_changed_answer_moves_the_rule_within_one_resync_interval(
 
 
 def test_dns_stopped_keeps_the_last_good_answer(
-    topo: netns.Topology, dns: DnsServer, start_masqd: Callable[..., Masqd]
+    topo: netns.Topology,
+    dns: DnsServer,
+    start_masqd: Callable[..., Masqd],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     dns.answer({"vip.masq.test": [VIP]})
     daemon = start_masqd(f"masqueradeCIDRs: [vip.masq.test]\nresyncInterval: {INTERVAL:g}s\n")
@@ -97,6 +101,10 @@ def test_dns_stopped_keeps_the_last_good_answer(
     assert masquerades(topo, 4, f"{VIP}/32")
     assert topo.source_seen(VIP) == netns.NODE_UPLINK_V4
     assert daemon.log().count("cannot resolve vip.masq.test") == 1  # once, not every retry
+    assert main(["--socket", daemon.socket, "status"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "vip.masq.test" in x)
+    assert line.startswith(f"dns       vip.masq.test: {VIP} (answered ")
+    assert "; last look-up FAILED: " in line
 
 
 def test_a_name_with_a_and_aaaa_answers_lands_in_both_families(
