@@ -14,6 +14,7 @@ from masqctl.cli import main
 from masqd.api.v1 import control_pb2 as pb
 from tests.support import netns
 from tests.support.daemon import Masqd, running, wait_until
+from tests.support.observability import scrape
 from tests.support.paths import GOLDEN
 from tests.support.scenario import CONFIG_CHANGE_BOUND, desired, project, put, time_until
 
@@ -122,6 +123,11 @@ def test_a_conflict_is_refused_and_shown(
         "masqOutBound is true here" in out
     )
     assert topo.chain(4) == before and daemon.status().config.generation == 2
+    m = scrape(topo.node)
+    assert m.value("masqd_config_file_state", file="ip-masq-agent-user", state="kept") == 1
+    assert m.value("masqd_config_file_state", file="ip-masq-agent-user", state="applied") == 0
+    assert m.value("masqd_config_file_state", file="ip-masq-agent-cloud", state="applied") == 1
+    assert m.value("masqd_config_rejected") == 1
     assert topo.source_seen(netns.DEST_V4["internet"]) == netns.POD_V4
 
 

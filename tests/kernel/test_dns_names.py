@@ -19,6 +19,7 @@ from masqd.api.v1 import control_pb2 as pb
 from tests.support import netns
 from tests.support.daemon import Masqd, wait_until
 from tests.support.dns import DnsServer, dns_server, node_resolver
+from tests.support.observability import scrape
 from tests.support.paths import ROOT
 from tests.support.scenario import CONFIG_CHANGE_BOUND, put, time_until
 
@@ -105,6 +106,11 @@ def test_dns_stopped_keeps_the_last_good_answer(
     line = next(x for x in capsys.readouterr().out.splitlines() if "vip.masq.test" in x)
     assert line.startswith(f"dns       vip.masq.test: {VIP} (answered ")
     assert "; last look-up FAILED: " in line
+    m = scrape(topo.node)
+    assert m.value("masqd_dns_name_resolved", name="vip.masq.test") == 1
+    assert m.value("masqd_dns_name_addresses", name="vip.masq.test") == 1
+    assert m.value("masqd_dns_lookup_failing", name="vip.masq.test") == 1
+    assert m.value("masqd_dns_answer_age_seconds", name="vip.masq.test") >= 2 * INTERVAL
 
 
 def test_a_name_with_a_and_aaaa_answers_lands_in_both_families(
@@ -132,6 +138,9 @@ def test_a_name_that_does_not_resolve_leaves_the_other_entries_working(
     name = names(daemon)["nowhere.masq.test"]
     assert not name.resolved and not name.addresses and "NXDOMAIN" in name.error
     assert "it contributes no rule until it resolves" in daemon.log()
+    m = scrape(topo.node)
+    assert m.value("masqd_dns_name_resolved", name="nowhere.masq.test") == 0
+    assert m.get_value("masqd_dns_answer_age_seconds", name="nowhere.masq.test") is None
 
 
 def test_a_lookup_that_hangs_does_not_delay_a_config_change(
