@@ -1,16 +1,23 @@
-"""The plugin's commands: what ADD, DEL, CHECK, VERSION, STATUS and GC do for masqd."""
+"""The plugin's commands: what ADD, DEL, CHECK, VERSION, STATUS and GC do for masqd.
+
+On every pod start: the standard library's costly modules (typing, dataclasses, json, re,
+enum, socket) are not imported on the way through ADD; tests/kernel/test_cni.py holds it to that.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
-from typing import IO, Any
 
 from masqd.cni import spec
 from masqd.cni.config import FAIL, PluginConfig, plugin_config
 from masqd.cni.spec import CniError, Invocation
 
-Result = dict[str, Any] | None
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import IO, Any
+
+    Result = dict[str, Any] | None
 
 
 def add(inv: Invocation, started: float) -> Result:
