@@ -6,6 +6,10 @@ than ours: masqd (like the agents it replaces) writes that comment, naming the c
 to. The chain it points at goes too, but only when nothing else jumps to it and every rule in
 it is one masqd writes. Nothing else is touched: a chain of that name without our jump, or
 with rules of someone else's, stays.
+
+This reads iptables-save text, so it serves both iptables backends (nft and legacy). The
+nftables backend's counterpart, a masqd table of another name, belongs beside that backend's
+own reader, called from the same place in the worker's read step.
 """
 
 from __future__ import annotations

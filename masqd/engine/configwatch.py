@@ -140,7 +140,7 @@ class DirectoryWatcher:
             fresh = True
         for name in names or ():
             fresh |= self._read(name)
-        if not fresh and self._last is not None:
+        if not fresh and isinstance(self._last, Loaded):
             return None
         defaults = default_config(self.options.all_reserved_ranges)
         merged = merge(

@@ -13,6 +13,7 @@ from masqd.core.errors import ConfigError
 from masqd.core.merge import FileState
 from masqd.engine import configwatch
 from masqd.engine.configwatch import ConfigWatcher, DirectoryWatcher, Loaded, Rejected
+from masqd.host import configfile
 from tests.support.scenario import project
 
 GOOD = b"nonMasqueradeCIDRs: [10.0.0.0/8]\n"
@@ -201,3 +202,22 @@ def test_a_directory_of_bad_files_only_is_rejected(tmp_path: Path) -> None:
     rejected = dir_watcher(tmp_path).load()
     assert isinstance(rejected, Rejected) and rejected.new
     assert rejected.error.startswith("ip-masq-a: masqOutBound: must be true or false")
+
+
+def test_a_directory_that_cannot_be_listed_is_rejected_until_it_can(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("masqOutBound: true\n")
+    broken = {"on": False}
+
+    def list_files(path: str, prefix: str) -> list[str] | None:
+        if broken["on"]:
+            raise ConfigError(f"cannot list {path}: Permission denied")
+        return configfile.config_files(path, prefix)
+
+    w = DirectoryWatcher(str(tmp_path), ParseOptions(), list_files=list_files)
+    assert isinstance(w.load(), Loaded)
+    broken["on"] = True
+    rejected = w.load()
+    assert isinstance(rejected, Rejected) and "Permission denied" in rejected.error
+    broken["on"] = False
+    again = w.load()
+    assert isinstance(again, Loaded) and again.loaded.config.masq_out_bound is True
