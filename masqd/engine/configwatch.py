@@ -119,9 +119,10 @@ class DirectoryWatcher:
     list_files: Callable[[str, str], list[str] | None] = configfile.config_files
     read: Callable[[str], bytes | None] = configfile.read
     identity: Callable[[str], object] = configfile.identity
-    _files: dict[str, _File] = field(default_factory=dict)
-    _seen: object = field(default_factory=object)
-    _last: Loaded | Rejected | None = None
+    _files: dict[str, _File] = field(default_factory=dict, init=False, repr=False)
+    _seen: object = field(default_factory=object, init=False, repr=False)
+    """The identities at the last read: never equal at first."""
+    _last: Loaded | Rejected | None = field(default=None, init=False, repr=False)
 
     def changed(self) -> bool:
         """Whether a file may have changed, appeared or gone since the last read (stats only)."""
