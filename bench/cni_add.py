@@ -56,7 +56,7 @@ def import_costs(rounds: int) -> list[tuple[str, list[float]]]:
     prefix = f"import sys; sys.path[:0] = {paths!r}; "
     cases = [
         ("python -I -S (nothing imported)", "pass"),
-        ("python -I -S, masq-cni's ADD path", "import masqd.cni.plugin, masqd.cni.client"),
+        ("python -I -S, masq-cni's ADD path", "import masqd.cni.plugin, masqd.client.light"),
         ("python -I -S, grpc + masqd.api.v1", "import grpc, masqd.api.v1.control_pb2"),
     ]
     if importlib.util.find_spec("h2") is not None:

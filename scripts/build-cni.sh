@@ -40,8 +40,9 @@ trap 'rm -rf "$stage"' EXIT
 
 # The standard library, less what the plugin and its installer never import (tests, GUIs,
 # packaging, the C-backed modules this interpreter leaves out), then masqd's plugin: masqd's
-# package marker, the duration parser of masqd.core, masqd.cni, and masqd.client's transport
-# (not its grpcio client, which the plugin never imports).
+# package marker, the duration parser and default paths of masqd.core, masqd.cni, and the
+# client's light path (not its grpcio path, which the plugin never imports; an import contract
+# keeps it so).
 lib=$stage/lib
 mkdir -p "$lib"
 excluded=(test idlelib tkinter turtledemo turtle.py lib2to3 ensurepip distutils pydoc_data
@@ -52,9 +53,9 @@ for e in "${excluded[@]}"; do tar_excludes+=(--exclude="./$e"); done
 tar -C "$py/Lib" --exclude=__pycache__ "${tar_excludes[@]}" -cf - . | tar -C "$lib" -xf -
 mkdir -p "$lib/masqd/core" "$lib/masqd/cni" "$lib/masqd/client"
 cp masqd/__init__.py "$lib/masqd/"
-cp masqd/core/__init__.py masqd/core/durations.py "$lib/masqd/core/"
+cp masqd/core/__init__.py masqd/core/durations.py masqd/core/defaults.py "$lib/masqd/core/"
 cp masqd/cni/*.py "$lib/masqd/cni/"
-cp masqd/client/__init__.py masqd/client/h2transport.py masqd/client/hpack.py "$lib/masqd/client/"
+for m in __init__ errors light wire h2transport hpack; do cp "masqd/client/$m.py" "$lib/masqd/client/"; done
 
 # Byte-compiled by the interpreter that will run it, next to each module (-b) with the source
 # removed: an import then finds the .pyc in one look-up and never checks a source's mtime.

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from masqd.api import families
-from masqd.core.errors import Kind, MasqdError
-from masqd.core.settings import DEFAULT_SOCKET
+from masqd.client.errors import ApiError, ClientError, Unreachable
+from masqd.core.defaults import DEFAULT_SOCKET
 
 if TYPE_CHECKING:
     from masqd.api.v1 import control_pb2 as pb
@@ -32,37 +32,6 @@ DEFAULT_TIMEOUT = 5.0
 """Seconds any call other than a waiting Resync or Watch may take."""
 
 T = TypeVar("T")
-
-
-class ClientError(MasqdError):
-    """Asking masqd failed; the message says why, in an operator's words."""
-
-
-class Unreachable(ClientError):
-    """Nothing answered on the socket (in time): masqd is not running, restarting, or the
-    socket is not ours to use."""
-
-    kind = Kind.UNREACHABLE
-
-    def __init__(self, socket: str, reason: str) -> None:
-        super().__init__(f"masqd is unreachable on {socket}: {reason}")
-        self.socket = socket
-
-
-class ApiError(ClientError):
-    """masqd answered with an error status; `status` is the gRPC code's name, `kind` what it
-    means (a refused request, a deadline, or masqd's own failure)."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message, _KIND_OF_STATUS.get(status, Kind.INTERNAL))
-        self.status = status
-
-
-_KIND_OF_STATUS = {
-    "INVALID_ARGUMENT": Kind.BAD_REQUEST,
-    "FAILED_PRECONDITION": Kind.NOT_ENABLED,
-    "DEADLINE_EXCEEDED": Kind.TIMEOUT,
-}
 
 
 class Client:

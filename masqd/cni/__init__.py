@@ -42,5 +42,5 @@ Without ``CNI_COMMAND``, ``masq-cni install --bin-dir DIR [--conf-dir DIR --chai
 and ``masq-cni uninstall --bin-dir DIR --conf-dir DIR`` install it (see ``masqd.cni.install``).
 
 Start-up is on the pod start path: the plugin's modules import only the cheap parts of the
-standard library, and talk to masqd without grpcio or protobuf (``masqd.cni.client``).
+standard library, and talk to masqd without grpcio or protobuf (``masqd.client.light``).
 """

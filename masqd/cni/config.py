@@ -4,13 +4,13 @@ for it, and what to do when it does not answer."""
 from __future__ import annotations
 
 from masqd.cni.spec import INVALID_CONFIG, UNSUPPORTED_FIELD, CniError
+from masqd.core.defaults import DEFAULT_SOCKET
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-DEFAULT_SOCKET = "/run/masqd/masqd.sock"
 DEFAULT_TIMEOUT = 2.0
 MAX_TIMEOUT = 60.0
 IGNORE, FAIL = "ignore", "fail"

@@ -8,8 +8,11 @@ here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import select
 import threading
 import time
 from concurrent.futures import Future
@@ -24,7 +27,7 @@ from masqd.core.origins import rule_origins
 from masqd.core.rules import desired_rules
 from masqd.core.settings import Settings
 from masqd.core.status import ConfigState, Override, Status
-from masqd.engine.configwatch import ConfigWatcher, DirectoryWatcher, Loaded, Rejected
+from masqd.engine.configwatch import PREFIX, ConfigWatcher, DirectoryWatcher, Loaded, Rejected
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Launcher, fork_worker, spawn_worker
 from masqd.engine.resolver import Resolver
@@ -32,8 +35,13 @@ from masqd.engine.runner import FamilyRunner
 from masqd.engine.schedule import Schedule
 from masqd.engine.worker import WorkerOptions
 from masqd.host import heap, iptables
+from masqd.host.filewatch import FileWatch
 
 log = logging.getLogger("masqd.supervisor")
+
+SAFETY_POLL = 10.0
+"""Seconds between looks at the config file's identity while inotify watches it: for what
+inotify cannot see (without inotify, Settings.file_poll_interval applies)."""
 
 
 class Supervisor:
@@ -59,7 +67,7 @@ class Supervisor:
         self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
         self._config = ConfigState(settings.config_source, directory=bool(settings.config_dir))
         self._desired: dict[Family, list[str]] = {}
-        self._wake = threading.Event()
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._syncs_at_trim = 0
@@ -106,13 +114,20 @@ class Supervisor:
         self._thread.start()
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop everything within about grace seconds; the rules stay in the kernel."""
+        """Stop everything within about grace seconds; the rules stay in the kernel. Stopping
+        twice is stopping once."""
+        if self._stopping:
+            return
         self._stopping = True
-        self._wake.set()
+        self._wake()
         self.resolver.stop()
         for runner in self.runners.values():
             runner.stop(grace)
         self.events.close()
+        if self._thread is not None:
+            self._thread.join(grace)
+        if self._thread is None or not self._thread.is_alive():
+            os.close(self._wake_fd)
 
     # -- what the API asks -----------------------------------------------------------------
 
@@ -170,37 +185,61 @@ class Supervisor:
         override = self.schedule.set_override(interval, ttl)
         log.info("resync interval overridden to %gs for %gs", interval, ttl)
         self._publish(EventKind.OVERRIDE_SET, f"interval {interval:g}s for {ttl:g}s")
-        self._wake.set()
+        self._wake()
         return override
 
     def clear_override(self) -> None:
         if self.schedule.clear_override():
             log.info("resync interval override cleared")
             self._publish(EventKind.OVERRIDE_CLEARED, "override cleared")
-            self._wake.set()
+            self._wake()
 
     # -- the config loop -------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
-            self._wake.wait(min(self.settings.file_poll_interval, self.schedule.seconds_left()))
-            self._wake.clear()
-            if self._stopping:
-                return
-            if self.schedule.expire() is not None:
-                log.info("resync interval override expired")
-                self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
-            if self.schedule.due():
-                self._load(Reason.INTERVAL)
-                self.resync(self.settings.families, Reason.INTERVAL)
-                self.schedule.ran()
-            elif self._watcher.changed():
-                self._load(Reason.CONFIG_CHANGE)
-            self._trim_after_activity()
+        """Wait for the schedule, the file (inotify, and a look every `poll` seconds for what
+        it cannot see), or a wake-up (a new override, stop)."""
+        # A config directory is watched as the directory of a file in it: its files' writes,
+        # renames and the kubelet's ..data swap are all events there.
+        watch = FileWatch(
+            os.path.join(self.settings.config_dir, PREFIX)
+            if self.settings.config_dir
+            else self.settings.config_path
+        )
+        poll = SAFETY_POLL if watch.active else self.settings.file_poll_interval
+        next_look = time.monotonic() + poll
+        try:
+            while True:
+                waits = [self._wake_fd] + ([watch.fileno()] if watch.active else [])
+                timeout = min(max(0.0, next_look - time.monotonic()), self.schedule.seconds_left())
+                ready, _, _ = select.select(waits, [], [], timeout)
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self._wake_fd)
+                if self._stopping:
+                    return
+                told = watch.active and watch.fileno() in ready
+                if told:
+                    watch.drain()
+                if self.schedule.expire() is not None:
+                    log.info("resync interval override expired")
+                    self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
+                if self.schedule.due():
+                    self._load(Reason.INTERVAL)
+                    self.resync(self.settings.families, Reason.INTERVAL)
+                    self.schedule.ran()
+                elif told or time.monotonic() >= next_look:
+                    next_look = time.monotonic() + poll
+                    if self._watcher.changed():
+                        self._load(Reason.CONFIG_CHANGE)
+                if told:
+                    watch.rearm()  # the symlinks may point elsewhere now
+                self._trim_after_activity()
+        finally:
+            watch.close()
 
     def _trim_after_activity(self) -> None:
         """Hand freed heap back after syncs ran, not on every tick of an idle loop."""
-        syncs = sum(sum(f.syncs.values()) for f in self.status().families)
+        syncs = sum(r.syncs_run for r in self.runners.values())
         if syncs != self._syncs_at_trim:
             heap.trim()
             self._syncs_at_trim = syncs
@@ -253,7 +292,7 @@ class Supervisor:
             " (defaults)" if loaded.using_defaults else "",
         )
         self.schedule.configure(loaded.config.resync_interval)
-        self._wake.set()
+        self._wake()
         self._publish(EventKind.CONFIG_LOADED, f"generation {generation}")
         # A family whose rules stay as they were (say, only resyncInterval changed) has
         # nothing to apply.
@@ -312,6 +351,10 @@ class Supervisor:
             path = f"{self.settings.config_source.rstrip('/')}/{file.name}"
             log.error("config %s rejected: %s; %s", path, file.error, fate)
             self._publish(EventKind.CONFIG_REJECTED, f"{file.name}: {file.error}")
+
+    def _wake(self) -> None:
+        """Have the config loop look again now (the schedule changed, or stop)."""
+        os.eventfd_write(self._wake_fd, 1)
 
     def _publish(self, kind: EventKind, message: str) -> None:
         generation = self.config_state.generation

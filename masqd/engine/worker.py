@@ -11,15 +11,9 @@ from __future__ import annotations
 import enum
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
@@ -31,6 +25,7 @@ from masqd.host import heap
 from masqd.host.iptables import Backend
 from masqd.host.probe import KernelProbe, Probe, nftgen
 
+NO_RULES = "the worker was asked for the rules it has, and has none"
 TIDY_AFTER = 0.001
 """Seconds a worker leaves the supervisor to pass its answer on before it tidies up: on a small
 node the tidying otherwise competes with the answer on its way back (bench/README.md)."""
@@ -48,11 +43,13 @@ class WorkerOptions:
 
 @dataclass(frozen=True)
 class SyncCommand:
-    """Make our chain hold exactly these rules (specs as iptables-save prints them)."""
+    """Make our chain hold exactly these rules (specs as iptables-save prints them).
 
-    rules: tuple[str, ...]
-    full: bool = False
-    """Read the live state even where the worker's memory says nothing changed."""
+    None: the rules of the last command that carried them. The supervisor sends the rules only
+    when they change: thousands of them, pickled for every drift check, would cost more than
+    the check."""
+
+    rules: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +66,9 @@ class SyncOutcome:
     in_sync: bool = False
     kind: Kind | None = None
     """What kind of failure `error` is (it crosses the pipe as data); None when ok."""
+    generation: int | None = None
+    """nft: the ruleset generation at which the chain was verified as desired; while the
+    kernel's stays there, nothing changed (the runner's drift check then asks no one)."""
     removed: tuple[str, ...] = ()
     """Leftovers of an earlier --masq-chain removed by this sync (chains, then jumps)."""
 
@@ -88,12 +88,28 @@ class Known:
     """The kernel's chain and jump at that moment, as the probe reads them."""
     generation: int | None = None
     """nft: the ruleset generation at that moment."""
-    unsettled: tuple[int | None, int | None] | None = None
-    """After a write: the generations around the restore, until `settle` fingerprints it."""
+    jumps: bytes | None = None
+    """The POSTROUTING part of the fingerprint when our jump was last seen in place."""
+    unsettled: Unsettled | None = None
+    """After a write: what `settle` needs to verify it."""
 
     def forget(self) -> None:
         self.rules, self.verified, self.fingerprint, self.generation = None, False, None, None
-        self.unsettled = None
+        self.jumps, self.unsettled = None, None
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """A write not yet fingerprinted."""
+
+    before: int | None
+    after: int | None
+    """nft: the generations around the restore."""
+    jumps: bytes | None
+    """What POSTROUTING's part of the fingerprint must be: the jumps as last seen in place
+    (None: never seen, so the write cannot be verified this way)."""
+    appended: bool
+    """The write appended our jump itself: then any jump will do."""
 
 
 class Step(enum.Enum):
@@ -141,25 +157,24 @@ def sync(
     backend: Backend,
     probe: Probe,
     opts: WorkerOptions,
-    rules: list[str],
+    rules: Sequence[str],
     known: Known | None = None,
-    *,
-    full: bool = False,
 ) -> SyncOutcome:
     """Make the live chain hold `rules`, rewriting it only when it differs (see `plan`).
 
-    A full sync (interval, startup) reads the chain whatever the worker remembers.
+    Every sync looks the same way, the interval's too: the cheap looks of `plan` first, and
+    iptables-save only when they say something changed or cannot tell.
     """
     start = time.monotonic()
     known = known if known is not None else Known()
-    wanted = tuple(rules)
+    wanted = rules if isinstance(rules, tuple) else tuple(rules)
     changed = False
     removed = Leftovers()
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> None:
         nonlocal changed, removed
-        step = Step.READ if full or known.rules is None else plan(known, wanted, probe)
+        step = plan(known, wanted, probe)
         if step == Step.IN_SYNC:
             return
         leftovers = Leftovers()
@@ -173,24 +188,47 @@ def sync(
         _write(backend, opts, probe, known, wanted, with_jump, leftovers)
         changed, removed = True, leftovers
 
-    retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
-        wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
-        stop=stop_after_delay(opts.retry_deadline),
-        reraise=True,
-    )
     try:
-        retrying(attempt)
+        try:
+            attempt()
+        except ApplyError as e:
+            if not e.retryable:
+                raise
+            _retry(attempt, e, opts.retry_deadline - (time.monotonic() - start))
     except ApplyError as e:
         known.forget()
         return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
+    verified_at = known.generation if known.verified else None
+    duration = time.monotonic() - start
     return SyncOutcome(
         True,
         changed,
-        time.monotonic() - start,
+        duration,
         in_sync=True,
+        generation=verified_at,
         removed=(*removed.chains, *removed.jumps),
     )
+
+
+def _retry(attempt: Callable[[], None], failure: ApplyError, deadline: float) -> None:
+    """Try again with exponential backoff and jitter while the failure stays retryable, for up
+    to deadline seconds; the last failure is raised. tenacity is imported only here: most
+    syncs never fail, and a worker that never retries never loads it."""
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+    failures = [failure]
+
+    def again() -> None:
+        if failures:  # the failure that brought us here: the backoff comes before the retry
+            raise failures.pop()
+        attempt()
+
+    Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
+        stop=stop_after_delay(max(0.0, deadline)),
+        reraise=True,
+    )(again)
 
 
 def _read_and_compare(
@@ -216,6 +254,7 @@ def _read_and_compare(
         settled = before is not None and probe.fingerprint() == before
     known.rules, known.verified, known.jump = wanted, True, True
     known.fingerprint, known.generation = (before if settled else None), generation
+    known.jumps = before.jumps if settled and before is not None else None
     return None
 
 
@@ -234,32 +273,41 @@ def _write(
     text = render_restore(
         list(wanted), opts.chain, with_jump=with_jump, removals=leftovers.restore_lines()
     )
+    jumps = known.jumps  # without the jump in the restore, it must still be this one
     known.forget()  # unknown until the restore succeeds
     before = probe.generation()
     backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
-    known.rules, known.jump, known.unsettled = wanted, True, (before, probe.generation())
+    known.rules, known.jump = wanted, True
+    known.unsettled = Unsettled(before, probe.generation(), jumps, appended=with_jump)
 
 
 def settle(probe: Probe, known: Known) -> None:
     """Fingerprint what the last write left in the kernel.
 
     nft: exactly one generation step across the restore means no one else wrote meanwhile,
-    and the same generation after the fingerprint means it shows our write: verified.
-    Otherwise the next sync that finds this fingerprint reads the chain back once.
+    the same generation after the fingerprint means it shows our write, and the jump is as it
+    must be (the one last seen, which a write without it trusted; or, when the write appended
+    it, there): verified. Otherwise the next sync that finds this fingerprint reads the chain
+    back once.
     """
-    if known.unsettled is None:
+    unsettled, known.unsettled = known.unsettled, None
+    if unsettled is None:
         return
-    before, after = known.unsettled
-    known.unsettled = None
     fingerprint = probe.fingerprint()
+    jump_in_place = fingerprint is not None and (
+        bool(fingerprint.jumps)
+        if unsettled.appended
+        else unsettled.jumps is not None and fingerprint.jumps == unsettled.jumps
+    )
     verified = (
-        before is not None
-        and after == nftgen.next_generation(before)
-        and fingerprint is not None
-        and probe.generation() == after
+        unsettled.before is not None
+        and unsettled.after == nftgen.next_generation(unsettled.before)
+        and jump_in_place
+        and probe.generation() == unsettled.after
     )
     known.fingerprint, known.verified = fingerprint, verified
-    known.generation = after if verified else None
+    known.generation = unsettled.after if verified else None
+    known.jumps = fingerprint.jumps if verified and fingerprint is not None else None
 
 
 def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
@@ -279,6 +327,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     backend = Backend(opts.family, opts.mode)
     probe = KernelProbe(opts.family, opts.mode, opts.chain)
     known = Known()
+    wanted: tuple[str, ...] | None = None
     try:
         while True:
             try:
@@ -287,8 +336,15 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 return
             if command is None:
                 return
+            busy = True  # worth handing freed heap back after
             if isinstance(command, SyncCommand):
-                conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
+                wanted = command.rules if command.rules is not None else wanted
+                if wanted is None:
+                    outcome = SyncOutcome(False, False, 0.0, NO_RULES, kind=Kind.INTERNAL)
+                else:
+                    outcome = sync(backend, probe, opts, wanted, known)
+                busy = outcome.changed or command.rules is not None
+                conn.send(outcome)
             elif isinstance(command, ReadCommand):
                 conn.send(read(backend, opts))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller
@@ -298,6 +354,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 continue
             settle(probe, known)
             backend.prepare_restore(opts.lock_wait)  # the next write's restore, started idle
-            heap.trim()
+            if busy:
+                heap.trim()
     finally:
         backend.close()

@@ -1,6 +1,6 @@
 """masq-cni's way to masqd without grpcio or protobuf: masqd.client.h2transport (gRPC over HTTP/2
 on a unix socket) against the real grpcio server, its HPACK decoder against the hpack library's
-encoder, and masqd.cni.messages against the generated masqd.api.v1 classes."""
+encoder, and masqd.client.wire against the generated masqd.api.v1 classes."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ import pytest
 
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
-from masqd.client import h2transport, hpack
-from masqd.cni import messages
+from masqd.client import h2transport, hpack, wire
 
 RESYNC = "/masqd.api.v1.Control/Resync"
 GET_RULES = "/masqd.api.v1.Control/GetRules"
@@ -294,7 +293,7 @@ def field_numbers(message: Any) -> dict[str, int]:
 
 
 def test_field_numbers_are_the_contracts() -> None:
-    """The numbers masqd.cni.messages writes and reads are those of control.proto."""
+    """The numbers masqd.client.wire writes and reads are those of control.proto."""
     assert field_numbers(pb.ResyncRequest) == {"family": 1, "no_wait": 2, "reason": 3}
     assert field_numbers(pb.ResyncResponse) == {"results": 1}
     assert {k: v for k, v in field_numbers(pb.SyncResult).items() if v <= 3} == {
@@ -316,10 +315,10 @@ def test_field_numbers_are_the_contracts() -> None:
     assert field_numbers(pb.GetStatusRequest) == {} and field_numbers(pb.GetRulesRequest) == {
         "family": 1
     }
-    assert messages.SYNC_REASON_CNI == pb.SYNC_REASON_CNI
+    assert wire.SYNC_REASON_CNI == pb.SYNC_REASON_CNI
     assert {
         v.number: v.name.removeprefix("FAMILY_").lower() for v in pb.Family.DESCRIPTOR.values
-    } == messages.FAMILY_NAMES
+    } == wire.FAMILY_NAMES
 
 
 @pytest.mark.parametrize(
@@ -327,7 +326,7 @@ def test_field_numbers_are_the_contracts() -> None:
     [(5, False, 0), (5, True, 2), (4, False, 1), (0, False, 0)],
 )
 def test_resync_request_is_what_protobuf_reads(reason: int, no_wait: bool, family: int) -> None:
-    raw = messages.resync_request(reason, no_wait, family)
+    raw = wire.resync_request(reason, no_wait, family)
     assert pb.ResyncRequest.FromString(raw) == pb.ResyncRequest(
         reason=reason, no_wait=no_wait, family=family
     )
@@ -344,7 +343,7 @@ def test_resync_response_reads_what_protobuf_writes() -> None:
         ]
     )
     response.results[0].duration.FromMilliseconds(1500)  # a field we skip over
-    results = messages.resync_response(response.SerializeToString())
+    results = wire.resync_response(response.SerializeToString())
     assert [(r.family, r.ok, r.error) for r in results] == [
         ("ipv4", True, ""),
         ("ipv6", False, "lock: ü"),
@@ -362,7 +361,7 @@ def test_get_rules_response_reads_what_protobuf_writes() -> None:
         in_sync=False,
         error="boom",
     )
-    (read,) = messages.get_rules_response(pb.GetRulesResponse(families=[rules]).SerializeToString())
+    (read,) = wire.get_rules_response(pb.GetRulesResponse(families=[rules]).SerializeToString())
     assert (read.family, read.chain, read.chain_exists, read.jump_present) == (
         "ipv6",
         "IP-MASQ-AGENT",
@@ -374,5 +373,5 @@ def test_get_rules_response_reads_what_protobuf_writes() -> None:
 
 @pytest.mark.parametrize("raw", [b"\x0a\x05ab", b"\x08", b"\x0f", b"\x80" * 11])
 def test_malformed_messages_raise(raw: bytes) -> None:
-    with pytest.raises(messages.DecodeError):
-        messages.resync_response(raw)
+    with pytest.raises(wire.DecodeError):
+        wire.resync_response(raw)

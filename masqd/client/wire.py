@@ -1,7 +1,7 @@
 """The few masqd.api.v1 messages masq-cni exchanges, in protobuf's wire format, without the
 protobuf runtime (which alone costs more start-up than an ADD may take).
 
-Field numbers are those of protos/masqd/api/v1/control.proto; tests/unit/test_cni_client.py checks
+Field numbers are those of protos/masqd/api/v1/control.proto; tests/unit/test_client_light.py checks
 every one against the generated descriptors and round-trips the messages through the generated
 classes, so this cannot drift from the contract silently. Pure: bytes in, values out.
 """

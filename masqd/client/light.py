@@ -1,17 +1,18 @@
-"""The little of masqd's control API the plugin uses, over its unix socket, within a deadline.
+"""The client's light path: the few calls masq-cni makes (Resync, GetRules, GetStatus), within
+one deadline, without grpcio or protobuf.
 
-The calls go through masqd.client.h2transport (gRPC over HTTP/2 with the standard library) and
-the messages through masqd.cni.messages (protobuf's wire format by hand): neither grpcio nor
-protobuf is imported, so a pod start pays for neither. masqd answers these calls with its
-ordinary grpcio server; nothing about them is special to the plugin.
+The calls go through `h2transport` (gRPC over HTTP/2 with the standard library) and the
+messages through `wire` (protobuf's wire format by hand), so a pod start pays for neither
+runtime. masqd answers them with its ordinary grpcio server: the same masqd.api.v1 calls the
+grpcio path (`api.py`) makes, with the same errors (`errors.py`).
 """
 
 from __future__ import annotations
 
 import time
 
-from masqd.client import h2transport
-from masqd.cni import messages
+from masqd.client import h2transport, wire
+from masqd.client.errors import ApiError, ClientError, SyncFailed, Unreachable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,14 +22,6 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 SERVICE = "/masqd.api.v1.Control/"
-
-
-class MasqdError(Exception):
-    """masqd answered, but not with what we asked for (a failed sync, a rejected request)."""
-
-
-class Unreachable(MasqdError):
-    """masqd could not be asked in time: no socket, nobody listening, or past the deadline."""
 
 
 class FamilyState:
@@ -57,41 +50,42 @@ class Client:
 
     def resync(self) -> None:
         """Ask for a sync counted under "cni" and wait until one that started after the
-        request has finished; raise MasqdError when a family's sync failed."""
-        answer = self._call("Resync", messages.resync_request(messages.SYNC_REASON_CNI))
-        results = _decoded(messages.resync_response, answer, "Resync")
+        request has finished; SyncFailed when a family's sync failed."""
+        answer = self._call("Resync", wire.resync_request(wire.SYNC_REASON_CNI))
+        results = _decoded(wire.resync_response, answer, "Resync")
         failed = [f"{r.family}: {r.error or 'failed'}" for r in results if not r.ok]
         if failed:
-            raise MasqdError("masqd's sync failed: " + "; ".join(failed))
+            raise SyncFailed("masqd's sync failed: " + "; ".join(failed))
 
     def rules(self) -> list[FamilyState]:
         """Whether each family's live chain matches what masqd wants, as masqd reads it now."""
-        answer = self._call("GetRules", messages.GET_RULES_REQUEST)
-        return [_state(f) for f in _decoded(messages.get_rules_response, answer, "GetRules")]
+        answer = self._call("GetRules", wire.GET_RULES_REQUEST)
+        return [_state(f) for f in _decoded(wire.get_rules_response, answer, "GetRules")]
 
     def ping(self) -> None:
         """Succeed when masqd answers a status request in time."""
-        self._call("GetStatus", messages.GET_STATUS_REQUEST)
+        self._call("GetStatus", wire.GET_STATUS_REQUEST)
 
     def _call(self, method: str, request: bytes) -> bytes:
         if self.deadline - time.monotonic() <= 0:
-            raise Unreachable(f"masqd did not answer in time (before {method})")
+            raise Unreachable(self.socket, f"no time left to ask ({method})")
         try:
             return h2transport.unary_call(self.socket, SERVICE + method, request, self.deadline)
         except h2transport.CallError as e:
             if e.unreachable or e.code in (h2transport.DEADLINE_EXCEEDED, h2transport.UNAVAILABLE):
-                raise Unreachable(f"masqd is unreachable ({method}): {e.message}") from None
-            raise MasqdError(f"masqd refused {method}: {e}") from None
+                raise Unreachable(self.socket, f"{e.message} ({method})") from None
+            status = h2transport.STATUS_NAMES.get(e.code, str(e.code))
+            raise ApiError(status, f"masqd refused {method}: {e}") from None
 
 
 def _decoded(decode: Callable[[bytes], T], answer: bytes, method: str) -> T:
     try:
         return decode(answer)
-    except messages.DecodeError as e:
-        raise MasqdError(f"masqd's answer to {method} is not the message expected: {e}") from None
+    except wire.DecodeError as e:
+        raise ClientError(f"masqd's answer to {method} is not the message expected: {e}") from None
 
 
-def _state(rules: messages.FamilyRules) -> FamilyState:
+def _state(rules: wire.FamilyRules) -> FamilyState:
     if rules.in_sync:
         return FamilyState(rules.family, True)
     if rules.error:
