@@ -163,7 +163,8 @@ class StateCollector:
         requests = CounterMetricFamily(
             "masqd_resync_requests",
             "Sync requests queued for the family, by source: api, cni, interval, "
-            "config_change, startup, and drift (our chain found changed by someone else).",
+            "config_change, dns_change (a DNS name of the config resolves to other addresses), "
+            "startup, and drift (our chain found changed by someone else).",
             labels=["family", "source"],
         )
         now = time.monotonic()
