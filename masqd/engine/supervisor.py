@@ -39,6 +39,8 @@ from masqd.host.filewatch import FileWatch
 
 log = logging.getLogger("masqd.supervisor")
 
+FILE_SETTLE = 0.05
+"""Seconds the config file must be quiet after an inotify event before it is read."""
 SAFETY_POLL = 10.0
 """Seconds between looks at the config file's identity while inotify watches it: for what
 inotify cannot see (without inotify, Settings.file_poll_interval applies)."""
@@ -217,9 +219,11 @@ class Supervisor:
                     os.eventfd_read(self._wake_fd)
                 if self._stopping:
                     return
-                told = watch.active and watch.fileno() in ready
-                if told:
+                if watch.active and watch.fileno() in ready:
                     watch.drain()
+                    # A file being written in place is an event per write: look once the
+                    # writes have stopped for a moment, never at half a file.
+                    next_look = time.monotonic() + FILE_SETTLE
                 if self.schedule.expire() is not None:
                     log.info("resync interval override expired")
                     self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
@@ -227,12 +231,11 @@ class Supervisor:
                     self._load(Reason.INTERVAL)
                     self.resync(self.settings.families, Reason.INTERVAL)
                     self.schedule.ran()
-                elif told or time.monotonic() >= next_look:
+                elif time.monotonic() >= next_look:
                     next_look = time.monotonic() + poll
+                    watch.rearm()  # the symlinks may point elsewhere now
                     if self._watcher.changed():
                         self._load(Reason.CONFIG_CHANGE)
-                if told:
-                    watch.rearm()  # the symlinks may point elsewhere now
                 self._trim_after_activity()
         finally:
             watch.close()
