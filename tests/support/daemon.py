@@ -70,6 +70,13 @@ class Masqd:
     def status(self) -> pb.Status:
         return self.stub().GetStatus(pb.GetStatusRequest(), timeout=5)
 
+    def sync_count(self, reason: int) -> int:
+        """Syncs run for reason so far, in the family that ran fewest."""
+        counts = [
+            c.count for f in self.status().families for c in f.sync_counts if c.reason == reason
+        ]
+        return min(counts) if counts else 0
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
