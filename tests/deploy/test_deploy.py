@@ -532,3 +532,12 @@ def test_dockerfile_runtime_is_slim_debian_running_masqd() -> None:
     final = "\n".join(lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :])
     assert "iptables" in final and "ipset" in final and "tini" in final
     assert 'CMD ["tini", "--", "masqd"' in final
+
+
+def test_the_chart_ships_masqds_own_version() -> None:
+    """The version is written once (masqd/__init__.py; pyproject reads it), and the chart's
+    appVersion must say the same."""
+    from masqd import __version__
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
