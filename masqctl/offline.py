@@ -1,7 +1,8 @@
 """`masqctl config validate|render`: masqd's own parser and renderer, with no daemon and no gRPC.
 
 The file is read and judged exactly as masqd would (same size limit, same flags), so a file that
-validates here is one masqd accepts. `-` reads standard input.
+validates here is one masqd accepts. `-` reads standard input. `render` looks the file's DNS
+names up through this machine's resolver, now, and says what each resolved to (or why not).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any
 from masqctl.errors import CommandError, Exit
 from masqd.core import flags
 from masqd.core.config import LoadedConfig, config_to_dict, parse_config
+from masqd.core.entries import HostName
 from masqd.core.errors import ConfigError
 from masqd.core.model import Family
+from masqd.core.names import Answer, expand, settle
 from masqd.core.rules import render
-from masqd.host import configfile
+from masqd.host import configfile, dns
 
 FAMILIES = {family.label: family for family in Family}
 
@@ -42,6 +45,9 @@ def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     loaded = load(args.file, args)
     text = f"{args.file}: valid" + (" (all defaults)" if loaded.using_defaults else "")
     text += "".join(f"\nwarning: {w}" for w in loaded.warnings)
+    names = [n.name for n in loaded.config.names()]
+    if names:
+        text += f"\nDNS names (masqd resolves them as it runs): {', '.join(names)}"
     data = {
         "valid": True,
         "warnings": list(loaded.warnings),
@@ -60,7 +66,25 @@ def render_families(args: argparse.Namespace) -> dict[str, str]:
         families = [FAMILIES[args.family]]
     else:
         families = [Family.IPV4, Family.IPV6] if args.enable_ipv6 else [Family.IPV4]
-    return {f.label: render(loaded.config, f, options) for f in families}
+    answers = resolve(loaded.config.names())
+    notes = "".join(_note(a) + "\n" for a in answers.values())
+    config = expand(loaded.config, answers)
+    return {f.label: notes + render(config, f, options) for f in families}
+
+
+def resolve(names: tuple[HostName, ...]) -> dict[str, Answer]:
+    """Each name looked up once, now, through this machine's resolver."""
+    import time
+
+    return {n.name: settle(Answer(n.name), dns.lookup(n.name), time.time()) for n in names}
+
+
+def _note(answer: Answer) -> str:
+    """A comment line (iptables-restore skips it) saying what a name renders to."""
+    if not answer.resolved:
+        return f"# {answer.name}: could not resolve ({answer.error}); it renders no rule"
+    addresses = ", ".join(str(n.network_address) for n in answer.addresses)
+    return f"# {answer.name} resolves to {addresses}"
 
 
 def render_text(rendered: dict[str, str]) -> str:

@@ -15,6 +15,8 @@ class Settings:
 
     config_path: str = DEFAULT_CONFIG_PATH
     """The policy file (a ConfigMap volume on a node)."""
+    config_dir: str = ""
+    """A directory whose `ip-masq*` files are merged instead (--config-dir); empty: none."""
     socket: str = DEFAULT_SOCKET
     """Unix socket of the control API; empty serves no API."""
     socket_mode: int = 0o600
@@ -43,6 +45,11 @@ class Settings:
     """How long a worker retries a retryable failure before reporting it."""
     health_timeout: float = 60.0
     """A requested sync not applied within this long is unhealthy, whatever the reason."""
+
+    @property
+    def config_source(self) -> str:
+        """The path the policy is read from: the directory, else the file."""
+        return self.config_dir or self.config_path
 
     @property
     def families(self) -> tuple[Family, ...]:

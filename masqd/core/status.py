@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from masqd.core.config import LoadedConfig
 from masqd.core.errors import Kind
+from masqd.core.merge import FileOutcome
 from masqd.core.model import Family, Reason, SyncResult
+from masqd.core.names import Answer
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,13 @@ class ConfigState:
     loaded_at: float = 0.0
     """Wall-clock time the config in force was loaded."""
     error: str = ""
-    """Why the file on disk was last rejected; empty once a good one is in force."""
+    """Why the file on disk was last rejected; empty once a good one is in force. With
+    --config-dir: every refused file's reason, while any is refused."""
     error_at: float = 0.0
+    directory: bool = False
+    """The path is a config directory (--config-dir)."""
+    files: tuple[FileOutcome, ...] = ()
+    """--config-dir: each file, in name order, and what became of it."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,8 @@ class Status:
     mode: str
     """The iptables backend: legacy or nft."""
     chain: str
+    names: tuple[Answer, ...] = ()
+    """The DNS names of the config in force and what is known of each."""
     faults: tuple[Fault, ...] = ()
     """Exceptions in the config loop's thread (the runners' are in their families)."""
 

@@ -42,9 +42,9 @@ log = logging.getLogger("masqd.runner")
 
 NO_CONFIG = "no valid configuration has been loaded yet; the rules are left as they are"
 GATHER = 0.01
-"""Seconds a sync waits for more requests when some arrived during the sync before it: a
+"""The least time between the starts of two requested syncs while requests keep coming: a
 burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
---figures 4`). A request that finds the runner idle is served at once."""
+--figures 4`). A request that finds no sync started within it is served at once."""
 FIRST_START_PAUSE = 1.0
 LONGEST_START_PAUSE = 30.0
 """Seconds between attempts to start a worker that cannot be started (no descriptors, no
@@ -71,6 +71,7 @@ class FamilyRunner:
         self._events = events
         self._drift_interval = drift_check_interval
         self._gather = gather
+        self._last_start = float("-inf")  # when the last requested sync started
         self._clock = clock
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.queue = RequestQueue(self._notify, clock)
@@ -151,18 +152,27 @@ class FamilyRunner:
             if not self._replace_worker():
                 return
             self._next_check = self._clock()  # the new worker checks the chain first
+        self._gather_burst()
         work = self.queue.take()
         if work is not None:
             if work.batch is not None:
                 self._serve(work.batch)
             if work.read is not None:
                 _resolve(work.read, self._read)
-            if work.batch is not None and self.queue.oldest() is not None:
-                self._stop.wait(self._gather)  # they arrived during that sync: a burst
         elif self._clock() >= self._next_check:
             self._check()
         else:
             self._idle(self._next_check - self._clock())
+
+    def _gather_burst(self) -> None:
+        """Sync requests waiting within `gather` of the last sync's start are a burst: let it
+        gather until `gather` after that start. A request that finds no sync started lately
+        goes at once."""
+        if self.queue.oldest() is None:
+            return
+        left = self._last_start + self._gather - self._clock()
+        if left > 0:
+            self._stop.wait(left)
 
     def _idle(self, timeout: float) -> None:
         """Wait for a request, the worker's death, or the timeout."""
@@ -185,6 +195,7 @@ class FamilyRunner:
                 self._state.no_config(batch.since)
                 batch.fail(NoConfig(NO_CONFIG))
                 return
+            self._last_start = self._clock()
             self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
             self._state.syncing(rules, batch.since)
             outcome = self._sync(rules)
@@ -231,6 +242,12 @@ class FamilyRunner:
         since: float | None,
     ) -> SyncResult:
         """Count a sync, log it, publish it; its result is in status before anyone hears."""
+        if outcome.removed:
+            log.info(
+                "%s: removed what an earlier --masq-chain left in the nat table: %s",
+                self.family.label,
+                "; ".join(outcome.removed),
+            )
         result = self._state.recorded(reason, rules, outcome, since)
         self._next_check = self._clock() + self._state.next_check_in(outcome, self._drift_interval)
         _log_result(result)

@@ -1,9 +1,11 @@
 """The supervisor: owns the config and the schedule, and runs one FamilyRunner per family.
 
-Threads, not asyncio: one config loop watches the file and the schedule; each family has a
-runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4. Each loop is guarded
-(`guard`): an exception in it is logged and shown in status, and the loop goes on. What the
-API needs is here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
+Threads, not asyncio: one config loop watches the file (or directory) and the schedule; each
+family has a runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4; the
+resolver keeps the config's DNS names resolved on threads of its own. The config loop and the
+runners are guarded (`guard`): an exception in one is logged and shown in status, and the loop
+goes on. What the API needs is here and nothing deeper: `resync` returns futures, `status` a
+frozen snapshot.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ from concurrent.futures import Future
 from masqd.core.config import LoadedConfig, ParseOptions
 from masqd.core.errors import RequestError
 from masqd.core.livestate import ReadOutcome
+from masqd.core.merge import FileOutcome
 from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.names import expand
+from masqd.core.origins import rule_origins
 from masqd.core.rules import desired_rules
 from masqd.core.settings import Settings
 from masqd.core.status import ConfigState, Override, Status
-from masqd.engine.configwatch import ConfigWatcher, Loaded, Rejected
+from masqd.engine.configwatch import PREFIX, ConfigWatcher, DirectoryWatcher, Loaded, Rejected
 from masqd.engine.events import EventBus
 from masqd.engine.guard import Guard
 from masqd.engine.process import Backoff, Launcher, fork_worker, spawn_worker
+from masqd.engine.resolver import Resolver
 from masqd.engine.runner import FamilyRunner
 from masqd.engine.schedule import Schedule
 from masqd.engine.worker import WorkerOptions
@@ -36,6 +42,8 @@ from masqd.host.filewatch import FileWatch
 
 log = logging.getLogger("masqd.supervisor")
 
+FILE_SETTLE = 0.05
+"""Seconds the config file must be quiet after an inotify event before it is read."""
 SAFETY_POLL = 10.0
 """Seconds between looks at the config file's identity while inotify watches it: for what
 inotify cannot see (without inotify, Settings.file_poll_interval applies)."""
@@ -53,13 +61,16 @@ class Supervisor:
         )
         self.events = EventBus()
         self.schedule = Schedule()
-        self._watcher = ConfigWatcher(
-            settings.config_path,
-            ParseOptions(settings.enable_ipv6, settings.all_reserved_ranges),
+        options = ParseOptions(settings.enable_ipv6, settings.all_reserved_ranges)
+        self._watcher: ConfigWatcher | DirectoryWatcher = (
+            DirectoryWatcher(settings.config_dir, options)
+            if settings.config_dir
+            else ConfigWatcher(settings.config_path, options)
         )
+        self.resolver = Resolver(self._names_changed)
         self._lock = threading.Lock()  # the config in force and its rules, swapped together
         self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
-        self._config = ConfigState(settings.config_path)
+        self._config = ConfigState(settings.config_source, directory=bool(settings.config_dir))
         self._desired: dict[Family, list[str]] = {}
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._stopped = threading.Event()
@@ -97,7 +108,7 @@ class Supervisor:
     def start(self) -> None:
         log.info(
             "masqd starting: config %s, iptables mode %s, families %s, chain %s",
-            self.settings.config_path,
+            self.settings.config_source,
             self.mode,
             ",".join(f.label for f in self.settings.families),
             self.settings.render.chain,
@@ -116,6 +127,7 @@ class Supervisor:
             return
         self._stopped.set()
         self._wake()
+        self.resolver.stop()
         for runner in self.runners.values():
             runner.stop(grace)
         self.events.close()
@@ -130,12 +142,14 @@ class Supervisor:
         with self._lock:
             config = self._config
         fault = self._guard.fault()
+        answers = self.resolver.answers()
         return Status(
             config=config,
             interval=self.schedule.interval(),
             families=tuple(r.status() for r in self.runners.values()),
             mode=self.mode,
             chain=self.settings.render.chain,
+            names=tuple(answers[n] for n in sorted(answers)),
             faults=(fault,) if fault is not None else (),
         )
 
@@ -148,6 +162,14 @@ class Supervisor:
         """The rules our chain should hold, None while no good config was ever loaded."""
         with self._lock:
             return self._desired.get(family)
+
+    def rule_origins(self, family: Family) -> dict[str, str]:
+        """Which config entry (and file) each desired rule of the family comes from."""
+        with self._lock:
+            loaded = self._config.loaded
+        if loaded is None:
+            return {}
+        return rule_origins(loaded, self.resolver.answers(), family, self.settings.render)
 
     def resync(
         self, families: tuple[Family, ...], reason: Reason
@@ -186,7 +208,13 @@ class Supervisor:
     def _loop(self) -> None:
         """Wait for the schedule, the file (inotify, and a look every `poll` seconds for what
         it cannot see), or a wake-up (a new override, stop); each turn guarded."""
-        watch = FileWatch(self.settings.config_path)
+        # A config directory is watched as the directory of a file in it: its files' writes,
+        # renames and the kubelet's ..data swap are all events there.
+        watch = FileWatch(
+            os.path.join(self.settings.config_dir, PREFIX)
+            if self.settings.config_dir
+            else self.settings.config_path
+        )
         poll = SAFETY_POLL if watch.active else self.settings.file_poll_interval
         self._next_look = time.monotonic() + poll
         try:
@@ -203,24 +231,23 @@ class Supervisor:
             os.eventfd_read(self._wake_fd)
         if self._stopped.is_set():
             return
-        told = watch.active and watch.fileno() in ready
-        if told:
+        if watch.active and watch.fileno() in ready:
             watch.drain()
-        try:
-            if self.schedule.expire() is not None:
-                log.info("resync interval override expired")
-                self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
-            if self.schedule.due():
-                self.schedule.ran()  # first: a load that fails must not make every turn due
-                self._load(Reason.INTERVAL)
-                self.resync(self.settings.families, Reason.INTERVAL)
-            elif told or time.monotonic() >= self._next_look:
-                self._next_look = time.monotonic() + poll
-                if self._watcher.changed():
-                    self._load(Reason.CONFIG_CHANGE)
-        finally:
-            if told:
-                watch.rearm()  # the symlinks may point elsewhere now
+            # A file being written in place is an event per write: look once the writes have
+            # stopped for a moment, never at half a file.
+            self._next_look = time.monotonic() + FILE_SETTLE
+        if self.schedule.expire() is not None:
+            log.info("resync interval override expired")
+            self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
+        if self.schedule.due():
+            self.schedule.ran()  # first: a load that fails must not make every turn due
+            self._load(Reason.INTERVAL)
+            self.resync(self.settings.families, Reason.INTERVAL)
+        elif time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + poll  # first: a failing look waits its turn
+            watch.rearm()  # the symlinks may point elsewhere now
+            if self._watcher.changed():
+                self._load(Reason.CONFIG_CHANGE)
         self._trim_after_activity()
 
     def _trim_after_activity(self) -> None:
@@ -248,25 +275,33 @@ class Supervisor:
             previous = self._desired
             if changed:
                 # Rendered once here, not on the apply path.
-                self._desired = {f: self._render(loaded, f) for f in self.settings.families}
+                self._desired = self._render_all(loaded)
+            error = _refusals(outcome.files)
             self._config = ConfigState(
                 path=old.path,
                 loaded=loaded,
                 generation=old.generation + (1 if changed else 0),
                 loaded_at=time.time() if changed else old.loaded_at,
+                error=error,
+                error_at=(old.error_at if error == old.error else time.time()) if error else 0.0,
+                directory=old.directory,
+                files=outcome.files,
             )
             generation = self._config.generation
             desired = self._desired
+        source = self.settings.config_source
+        self._report_refused(outcome.refused, kept=True)
         if outcome.missing:
-            log.debug("no config file at %s; using defaults", self.settings.config_path)
+            log.debug("no config at %s; using defaults", source)
         if not changed:
             return {}
+        self.resolver.track(loaded.config.names(), loaded.config.resync_interval)
         for warning in loaded.warnings:
-            log.warning("config %s: %s", self.settings.config_path, warning)
+            log.warning("config %s: %s", source, warning)
         log.info(
             "config generation %d loaded from %s%s",
             generation,
-            self.settings.config_path,
+            source,
             " (defaults)" if loaded.using_defaults else "",
         )
         self.schedule.configure(loaded.config.resync_interval)
@@ -279,24 +314,64 @@ class Supervisor:
             return {}
         return self.resync(affected, Reason.CONFIG_CHANGE)
 
-    def _render(self, loaded: LoadedConfig, family: Family) -> list[str]:
-        return desired_rules(loaded.config, family, self.settings.render)
+    def _render_all(self, loaded: LoadedConfig) -> dict[Family, list[str]]:
+        """Each family's rules, with the DNS names as they resolve now (the caller holds the
+        lock, so a config and an answer arriving together render in one order)."""
+        config = expand(loaded.config, self.resolver.answers())
+        return {f: desired_rules(config, f, self.settings.render) for f in self.settings.families}
+
+    def _names_changed(self) -> None:
+        """A name resolves to other addresses: sync the families whose rules moved."""
+        with self._lock:
+            loaded = self._config.loaded
+            if loaded is None or self._stopped.is_set():
+                return
+            previous = self._desired
+            self._desired = desired = self._render_all(loaded)
+        affected = tuple(f for f in self.settings.families if desired[f] != previous.get(f))
+        if affected:
+            self.resync(affected, Reason.DNS_CHANGE)
 
     def _reject(self, outcome: Rejected) -> None:
         kept = self.config_state.loaded is not None  # loads run one at a time
-        if outcome.new:  # once per distinct bad content; logged before status shows it
+        # Logged before status shows it: whoever sees the error there finds it in the log.
+        if outcome.refused:
+            self._log_refused(outcome.refused, kept=kept)
+        elif outcome.new:  # once per distinct bad content
             log.error(
                 "config %s rejected: %s; %s",
-                self.settings.config_path,
+                self.settings.config_source,
                 outcome.error,
                 "the last good config stays in force" if kept else "no rules written",
             )
         with self._lock:
             self._config = dataclasses.replace(
-                self._config, error=outcome.error, error_at=time.time()
+                self._config,
+                error=outcome.error,
+                error_at=time.time(),
+                files=outcome.files or self._config.files,
             )
-        if outcome.new:
+        for file in outcome.refused:
+            self._publish(EventKind.CONFIG_REJECTED, f"{file.name}: {file.error}")
+        if not outcome.refused and outcome.new:
             self._publish(EventKind.CONFIG_REJECTED, outcome.error)
+
+    def _report_refused(self, refused: tuple[FileOutcome, ...], *, kept: bool) -> None:
+        self._log_refused(refused, kept=kept)
+        for file in refused:
+            self._publish(EventKind.CONFIG_REJECTED, f"{file.name}: {file.error}")
+
+    def _log_refused(self, refused: tuple[FileOutcome, ...], *, kept: bool) -> None:
+        """--config-dir: each file refused for a new reason, once."""
+        for file in refused:
+            fate = {
+                "kept": "its last good content stays in force",
+                "ignored": "it contributes nothing",
+            }.get(file.state.value, "")
+            if not kept:
+                fate += "; no valid config at all yet, no rules written"
+            path = f"{self.settings.config_source.rstrip('/')}/{file.name}"
+            log.error("config %s rejected: %s; %s", path, file.error, fate)
 
     def _wake(self) -> None:
         """Have the config loop look again now (the schedule changed, or stop)."""
@@ -305,3 +380,8 @@ class Supervisor:
     def _publish(self, kind: EventKind, message: str) -> None:
         generation = self.config_state.generation
         self.events.publish(Event(kind, time.time(), message, None, None, generation))
+
+
+def _refusals(files: tuple[FileOutcome, ...]) -> str:
+    """Every refused file's reason, as one status line ("" when none is refused)."""
+    return "; ".join(f"{f.name}: {f.error}" for f in files if f.error)

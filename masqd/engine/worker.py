@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 
 from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
+from masqd.core.leftovers import Leftovers, find_leftovers
 from masqd.core.livestate import ReadOutcome, parse_save
 from masqd.core.model import Family
 from masqd.core.rules import jump_rule, render_restore
@@ -113,6 +114,8 @@ class SyncOutcome:
     generation: int | None = None
     """nft: the ruleset generation at which the chain was verified as desired; while the
     kernel's stays there, nothing changed (the runner's drift check then asks no one)."""
+    removed: tuple[str, ...] = ()
+    """Leftovers of an earlier --masq-chain removed by this sync (chains, then jumps)."""
 
 
 @dataclass
@@ -168,9 +171,11 @@ class Mismatch:
     """How the chain read differs from the rules wanted."""
 
     chain_holds_them: bool
-    """Our chain holds exactly the rules (so only the jump is amiss)."""
+    """Our chain holds exactly the rules (so only the jump or leftovers are amiss)."""
     needs_jump: bool
     """Our jump is not in POSTROUTING: the restore must add it."""
+    leftovers: Leftovers
+    """What an earlier --masq-chain left: the restore removes it."""
 
 
 class Step(enum.Enum):
@@ -253,14 +258,16 @@ def sync(
     known = known if known is not None else Known()
     wanted = rules if isinstance(rules, tuple) else tuple(rules)
     changed = False
+    removed = Leftovers()
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> bool:
         """One try; whether the chain is now verified as desired."""
-        nonlocal changed
+        nonlocal changed, removed
         step = plan(known, wanted, probe, time.monotonic())
         if step == Step.IN_SYNC:
             return True
+        leftovers = Leftovers()
         if step in (Step.READ, Step.VERIFY):
             mismatch = _read_and_compare(backend, budget, opts, probe, known, wanted)
             if mismatch is None:
@@ -273,11 +280,11 @@ def sync(
                 )
             # (Otherwise the write took and someone changed the table since, say deleted the
             # jump the write trusted: write again, as after any read.)
-            with_jump = mismatch.needs_jump
+            with_jump, leftovers = mismatch.needs_jump, mismatch.leftovers
         else:
             with_jump = step == Step.WRITE_WITH_JUMP
-        verified = _write(backend, budget, opts, probe, known, wanted, with_jump)
-        changed = True
+        verified = _write(backend, budget, opts, probe, known, wanted, with_jump, leftovers)
+        changed, removed = True, leftovers
         return verified
 
     try:
@@ -292,7 +299,14 @@ def sync(
         return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
     verified_at = known.generation if known.verified else None
     duration = time.monotonic() - start
-    return SyncOutcome(True, changed, duration, in_sync=in_sync, generation=verified_at)
+    return SyncOutcome(
+        True,
+        changed,
+        duration,
+        in_sync=in_sync,
+        generation=verified_at,
+        removed=(*removed.chains, *removed.jumps),
+    )
 
 
 def _retry(
@@ -342,15 +356,18 @@ def _read_and_compare(
     known: Known,
     wanted: tuple[str, ...],
 ) -> Mismatch | None:
-    """Read the chain; None when it is as desired (and now verified), else what differs."""
+    """Read the nat table; None when our chain is as desired (and now verified) with nothing
+    left by an earlier --masq-chain, else what differs."""
     # Probed before the read: a change during the read shows up next time.
     generation, shape = probe.generation(), probe.shape()
     before = probe.fingerprint()
-    live = parse_save(backend.save_nat(timeout=budget.timeout()), opts.chain)
+    text = backend.save_nat(timeout=budget.timeout())
+    live = parse_save(text, opts.chain)
+    leftovers = find_leftovers(text, opts.chain)
     jump = jump_rule(opts.chain)
-    if not live.matches(list(wanted), jump):
+    if not live.matches(list(wanted), jump) or leftovers:
         holds = live.chain_exists and live.specs == list(wanted)
-        return Mismatch(chain_holds_them=holds, needs_jump=jump not in live.jump_rules)
+        return Mismatch(holds, jump not in live.jump_rules, leftovers)
     # The fingerprint counts only if nothing moved while iptables-save ran: nft tells by its
     # generation, legacy by a second fingerprint.
     if generation is not None:
@@ -373,8 +390,10 @@ def _write(
     known: Known,
     wanted: tuple[str, ...],
     with_jump: bool,
+    leftovers: Leftovers,
 ) -> bool:
-    """One atomic iptables-restore of our chain (and jump); returns whether it is verified.
+    """One atomic iptables-restore of our chain (and jump), removing the leftovers in the same
+    transaction; returns whether it is verified.
 
     nft: one generation step across the restore was our transaction alone, so the kernel
     holds what we wrote; when the write appended the jump itself, that is all there is to
@@ -382,7 +401,9 @@ def _write(
     Anything else (more steps, a jump trusted rather than written, legacy) is verified by the
     next sync: `settle`, which the worker runs after it has answered, fingerprints the result.
     """
-    text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
+    text = render_restore(
+        list(wanted), opts.chain, with_jump=with_jump, removals=leftovers.restore_lines()
+    )
     jumps = known.jumps  # without the jump in the restore, it must still be this one
     known.forget()  # unknown until the restore succeeds
     before = probe.generation()

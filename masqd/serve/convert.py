@@ -15,7 +15,9 @@ from masqd.api.v1 import control_pb2 as pb
 from masqd.core.errors import Kind, RequestError
 from masqd.core.health import assess
 from masqd.core.livestate import ReadOutcome
+from masqd.core.merge import FileOutcome, FileState
 from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.names import Answer
 from masqd.core.rules import jump_rule
 from masqd.core.status import FamilyStatus, Fault, Status
 
@@ -28,7 +30,9 @@ REASON = {
     Reason.API: pb.SYNC_REASON_API,
     Reason.CNI: pb.SYNC_REASON_CNI,
     Reason.DRIFT_REPAIR: pb.SYNC_REASON_DRIFT_REPAIR,
+    Reason.DNS_CHANGE: pb.SYNC_REASON_DNS_CHANGE,
 }
+FILE_STATE: dict[FileState, Any] = {s: pb.ConfigFile.State.Value(s.name) for s in FileState}
 ERROR_KIND = {
     Kind.REJECTED: pb.ERROR_KIND_REJECTED,
     Kind.LOCK: pb.ERROR_KIND_LOCK,
@@ -100,6 +104,8 @@ def status(s: Status, health_timeout: float, now: float | None = None) -> pb.Sta
         error=cfg.error,
         warnings=list(cfg.loaded.warnings) if cfg.loaded else [],
         using_defaults=bool(cfg.loaded and cfg.loaded.using_defaults),
+        directory=cfg.directory,
+        files=[config_file(f) for f in cfg.files],
     )
     if cfg.loaded_at:
         config.loaded_at.CopyFrom(timestamp(cfg.loaded_at))
@@ -119,6 +125,7 @@ def status(s: Status, health_timeout: float, now: float | None = None) -> pb.Sta
         families=[family_status(f, s.mode, health_timeout, now) for f in s.families],
         version=__version__,
         chain=s.chain,
+        names=[dns_name(a) for a in s.names],
         faults=[thread_fault(fault) for fault in s.faults],
     )
 
@@ -127,6 +134,27 @@ def thread_fault(f: Fault) -> pb.ThreadFault:
     return pb.ThreadFault(
         thread=f.thread, error=f.error, at=timestamp(f.at), count=f.count, ongoing=f.ongoing
     )
+
+
+def config_file(f: FileOutcome) -> pb.ConfigFile:
+    return pb.ConfigFile(name=f.name, state=FILE_STATE[f.state], error=f.error)
+
+
+def dns_name(a: Answer, now: float | None = None) -> pb.DnsName:
+    msg = pb.DnsName(
+        name=a.name,
+        addresses=[str(n) for n in a.addresses],
+        resolved=a.resolved,
+        error=a.error,
+    )
+    if a.answered_at is not None:
+        msg.answered_at.CopyFrom(timestamp(a.answered_at))
+        msg.age.CopyFrom(duration(max(0.0, (now or time.time()) - a.answered_at)))
+    if a.ttl is not None:
+        msg.ttl.CopyFrom(duration(a.ttl))
+    if a.error_at is not None:
+        msg.error_at.CopyFrom(timestamp(a.error_at))
+    return msg
 
 
 def family_status(f: FamilyStatus, mode: str, health_timeout: float, now: float) -> pb.FamilyStatus:
@@ -164,7 +192,11 @@ def family_status(f: FamilyStatus, mode: str, health_timeout: float, now: float)
 
 
 def family_rules(
-    family: Family, chain: str, outcome: ReadOutcome, desired: list[str]
+    family: Family,
+    chain: str,
+    outcome: ReadOutcome,
+    desired: list[str],
+    origins: dict[str, str] | None = None,
 ) -> pb.FamilyRules:
     msg = pb.FamilyRules(family=FAMILY[family], chain=chain, desired=desired, error=outcome.error)
     live = outcome.live
@@ -180,6 +212,7 @@ def family_rules(
                 target=r.target,
                 destination=r.destination,
                 comment=r.comment,
+                origin=(origins or {}).get(r.spec, ""),
             )
             for r in live.rules
         )

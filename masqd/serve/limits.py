@@ -6,9 +6,10 @@ within HANDSHAKE_TIMEOUT is closed (garbage, or a client that connected and said
 with no call for IDLE_TIMEOUT gets a GOAWAY (a real client reconnects on its next call), and a
 connection carries at most MAX_STREAMS calls at once (more are refused, UNAVAILABLE: gRPC
 shares one connection among a process's channels to one socket, so this bounds one client
-process's burst, which must let the 500 in flight of bench figure 4 through, and 2,000). gRPC says nothing when a cap is reached,
-so `ConnectionWatch` counts the connections to our socket now and then (the kernel lists each
-accepted one under the socket's path in /proc/net/unix) and logs when the cap is reached.
+process's burst, which must let the 500 in flight of bench figure 4 through, and 2,000). gRPC
+says nothing when a cap is reached, so `ConnectionWatch` counts the connections to our socket
+now and then (the kernel lists each accepted one under the socket's path in /proc/net/unix)
+and logs when the cap is reached.
 """
 
 from __future__ import annotations

@@ -94,12 +94,14 @@ def make_runner() -> Iterator[Callable[..., FamilyRunner]]:
         backoff: Backoff | None = None,
         launch: Callable[[WorkerOptions], tuple[Process, Connection]] | None = None,
         desired: Callable[[], list[str] | None] | None = None,
+        gather: float = 0.0,
     ) -> FamilyRunner:
         runner = FamilyRunner(
             WorkerOptions(family, "nft", "IP-MASQ-AGENT", 0.2, 1, 0.3),
             desired=desired or (lambda: rules),
             events=bus or EventBus(),
             drift_check_interval=3600.0,
+            gather=gather,
             backoff=backoff,
             launcher=launch or launcher(target, delay),
         )
@@ -444,3 +446,21 @@ def test_a_worker_that_cannot_be_started_is_tried_again_and_the_loop_lives(
     wait_until(lambda: runner_.status().pid != 0, 5, 0.01)
     assert runner_.queue.sync(Reason.API).result(5).ok
     assert starts["n"] == 4 and runner_.status().trouble is None
+
+
+def test_a_burst_is_gathered_and_a_lone_request_goes_at_once(
+    make_runner: Callable[..., FamilyRunner],
+) -> None:
+    """A request within `gather` of the last sync's start waits until `gather` after it;
+    one that comes after a quiet spell is served at once."""
+    runner = make_runner(gather=0.3)
+    start = time.monotonic()
+    runner.queue.sync(Reason.API).result(5)
+    first = time.monotonic() - start
+    runner.queue.sync(Reason.API).result(5)  # right after: the same burst
+    second = time.monotonic() - start
+    assert first < 0.25 and second >= 0.3
+    time.sleep(0.35)
+    lone = time.monotonic()
+    runner.queue.sync(Reason.API).result(5)
+    assert time.monotonic() - lone < 0.25
