@@ -29,6 +29,12 @@ from masqd.engine.worker import Attempt, SyncOutcome
 
 FIRST_RETRY = 0.5
 """Seconds before the first retry of a failed sync (a hung worker's replacement tries at once)."""
+VERIFY_AFTER = 0.25
+"""Seconds after a write not verified yet (legacy; nft trusting the jump) before the runner
+verifies it by itself; a request meanwhile verifies it on its way. Soon, so that status tells
+the truth within a moment; not at once, so that writes in a row are read back once, and a
+read-back does not run into whoever changes the table right after our write (bench figure 1
+flushes our chain after each: a read-back racing the flush would repair it first)."""
 
 
 def retry_after(failures: int, ceiling: float) -> float:
@@ -171,10 +177,10 @@ class FamilyState:
             return self._owed
 
     def next_check_in(self, outcome: SyncOutcome, drift_interval: float) -> float:
-        """When the runner looks again after this outcome: at once to verify a write, after a
+        """When the runner looks again after this outcome: soon to verify a write, after a
         backoff to retry a failure, else after the drift-check interval."""
         if outcome.ok:
-            return drift_interval if outcome.in_sync else 0.0
+            return drift_interval if outcome.in_sync else min(VERIFY_AFTER, drift_interval)
         if outcome.kind == Kind.HUNG:
             return 0.0  # a new worker: try it at once
         with self._lock:

@@ -6,7 +6,7 @@ needs no lock. It waits on two things at once (`multiprocessing.connection.wait`
 queue's wake-up (an eventfd the queue writes to when a request arrives) and the worker's
 sentinel. Each command has a deadline (`worker.answer_deadline`): a worker that misses it is
 killed and replaced, and the sync it owed is reported failed as hung and tried again at once.
-A write is in sync once verified (`familystate`): a legacy write is read back right after it
+A write is in sync once verified (`familystate`): a legacy write is read back soon after it
 is answered; one that did not take is retried after a growing pause, like any failure. The
 loop itself is guarded (`guard`): an exception in it is logged and shown in status, and the
 loop goes on. Its state is read by other threads only as a frozen `FamilyStatus`.

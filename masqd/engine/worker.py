@@ -249,7 +249,7 @@ def sync(
     iptables-save only when they say something changed or cannot tell. `in_sync` in the
     outcome means verified: read back, or nft: written with the generation moving by exactly
     one and the jump appended by that write. Any other write is verified by the next sync
-    (the runner asks for it at once, off the answer's path), which `settle` prepares. Each
+    (the runner asks for it soon after, off the answer's path), which `settle` prepares. Each
     failed attempt that is retried is reported before the retry; no attempt starts after
     retry_deadline, and no iptables command runs past it by more than iptables_timeout.
     """

@@ -387,7 +387,7 @@ def _unverified_then_verified(conn: Connection, delay: float) -> None:
             conn.send(answers.pop(0) if answers else SyncOutcome(True, False, 0.0, in_sync=True))
 
 
-def test_an_unverified_write_is_verified_at_once_and_only_then_in_sync(
+def test_an_unverified_write_is_verified_soon_and_only_then_in_sync(
     make_runner: Callable[..., FamilyRunner],
 ) -> None:
     runner_ = make_runner(target=_unverified_then_verified)
