@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass
 
 from masqd.core.errors import Kind
+from masqd.core.nftlive import LiveTable
 
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")
 
@@ -53,9 +54,9 @@ class LiveChain:
 
 @dataclass(frozen=True)
 class ReadOutcome:
-    """A worker's answer to a read of the live chain."""
+    """A worker's answer to a read of the live chain (nftables: the live table)."""
 
-    live: LiveChain | None
+    live: LiveChain | LiveTable | None
     """None when the read failed."""
     error: str = ""
     kind: Kind | None = None

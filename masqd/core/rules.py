@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # workers import this module; they need no YAML parser
     from masqd.core.config import IPNetwork, MasqConfig
 
 DEFAULT_CHAIN = "IP-MASQ-AGENT"
+DEFAULT_TABLE = "masqd"
 LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network("fe80::/10")}
 
 COMMENT_NON_MASQ = "ip-masq-agent: local traffic is not subject to MASQUERADE"
@@ -48,6 +49,8 @@ class RenderOptions:
     """Add --random-fully to MASQUERADE targets (--random-fully)."""
     to_ports: tuple[PortRange, ...] = ()
     """Source port ranges for masqueraded tcp/udp/sctp (--to-ports)."""
+    table: str = DEFAULT_TABLE
+    """Name of our nftables table, one per family (--nft-table; the nftables backend)."""
 
 
 def validate_chain_name(name: str) -> str:
