@@ -1,18 +1,20 @@
 """Cheap in-process looks at the kernel, which let a worker skip exec-ing iptables-save.
 
-`generation()` (nft only) says whether anything at all changed in the ruleset; `fingerprint()`
-says whether our chain or our jump changed. Both answer None when they cannot tell, and the
+`generation()` (nftables, and iptables in nft mode) says whether anything at all changed in the
+ruleset; `fingerprint()` says whether our chain or our jump changed (the nftables backend: our
+table). Both answer None when they cannot tell, and the
 worker then reads the slow, sure way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from masqd.core.fingerprint import Fingerprint
-from masqd.core.model import Family
-from masqd.host.probe import nftchain, nftgen, xtchain
+from masqd.core.model import NFTABLES, Family
+from masqd.host.probe import nftchain, nftgen, nfttable, xtchain
 
 
 class Probe(Protocol):
@@ -24,14 +26,19 @@ class Probe(Protocol):
 class KernelProbe:
     family: Family
     mode: str
-    chain: str
+    """legacy or nft (the iptables backend), or nftables."""
+    name: str
+    """Our chain, or the nftables backend's table."""
 
     def generation(self) -> int | None:
-        return nftgen.generation() if self.mode == "nft" else None
+        return nftgen.generation() if self.mode in ("nft", NFTABLES) else None
 
     def fingerprint(self) -> Fingerprint | None:
-        reader = nftchain.read if self.mode == "nft" else xtchain.read
+        readers: dict[str, Callable[[Family, str], Fingerprint]] = {
+            "nft": nftchain.read,
+            NFTABLES: nfttable.read,
+        }
         try:
-            return reader(self.family, self.chain)
+            return readers.get(self.mode, xtchain.read)(self.family, self.name)
         except OSError:
             return None

@@ -6,6 +6,7 @@ Used by nftgen.py (the ruleset generation) and nftchain.py (a dump of one chain'
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 from collections.abc import Iterator
@@ -19,10 +20,32 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
+NFTA_EXPR_NAME = 1
+
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian)
 NLATTR = struct.Struct("=HH")  # len, type
 _RECV_SIZE = 1 << 16
+
+
+# A counter expression as the kernel dumps it: its name, then NFTA_EXPR_DATA (nested) holding
+# NFTA_COUNTER_BYTES and NFTA_COUNTER_PACKETS, 8 bytes each; in a rule's expressions and in a
+# set element's alike. One regex blanks the values; a layout it does not match (a kernel that
+# pads u64 attributes) leaves them in, so a fingerprint moves with traffic: slower (the worker
+# then reads the slow way), never wrong.
+_COUNTER_VALUES = re.compile(
+    rb"(\x0c\x00\x01\x00counter\x00\x1c\x00\x02[\x00\x80]\x0c\x00\x01\x00).{8}(\x0c\x00\x02\x00).{8}",
+    re.DOTALL,
+)
+
+
+def blank_counters(data: bytes) -> bytes:
+    """data with the values of every counter expression in it zeroed."""
+    return _COUNTER_VALUES.sub(_blank_counter, data)
+
+
+def _blank_counter(match: re.Match[bytes]) -> bytes:
+    return match.group(1) + bytes(8) + match.group(2) + bytes(8)
 
 
 def nft_type(msg: int) -> int:

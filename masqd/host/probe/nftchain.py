@@ -8,7 +8,6 @@ changes without the rule changing: its handle, its position and its counter's va
 from __future__ import annotations
 
 import hashlib
-import re
 import socket
 
 from masqd.core.fingerprint import Fingerprint
@@ -23,7 +22,7 @@ NFTA_RULE_EXPRESSIONS = 4
 NFTA_RULE_COMPAT = 5
 NFTA_RULE_POSITION = 6
 NFTA_RULE_USERDATA = 7
-NFTA_EXPR_NAME = 1
+NFTA_EXPR_NAME = netlink.NFTA_EXPR_NAME
 NFTA_EXPR_DATA = 2
 NFTA_IMMEDIATE_DATA = 2
 NFTA_DATA_VERDICT = 2
@@ -31,16 +30,6 @@ NFTA_VERDICT_CODE = 1
 NFTA_VERDICT_CHAIN = 2
 NFT_JUMP = (-3).to_bytes(4, "big", signed=True)
 _KEPT = (NFTA_RULE_COMPAT, NFTA_RULE_USERDATA)
-# A counter expression as the kernel dumps it: its name, then NFTA_EXPR_DATA (nested) holding
-# NFTA_COUNTER_BYTES and NFTA_COUNTER_PACKETS, 8 bytes each. One regex over a rule's
-# expressions blanks the values; a layout it does not match (a kernel that pads u64
-# attributes) leaves them in, so the fingerprint moves with traffic: slower (the worker then
-# reads with iptables-save), never wrong.
-_COUNTER_VALUES = re.compile(
-    re.escape(netlink.attr(NFTA_EXPR_NAME, b"counter\0"))
-    + rb"(\x1c\x00\x02[\x00\x80]\x0c\x00\x01\x00).{8}(\x0c\x00\x02\x00).{8}",
-    re.DOTALL,
-)
 # NFTA_RULE_HANDLE and NFTA_RULE_POSITION: a 4-byte header and a u64.
 _ID_ATTR_SIZE = 12
 _HANDLE = netlink.NLATTR.pack(_ID_ATTR_SIZE, NFTA_RULE_HANDLE)
@@ -100,7 +89,7 @@ def _chain_bytes(ours: list[bytes], chain: str) -> bytes:
             rest = _normalized(rule)
         parts.append(len(rest).to_bytes(4, "little"))
         parts.append(rest)
-    return _COUNTER_VALUES.sub(_blank_counter, b"".join(parts))
+    return netlink.blank_counters(b"".join(parts))
 
 
 def _normalized(rule: bytes) -> bytes:
@@ -108,14 +97,10 @@ def _normalized(rule: bytes) -> bytes:
     parts: list[bytes] = []
     for kind, payload in netlink.attrs(rule):
         if kind == NFTA_RULE_EXPRESSIONS:
-            parts.append(netlink.attr(kind, _COUNTER_VALUES.sub(_blank_counter, payload)))
+            parts.append(netlink.attr(kind, netlink.blank_counters(payload)))
         elif kind in _KEPT:
             parts.append(netlink.attr(kind, payload))
     return netlink.attr(0, b"".join(parts))
-
-
-def _blank_counter(match: re.Match[bytes]) -> bytes:
-    return match.group(1) + bytes(8) + match.group(2) + bytes(8)
 
 
 def _jumps_to(rule: bytes, target: bytes) -> bool:
