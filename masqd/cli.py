@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masqd",
         description="IP masquerade agent: keeps the IP-MASQ-AGENT chain of the nat table "
-        "in line with the config, for IPv4 and IPv6.",
-        epilog="`masqd cleanup` removes our chains and jump rules from both families.",
+        "(or, with --backend nftables, a table of its own) in line with the config, for IPv4 "
+        "and IPv6.",
+        epilog="`masqd cleanup` removes our chains, jump rules and tables from both families.",
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="the policy file (YAML/JSON)")
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help="control API unix socket")
@@ -60,7 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--socket-group", default="", help="group owning the socket")
     parser.add_argument(
-        "--iptables-mode", default="auto", choices=("auto", "legacy", "nft"), help="backend"
+        "--backend",
+        default="auto",
+        choices=("auto", "iptables", "nftables"),
+        help="the data plane: iptables (a chain in the nat table), nftables (a table of our "
+        "own), or auto: nftables where kube-proxy runs in nftables mode or the kernel lacks "
+        "the xtables modules the iptables backend needs, else iptables (default auto)",
+    )
+    parser.add_argument(
+        "--iptables-mode",
+        default="auto",
+        choices=("auto", "legacy", "nft"),
+        help="the iptables backend's mode; auto: the one the node uses (default auto)",
     )
     flags.add_render_flags(parser)
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
@@ -122,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         socket=args.socket,
         socket_mode=args.socket_mode,
         socket_group=args.socket_group,
+        backend=args.backend,
         iptables_mode=args.iptables_mode,
         render=flags.render_options(args),
         enable_ipv6=args.enable_ipv6,
@@ -146,34 +159,74 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cleanup_main(argv: list[str]) -> int:
+    """Remove what masqd wrote, from both families and every backend; create nothing.
+
+    Reading legacy tables with iptables-legacy-save instantiates them, so a family whose kernel
+    has no legacy table is not read at all (there is nothing of ours in it either); nft and
+    iptables-nft read without creating anything.
+    """
     from masqd.core import flags
-    from masqd.core.errors import ApplyError
-    from masqd.core.livestate import parse_save
-    from masqd.core.model import Family
-    from masqd.core.rules import DEFAULT_CHAIN, render_cleanup
-    from masqd.host.iptables import MODES, Backend
+    from masqd.core.rules import DEFAULT_CHAIN, DEFAULT_TABLE
 
     parser = argparse.ArgumentParser(
         prog="masqd cleanup",
-        description="Remove our chain and its POSTROUTING jump from both families and backends.",
+        description="Remove our chain and its POSTROUTING jump, and our nftables table, from "
+        "both families and every backend.",
     )
     parser.add_argument("--masq-chain", default=DEFAULT_CHAIN, type=flags._chain)
+    parser.add_argument("--nft-table", default=DEFAULT_TABLE, type=flags._table)
+    parser.add_argument("--backend", default="all", choices=("all", "iptables", "nftables"))
     parser.add_argument("--iptables-mode", default="all", choices=("all", "legacy", "nft"))
     args = parser.parse_args(argv)
-    modes = MODES if args.iptables_mode == "all" else (args.iptables_mode,)
     failed = False
-    for mode in modes:
+    if args.backend in ("all", "iptables"):
+        failed = _cleanup_iptables(args.masq_chain, args.iptables_mode)
+    if args.backend in ("all", "nftables"):
+        failed = _cleanup_nftables(args.nft_table) or failed
+    return 1 if failed else 0
+
+
+def _cleanup_iptables(chain: str, which: str) -> bool:
+    """Our chain and jumps out of each mode's nat table; True when something failed."""
+    from masqd.core.errors import ApplyError
+    from masqd.core.livestate import parse_save
+    from masqd.core.model import Family
+    from masqd.core.rules import render_cleanup
+    from masqd.host.iptables import MODES, Backend, _legacy_tables_loaded
+
+    failed = False
+    for mode in MODES if which == "all" else (which,):
         for family in Family:
             backend = Backend(family, mode)
-            if not backend.available():
+            if not backend.available() or (mode == "legacy" and not _legacy_tables_loaded(family)):
                 continue
             try:
-                live = parse_save(backend.save_nat(), args.masq_chain)
-                text = render_cleanup(args.masq_chain, list(live.jump_rules), live.chain_exists)
+                live = parse_save(backend.save_nat(), chain)
+                text = render_cleanup(chain, list(live.jump_rules), live.chain_exists)
                 if text is not None:
                     backend.restore(text)
-                    print(f"removed {args.masq_chain} from {backend.binary('')}")
+                    print(f"removed {chain} from {backend.binary('')}")
             except ApplyError as e:
                 print(f"masqd cleanup: {e}", file=sys.stderr)
                 failed = True
-    return 1 if failed else 0
+    return failed
+
+
+def _cleanup_nftables(table: str) -> bool:
+    """Our table out of each family; True when something failed."""
+    from masqd.core.errors import ApplyError
+    from masqd.core.model import Family
+    from masqd.host import nftables
+
+    if not nftables.installed():
+        return False
+    failed = False
+    for family in Family:
+        nft = nftables.Nft(family, table)
+        try:
+            if nft.delete_table():
+                print(f"removed table {nft.spec}")
+        except ApplyError as e:
+            print(f"masqd cleanup: {e}", file=sys.stderr)
+            failed = True
+    return failed

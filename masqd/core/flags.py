@@ -8,7 +8,14 @@ from __future__ import annotations
 import argparse
 
 from masqd.core.config import ParseOptions
-from masqd.core.rules import DEFAULT_CHAIN, RenderOptions, parse_to_ports, validate_chain_name
+from masqd.core.nftrules import validate_table_name
+from masqd.core.rules import (
+    DEFAULT_CHAIN,
+    DEFAULT_TABLE,
+    RenderOptions,
+    parse_to_ports,
+    validate_chain_name,
+)
 
 _TRUE = {"1", "t", "true", "yes", "on"}
 _FALSE = {"0", "f", "false", "no", "off"}
@@ -26,6 +33,13 @@ def go_bool(text: str) -> bool:
 def _chain(text: str) -> str:
     try:
         return validate_chain_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _table(text: str) -> str:
+    try:
+        return validate_table_name(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -50,7 +64,14 @@ def add_render_flags(parser: argparse.ArgumentParser) -> None:
         "--masq-chain",
         default=DEFAULT_CHAIN,
         type=_chain,
-        help=f"name of our nat chain (default {DEFAULT_CHAIN})",
+        help=f"name of our nat chain, iptables backend (default {DEFAULT_CHAIN})",
+    )
+    parser.add_argument(
+        "--nft-table",
+        default=DEFAULT_TABLE,
+        type=_table,
+        metavar="NAME",
+        help=f"name of our table in each family, nftables backend (default {DEFAULT_TABLE})",
     )
     add_bool(
         parser,
@@ -74,6 +95,7 @@ def render_options(args: argparse.Namespace) -> RenderOptions:
         chain=args.masq_chain,
         random_fully=args.random_fully,
         to_ports=parse_to_ports(args.to_ports),
+        table=args.nft_table,
     )
 
 

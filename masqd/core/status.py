@@ -27,6 +27,13 @@ class ConfigState:
     error: str = ""
     """Why the file on disk was last rejected; empty once a good one is in force."""
     error_at: float = 0.0
+    rendering_warnings: tuple[str, ...] = ()
+    """What rendering the config in force found odd (nftables: an entry inside another)."""
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The file's warnings, then the rendering's."""
+        return (self.loaded.warnings if self.loaded else ()) + self.rendering_warnings
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class FamilyStatus:
     pid: int
     """The worker's pid; 0 while none runs."""
     state: str
-    """starting, idle, syncing, backoff or stopped."""
+    """starting, idle, syncing, backoff, stopped, or blocked (the backend cannot work here)."""
     restarts: int
     in_sync: bool
     """The live chain matched the desired rules at the last sync or check."""
@@ -89,8 +96,12 @@ class Status:
     interval: Interval
     families: tuple[FamilyStatus, ...]
     mode: str
-    """The iptables backend: legacy or nft."""
+    """The data plane: legacy or nft (the iptables backend), or nftables."""
     chain: str
+    table: str = ""
+    """Our nftables table (the nftables backend); empty on the iptables backend."""
+    backend_choice: str = ""
+    """Why this backend, in a few words (`--backend auto` says what it saw)."""
 
     def family(self, family: Family) -> FamilyStatus | None:
         return next((f for f in self.families if f.family == family), None)

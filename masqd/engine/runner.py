@@ -23,9 +23,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import wait
 
+from masqd.core.desired import Desired
 from masqd.core.errors import Kind, NoConfig, Stopping, WorkerGone
 from masqd.core.livestate import ReadOutcome
-from masqd.core.model import Event, EventKind, Reason, SyncResult
+from masqd.core.model import NFTABLES, Event, EventKind, Reason, SyncResult
 from masqd.core.status import FamilyStatus
 from masqd.engine import worker
 from masqd.engine.events import EventBus
@@ -49,7 +50,7 @@ class FamilyRunner:
     def __init__(
         self,
         opts: worker.WorkerOptions,
-        desired: Callable[[], list[str] | None],
+        desired: Callable[[], Desired | None],
         events: EventBus,
         *,
         drift_check_interval: float = 5.0,
@@ -57,8 +58,12 @@ class FamilyRunner:
         backoff: Backoff | None = None,
         launcher: Launcher = spawn_worker,
         clock: Callable[[], float] = time.monotonic,
+        refused: str = "",
     ) -> None:
         self.family = opts.family
+        self._refused = refused
+        """Why this family's backend cannot work on this node; then every sync fails at once
+        saying so, and no drift check runs (nothing would change that but a restart)."""
         self._desired = desired
         self._events = events
         self._drift_interval = drift_check_interval
@@ -128,7 +133,7 @@ class FamilyRunner:
             return FamilyStatus(
                 family=self.family,
                 pid=self._pid,
-                state=self._state,
+                state="blocked" if self._refused and self._state != "stopped" else self._state,
                 restarts=self._restarts,
                 in_sync=self._in_sync,
                 last_result=self._last,
@@ -198,14 +203,17 @@ class FamilyRunner:
         self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
         with self._lock:
             self._state, self._taken_since = "syncing", batch.since
-        outcome = self._sync(rules, full=bool(batch.reasons & FULL_SYNC_REASONS))
+        if self._refused:
+            outcome = worker.SyncOutcome(False, False, 0.0, self._refused, kind=Kind.MISSING)
+        else:
+            outcome = self._sync(rules, full=bool(batch.reasons & FULL_SYNC_REASONS))
         result = self._record(reason, outcome, since=batch.since)
         batch.resolve(result)
 
     def _check(self) -> None:
         """A drift check: reported only when it repaired something or failed."""
         rules = self._desired()
-        if rules is None:  # no good config yet: leave the kernel alone
+        if rules is None or self._refused:  # no good config yet, or no backend: leave it be
             return
         with self._lock:
             self._state = "syncing"
@@ -216,7 +224,8 @@ class FamilyRunner:
             with self._lock:
                 self._state, self._in_sync, self._failed_since = "idle", outcome.in_sync, None
             return
-        log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
+        ours = "table" if self._worker.opts.mode == NFTABLES else "chain"
+        log.warning("%s: our %s was changed by someone else; repairing", self.family.label, ours)
         self._record(Reason.DRIFT_REPAIR, outcome, since=None)
 
     def _record(
@@ -248,11 +257,11 @@ class FamilyRunner:
         self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
         return result
 
-    def _sync(self, rules: list[str], *, full: bool) -> worker.SyncOutcome:
+    def _sync(self, rules: Desired, *, full: bool) -> worker.SyncOutcome:
         """Sync on the worker; a worker that dies meanwhile is replaced and asked once more."""
         for _ in range(2):
             try:
-                outcome = self._worker.call(worker.SyncCommand(tuple(rules), full=full))
+                outcome = self._worker.call(worker.SyncCommand(rules, full=full))
                 assert isinstance(outcome, worker.SyncOutcome)
                 return outcome
             except WorkerGone as e:

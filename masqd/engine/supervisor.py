@@ -13,10 +13,13 @@ import threading
 import time
 from concurrent.futures import Future
 
+from masqd.core import choice
 from masqd.core.config import LoadedConfig, ParseOptions
+from masqd.core.desired import Desired
 from masqd.core.errors import RequestError
 from masqd.core.livestate import ReadOutcome
-from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.model import NFTABLES, Event, EventKind, Family, Reason, SyncResult
+from masqd.core.nftrules import Table, desired_table
 from masqd.core.rules import desired_rules
 from masqd.core.settings import Settings
 from masqd.core.status import ConfigState, Override, Status
@@ -26,7 +29,7 @@ from masqd.engine.process import Backoff, Launcher, fork_worker, spawn_worker
 from masqd.engine.runner import FamilyRunner
 from masqd.engine.schedule import Schedule
 from masqd.engine.worker import WorkerOptions
-from masqd.host import heap, iptables
+from masqd.host import heap, iptables, nodefacts
 
 log = logging.getLogger("masqd.supervisor")
 
@@ -38,9 +41,12 @@ class Supervisor:
         self, settings: Settings, mode: str | None = None, launcher: Launcher = spawn_worker
     ) -> None:
         self.settings = settings
-        self.mode = mode or (
-            iptables.detect_mode() if settings.iptables_mode == "auto" else settings.iptables_mode
-        )
+        if mode is not None:
+            backend = NFTABLES if mode == NFTABLES else choice.IPTABLES
+            self.choice = choice.Choice(backend, f"given: {mode}")
+        else:
+            self.choice = choose(settings)
+        self.mode = mode or _mode(settings, self.choice)
         self.events = EventBus()
         self.schedule = Schedule()
         self._watcher = ConfigWatcher(
@@ -50,7 +56,7 @@ class Supervisor:
         self._lock = threading.Lock()  # the config in force and its rules, swapped together
         self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
         self._config = ConfigState(settings.config_path)
-        self._desired: dict[Family, list[str]] = {}
+        self._desired: dict[Family, Desired] = {}
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -65,12 +71,14 @@ class Supervisor:
                     iptables_timeout=settings.iptables_timeout,
                     lock_wait=settings.lock_wait,
                     retry_deadline=settings.retry_deadline,
+                    table=settings.render.table,
                 ),
                 desired=lambda f=family: self.desired(f),  # type: ignore[misc]
                 events=self.events,
                 drift_check_interval=settings.drift_check_interval,
                 backoff=backoff,
                 launcher=launcher,
+                refused=self.choice.refused,
             )
             for family in settings.families
         }
@@ -84,12 +92,17 @@ class Supervisor:
 
     def start(self) -> None:
         log.info(
-            "masqd starting: config %s, iptables mode %s, families %s, chain %s",
+            "masqd starting: config %s, backend %s (%s), families %s, %s",
             self.settings.config_path,
             self.mode,
+            self.choice.why,
             ",".join(f.label for f in self.settings.families),
-            self.settings.render.chain,
+            f"table {self.settings.render.table}"
+            if self.mode == NFTABLES
+            else f"chain {self.settings.render.chain}",
         )
+        if self.choice.refused:
+            log.error("no rules are written: %s", self.choice.refused)
         self._load(Reason.STARTUP)
         for runner in self.runners.values():
             runner.start()
@@ -116,6 +129,8 @@ class Supervisor:
             families=tuple(r.status() for r in self.runners.values()),
             mode=self.mode,
             chain=self.settings.render.chain,
+            table=self.settings.render.table if self.mode == NFTABLES else "",
+            backend_choice=self.choice.why,
         )
 
     @property
@@ -123,8 +138,9 @@ class Supervisor:
         with self._lock:
             return self._config
 
-    def desired(self, family: Family) -> list[str] | None:
-        """The rules our chain should hold, None while no good config was ever loaded."""
+    def desired(self, family: Family) -> Desired | None:
+        """The rules our chain (nftables: our table) should hold, None while no good config
+        was ever loaded."""
         with self._lock:
             return self._desired.get(family)
 
@@ -205,11 +221,15 @@ class Supervisor:
             if changed:
                 # Rendered once here, not on the apply path.
                 self._desired = {f: self._render(loaded, f) for f in self.settings.families}
+            rendering = tuple(
+                w for d in self._desired.values() if isinstance(d, Table) for w in d.warnings
+            )
             self._config = ConfigState(
                 path=old.path,
                 loaded=loaded,
                 generation=old.generation + (1 if changed else 0),
                 loaded_at=time.time() if changed else old.loaded_at,
+                rendering_warnings=rendering,
             )
             generation = self._config.generation
             desired = self._desired
@@ -217,7 +237,7 @@ class Supervisor:
             log.debug("no config file at %s; using defaults", self.settings.config_path)
         if not changed:
             return {}
-        for warning in loaded.warnings:
+        for warning in self.config_state.warnings:
             log.warning("config %s: %s", self.settings.config_path, warning)
         log.info(
             "config generation %d loaded from %s%s",
@@ -235,8 +255,10 @@ class Supervisor:
             return {}
         return self.resync(affected, Reason.CONFIG_CHANGE)
 
-    def _render(self, loaded: LoadedConfig, family: Family) -> list[str]:
-        return desired_rules(loaded.config, family, self.settings.render)
+    def _render(self, loaded: LoadedConfig, family: Family) -> Desired:
+        if self.mode == NFTABLES:
+            return desired_table(loaded.config, family, self.settings.render)
+        return tuple(desired_rules(loaded.config, family, self.settings.render))
 
     def _reject(self, outcome: Rejected) -> None:
         with self._lock:
@@ -256,3 +278,22 @@ class Supervisor:
     def _publish(self, kind: EventKind, message: str) -> None:
         generation = self.config_state.generation
         self.events.publish(Event(kind, time.time(), message, None, None, generation))
+
+
+def _mode(settings: Settings, chosen: choice.Choice) -> str:
+    """nftables, or the iptables backend's mode (auto: the one the node uses)."""
+    if chosen.backend == NFTABLES:
+        return NFTABLES
+    if settings.iptables_mode == "auto":
+        return iptables.detect_mode()
+    return settings.iptables_mode
+
+
+def choose(settings: Settings) -> choice.Choice:
+    """The backend for these settings, from what the node shows (`--backend auto`) or as
+    asked; the iptables backend asked for where it cannot work comes back refused."""
+    needed = dict(choice.EXTENSIONS)
+    if settings.render.to_ports:
+        needed |= choice.PORT_EXTENSIONS
+    facts = choice.NodeFacts() if settings.backend == NFTABLES else nodefacts.gather(needed)
+    return choice.choose_backend(settings.backend, facts)

@@ -1,9 +1,12 @@
-"""A worker process: the only writer of one family's chain.
+"""A worker process: the only writer of one family's chain (or, nftables, table).
 
 It runs in a process of its own (forked before the supervisor imports gRPC, or spawned when it
 replaces one that died; either way it carries no gRPC state) and answers the supervisor's
 commands over a pipe, one at a time: sync to these rules, or read the live chain. It imports
 only what a sync needs. Failures travel back as data: an outcome's error text and its kind.
+
+What it decides (`plan`, `sync`, `settle`) is the same on both backends; how it reads and
+writes is its `Backend`'s (`masqd.engine.backends`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from masqd.core.desired import Desired
 from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
-from masqd.core.livestate import ReadOutcome, parse_save
-from masqd.core.model import Family
-from masqd.core.rules import jump_rule, render_restore
+from masqd.core.livestate import ReadOutcome
+from masqd.core.model import NFTABLES, Family
+from masqd.core.rules import DEFAULT_TABLE
+from masqd.engine.backends import Backend, open_backend
 from masqd.host import heap
-from masqd.host.iptables import Backend
 from masqd.host.probe import KernelProbe, Probe, nftgen
 
 TIDY_AFTER = 0.001
@@ -39,17 +43,27 @@ node the tidying otherwise competes with the answer on its way back (bench/READM
 class WorkerOptions:
     family: Family
     mode: str
+    """legacy or nft (the iptables backend), or nftables (masqd.core.model.NFTABLES)."""
     chain: str
     iptables_timeout: float
+    """The longest any one command (iptables or nft) may run."""
     lock_wait: int
     retry_deadline: float
+    table: str = DEFAULT_TABLE
+    """Our table (the nftables backend)."""
+
+    @property
+    def probed(self) -> str:
+        """What the kernel probe fingerprints: our table (nftables) or our chain."""
+        return self.table if self.mode == NFTABLES else self.chain
 
 
 @dataclass(frozen=True)
 class SyncCommand:
-    """Make our chain hold exactly these rules (specs as iptables-save prints them)."""
+    """Make ours hold exactly this: our chain's rules (specs as iptables-save prints them) or,
+    nftables, our table."""
 
-    rules: tuple[str, ...]
+    rules: Desired
     full: bool = False
     """Read the live state even where the worker's memory says nothing changed."""
 
@@ -75,8 +89,8 @@ class Known:
     """What this worker last wrote or verified; lets a sync skip work that cannot change its
     outcome. Forgotten after any failure, so the next sync reads everything again."""
 
-    rules: tuple[str, ...] | None = None
-    """The chain as last verified or written by us."""
+    rules: Desired | None = None
+    """The chain (or table) as last verified or written by us."""
     verified: bool = False
     """`rules` were read back from the kernel (or, nft, written with no other change between)."""
     jump: bool = False
@@ -97,30 +111,32 @@ class Step(enum.Enum):
     """What a sync does next."""
 
     IN_SYNC = "nothing: the chain is as desired"
-    READ = "read the chain with iptables-save and compare"
-    WRITE = "write the chain (the jump is in place)"
+    READ = "read the chain with iptables-save (nftables: nft list table) and compare"
+    WRITE = "write the chain (the jump is in place); nftables: what differs from the known"
     WRITE_WITH_JUMP = "write the chain and the jump"
 
 
-def plan(known: Known, wanted: tuple[str, ...], probe: Probe) -> Step:
+def plan(known: Known, wanted: Desired, probe: Probe, *, blind_writes: bool = True) -> Step:
     """Decide from what the worker knows and the probe's cheap looks, without an exec.
 
     - rules different from those last written or verified: the live chain differs from them
-      too, so reading it could not change the decision to write;
+      too, so reading it could not change the decision to write (a backend whose writes are
+      blind to the kernel's state; the nftables backend writes a diff from the known table,
+      so it writes only once the checks below say the kernel still holds it);
     - nft, and the ruleset generation unchanged since a verified state: nothing changed;
     - the fingerprint as at a verified state: our chain and jump did not change (someone else
       changed something else in the table);
     - only our chain's fingerprint moved, the jump's did not: someone changed our chain, so
-      rewrite it; reading it first could not change that.
+      rewrite it; reading it first could not change that (blind writes only).
     Anything else, or a probe that cannot tell, means reading the chain.
     """
     if known.rules is None:
         return Step.READ
-    if known.rules != wanted:
+    if known.rules != wanted and blind_writes:
         return Step.WRITE if known.jump else Step.WRITE_WITH_JUMP
     generation = probe.generation()
     if known.verified and generation is not None and generation == known.generation:
-        return Step.IN_SYNC
+        return _from_known(known, wanted)
     current = probe.fingerprint()
     if current is None or known.fingerprint is None:
         return Step.READ
@@ -128,17 +144,22 @@ def plan(known: Known, wanted: tuple[str, ...], probe: Probe) -> Step:
         if not known.verified:
             return Step.READ  # written but never read back: verify once
         known.generation = generation  # read before the fingerprint: at worst, too old
-        return Step.IN_SYNC
-    if current.jumps == known.fingerprint.jumps and known.jump:
+        return _from_known(known, wanted)
+    if blind_writes and current.jumps == known.fingerprint.jumps and known.jump:
         return Step.WRITE
     return Step.READ
+
+
+def _from_known(known: Known, wanted: Desired) -> Step:
+    """The kernel holds what the worker knows: in sync, or a write from there."""
+    return Step.IN_SYNC if known.rules == wanted else Step.WRITE
 
 
 def sync(
     backend: Backend,
     probe: Probe,
     opts: WorkerOptions,
-    rules: list[str],
+    rules: Desired | list[str],
     known: Known | None = None,
     *,
     full: bool = False,
@@ -149,22 +170,26 @@ def sync(
     """
     start = time.monotonic()
     known = known if known is not None else Known()
-    wanted = tuple(rules)
+    wanted: Desired = tuple(rules) if isinstance(rules, list) else rules
     changed = False
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> None:
         nonlocal changed
-        step = Step.READ if full or known.rules is None else plan(known, wanted, probe)
+        step = Step.READ
+        if not full and known.rules is not None:
+            step = plan(known, wanted, probe, blind_writes=backend.blind_writes)
         if step == Step.IN_SYNC:
             return
         if step == Step.READ:
-            with_jump = _read_and_compare(backend, opts, probe, known, wanted)
-            if with_jump is None:
-                return
+            text = _read_and_compare(backend, probe, known, wanted)
         else:
+            assert known.rules is not None
             with_jump = step == Step.WRITE_WITH_JUMP
-        _write(backend, opts, probe, known, wanted, with_jump)
+            text = backend.change_from(known.rules, wanted, with_jump=with_jump)
+        if text is None:
+            return
+        _write(backend, probe, known, wanted, text)
         changed = True
 
     retrying = Retrying(
@@ -181,19 +206,16 @@ def sync(
     return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
 
 
-def _read_and_compare(
-    backend: Backend, opts: WorkerOptions, probe: Probe, known: Known, wanted: tuple[str, ...]
-) -> bool | None:
-    """Read the chain; None when it is as desired (and now verified), else whether the
-    restore must also add our jump."""
+def _read_and_compare(backend: Backend, probe: Probe, known: Known, wanted: Desired) -> str | None:
+    """Read the chain; None when it is as desired (and now verified), else the transaction
+    that makes it so (iptables: with our jump when it is missing)."""
     # Probed before the read: a change during the read shows up next time.
     generation = probe.generation()
     before = probe.fingerprint()
-    live = parse_save(backend.save_nat(timeout=opts.iptables_timeout), opts.chain)
-    jump = jump_rule(opts.chain)
-    if not live.matches(list(wanted), jump):
-        return jump not in live.jump_rules
-    # The fingerprint counts only if nothing moved while iptables-save ran: nft tells by its
+    text = backend.change(backend.read(), wanted)
+    if text is not None:
+        return text
+    # The fingerprint counts only if nothing moved while the read ran: nft tells by its
     # generation, legacy by a second fingerprint.
     if generation is not None:
         settled = before is not None and probe.generation() == generation
@@ -204,20 +226,12 @@ def _read_and_compare(
     return None
 
 
-def _write(
-    backend: Backend,
-    opts: WorkerOptions,
-    probe: Probe,
-    known: Known,
-    wanted: tuple[str, ...],
-    with_jump: bool,
-) -> None:
-    """One atomic iptables-restore of our chain (and jump). Fingerprinting the result is left
-    to `settle`, which the worker runs after it has answered."""
-    text = render_restore(list(wanted), opts.chain, with_jump=with_jump)
-    known.forget()  # unknown until the restore succeeds
+def _write(backend: Backend, probe: Probe, known: Known, wanted: Desired, text: str) -> None:
+    """One atomic transaction (iptables-restore of our chain and jump, or nft -f). Fingerprinting
+    the result is left to `settle`, which the worker runs after it has answered."""
+    known.forget()  # unknown until the transaction succeeds
     before = probe.generation()
-    backend.restore(text, wait=opts.lock_wait, timeout=opts.iptables_timeout)
+    backend.apply(text)
     known.rules, known.jump, known.unsettled = wanted, True, (before, probe.generation())
 
 
@@ -243,12 +257,12 @@ def settle(probe: Probe, known: Known) -> None:
     known.generation = after if verified else None
 
 
-def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
+def read(backend: Backend) -> ReadOutcome:
+    """The live state with counters, or why it cannot be read."""
     try:
-        text = backend.save_nat(counters=True, timeout=opts.iptables_timeout)
+        return ReadOutcome(backend.read(counters=True))
     except ApplyError as e:
         return ReadOutcome(None, str(e), e.kind)
-    return ReadOutcome(parse_save(text, opts.chain))
 
 
 def run(opts: WorkerOptions, conn: Connection) -> None:
@@ -257,8 +271,8 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked worker inherits the supervisor's handlers; SIGTERM must simply end it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    backend = Backend(opts.family, opts.mode)
-    probe = KernelProbe(opts.family, opts.mode, opts.chain)
+    backend = open_backend(opts)
+    probe = KernelProbe(opts.family, opts.mode, opts.probed)
     known = Known()
     try:
         while True:
@@ -269,16 +283,16 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
             if command is None:
                 return
             if isinstance(command, SyncCommand):
-                conn.send(sync(backend, probe, opts, list(command.rules), known, full=command.full))
+                conn.send(sync(backend, probe, opts, command.rules, known, full=command.full))
             elif isinstance(command, ReadCommand):
-                conn.send(read(backend, opts))
+                conn.send(read(backend))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller
             # without this process competing for the CPU, and only if no command is waiting (a
             # sync settles first by itself).
             if conn.poll(TIDY_AFTER):
                 continue
             settle(probe, known)
-            backend.prepare_restore(opts.lock_wait)  # the next write's restore, started idle
+            backend.prepare()  # the next write's restore (or nft), started idle
             heap.trim()
     finally:
         backend.close()
