@@ -116,13 +116,16 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
     validate = config_commands.add_parser(
         "validate",
         parents=[common],
-        help="exit 0 if masqd would accept FILE (warnings printed), 1 saying why not",
+        help="exit 0 if masqd would accept FILE (warnings printed), 1 saying why not; where "
+        "nft is installed (and as root), the kernel also checks the nftables rules "
+        "(nft --check, in a network namespace of its own)",
     )
     render = config_commands.add_parser(
         "render",
         parents=[common],
-        help="print the exact iptables-restore input masqd applies for FILE "
-        "(both families, each under a '# ipv4:'/'# ipv6:' comment, unless --family)",
+        help="print the exact iptables-restore (or, --backend nftables, nft -f) input masqd "
+        "applies for FILE (both families, each under a '# ipv4:'/'# ipv6:' comment, unless "
+        "--family)",
     )
     for sub, handler in ((validate, _config_validate), (render, _config_render)):
         sub.add_argument("file", metavar="FILE", help="the config file (YAML or JSON), - for stdin")
@@ -132,6 +135,12 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
 
             flags.add_render_flags(sub)
     _add_family(render, "render only this family")
+    render.add_argument(
+        "--backend",
+        default="iptables",
+        choices=("iptables", "nftables"),
+        help="whose input to print (default iptables)",
+    )
     return parser
 
 
@@ -281,7 +290,7 @@ def _config_render(args: argparse.Namespace) -> int:
 
     rendered = offline.render_families(args)
     if args.output == "table":
-        print(offline.render_text(rendered))
+        print(offline.render_text(rendered, args.backend))
     else:
         print(output.render_data(rendered, args.output))
     return Exit.OK

@@ -1,7 +1,9 @@
 """`masqctl config validate|render`: masqd's own parser and renderer, with no daemon and no gRPC.
 
 The file is read and judged exactly as masqd would (same size limit, same flags), so a file that
-validates here is one masqd accepts. `-` reads standard input.
+validates here is one masqd accepts. `-` reads standard input. Where nft is installed, validate
+also has the kernel check the nftables backend's transactions (`nft --check`, in a network
+namespace of its own, so nothing of the node's ruleset is read or touched).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from masqd.core import flags
 from masqd.core.config import LoadedConfig, config_to_dict, parse_config
 from masqd.core.errors import ConfigError
 from masqd.core.model import Family
+from masqd.core.nftrules import desired_table
+from masqd.core.nftrules import render as render_nftables
 from masqd.core.rules import render
-from masqd.host import configfile
+from masqd.host import configfile, nftables
 
 FAMILIES = {family.label: family for family in Family}
 
@@ -38,42 +42,65 @@ def load(path: str, args: argparse.Namespace) -> LoadedConfig:
 
 
 def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The verdict for a person, and the same for a machine (valid, warnings, the config)."""
+    """The verdict for a person, and the same for a machine (valid, warnings, the config,
+    and what `nft --check` said of the nftables transactions). CommandError (exit 1) when
+    the kernel refuses them."""
     loaded = load(args.file, args)
+    options = flags.render_options(args)
+    families = _families(args)
+    tables = [desired_table(loaded.config, f, options) for f in families]
+    warnings = [*loaded.warnings, *(w for t in tables for w in t.warnings)]
     text = f"{args.file}: valid" + (" (all defaults)" if loaded.using_defaults else "")
-    text += "".join(f"\nwarning: {w}" for w in loaded.warnings)
+    text += "".join(f"\nwarning: {w}" for w in warnings)
+    checked = [nftables.check(render_nftables(loaded.config, f, options)) for f in families]
+    refused = next((c for c in checked if c.accepted is False), None)
+    if refused is not None:
+        raise CommandError(f"{args.file}: nft --check refuses the nftables rules: {refused.detail}")
+    labels = ", ".join(f.label for f in families)
+    unchecked = next((c for c in checked if c.accepted is None), None)
+    if unchecked is None:
+        text += f"\nnftables: nft --check accepts the transactions ({labels})"
+    else:
+        text += f"\nnftables: not checked with nft --check ({unchecked.detail})"
     data = {
         "valid": True,
-        "warnings": list(loaded.warnings),
+        "warnings": warnings,
         "config": config_to_dict(loaded.config),
+        "nftCheck": "accepted" if unchecked is None else f"not checked: {unchecked.detail}",
     }
     return text, data
 
 
 def render_families(args: argparse.Namespace) -> dict[str, str]:
-    """Each asked family's iptables-restore input, by label."""
-    if args.family == "ipv6" and not args.enable_ipv6:
-        raise CommandError("--family ipv6 contradicts --enable-ipv6=false", Exit.USAGE)
+    """Each asked family's input for the backend (iptables-restore or nft -f), by label."""
     loaded = load(args.file, args)
     options = flags.render_options(args)
-    if args.family:
-        families = [FAMILIES[args.family]]
-    else:
-        families = [Family.IPV4, Family.IPV6] if args.enable_ipv6 else [Family.IPV4]
-    return {f.label: render(loaded.config, f, options) for f in families}
+    renderer = render_nftables if args.backend == "nftables" else render
+    return {f.label: renderer(loaded.config, f, options) for f in _families(args)}
 
 
-def render_text(rendered: dict[str, str]) -> str:
+def render_text(rendered: dict[str, str], backend: str = "iptables") -> str:
     """One family: exactly its input. Both: each behind a comment saying which tool takes it.
 
-    iptables-restore skips lines starting with '#', so each part can be cut out and fed to its
-    tool as it is; the two must not be fed together (IPv6 rules are not IPv4 rules).
+    iptables-restore and nft skip lines starting with '#', so each part can be cut out and fed
+    to its tool as it is; the two must not be fed together (IPv6 rules are not IPv4 rules).
     """
     if len(rendered) == 1:
         return next(iter(rendered.values())).rstrip("\n")
-    tools = {"ipv4": "iptables-restore", "ipv6": "ip6tables-restore"}
+    tools = {"ipv4": "iptables-restore --noflush", "ipv6": "ip6tables-restore --noflush"}
+    if backend == "nftables":
+        tools = {"ipv4": "nft -f -", "ipv6": "nft -f -"}
     parts = [
-        f"# {label}: input for `{tools[label]} --noflush`\n{text.rstrip()}"
+        f"# {label}: input for `{tools[label]}`\n{text.rstrip()}"
         for label, text in rendered.items()
     ]
     return "\n".join(parts)
+
+
+def _families(args: argparse.Namespace) -> list[Family]:
+    family = getattr(args, "family", "")  # render has --family, validate does not
+    if family == "ipv6" and not args.enable_ipv6:
+        raise CommandError("--family ipv6 contradicts --enable-ipv6=false", Exit.USAGE)
+    if family:
+        return [FAMILIES[family]]
+    return [Family.IPV4, Family.IPV6] if args.enable_ipv6 else [Family.IPV4]

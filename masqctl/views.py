@@ -18,7 +18,11 @@ def status(st: pb.Status, now: float | None = None) -> str:
     """A compact summary: config, interval, then one line per family."""
     now = time.time() if now is None else now
     cfg = st.config
-    lines = [f"masqd {st.version}, chain {st.chain}"]
+    ours = f"table {st.table} (ip and ip6)" if st.table else f"chain {st.chain}"
+    lines = [f"masqd {st.version}, {ours}"]
+    if st.backend_choice:
+        backend = "nftables" if st.table else "iptables"
+        lines.append(f"backend   {backend} ({st.backend_choice})")
     source = " (defaults: no file or an empty one)" if cfg.using_defaults else ""
     if cfg.generation:
         lines.append(
@@ -103,6 +107,8 @@ def unhealthy(st: pb.Status, family: str = "", now: float | None = None) -> str:
 
 
 def _family_rules(fr: pb.FamilyRules) -> str:
+    if fr.HasField("table"):
+        return _table_rules(fr)
     label = label_of_value(fr.family)
     if fr.error:
         return f"Chain {fr.chain} ({label}): cannot read the live chain: {fr.error}"
@@ -122,6 +128,56 @@ def _family_rules(fr: pb.FamilyRules) -> str:
     elif not fr.jump_present:
         lines.append(f"  no POSTROUTING jump to {fr.chain}")
     return "\n".join(lines)
+
+
+def _table_rules(fr: pb.FamilyRules) -> str:
+    """Our nftables table: each chain's rules and each set's elements, with their counters."""
+    label, table = label_of_value(fr.family), fr.table
+    name = table.name or fr.chain
+    if fr.error:
+        return f"Table {name} ({label}): cannot read the live table: {fr.error}"
+    verdict = (
+        "in sync with the config"
+        if fr.in_sync
+        else "OUT OF SYNC with the config (masqd repairs it within seconds)"
+    )
+    lines = [f"Table {name} ({label}): {verdict}"]
+    if not table.exists:
+        lines.append("  the table does not exist")
+    chains: dict[str, list[pb.TableRule]] = {}
+    for rule in table.rules:
+        chains.setdefault(rule.chain, []).append(rule)
+    for chain, rules in chains.items():
+        lines.append(f"  chain {chain}")
+        rows: list[tuple[str, ...]] = [("pkts", "bytes", "rule")]
+        rows += [(str(r.packets), str(r.bytes), r.rule) for r in rules]
+        lines += [f"    {row}" for row in _counted(rows)]
+    sets: dict[str, list[pb.SetElement]] = {}
+    for element in table.elements:
+        sets.setdefault(element.set, []).append(element)
+    for set_name, elements in sets.items():
+        lines.append(f"  set {set_name}")
+        rows = [("pkts", "bytes", "element", "comment")]
+        for e in elements:
+            covers = f" (covers {', '.join(e.covers)})" if e.covers else ""
+            rows.append((str(e.packets), str(e.bytes), e.cidr, e.comment + covers))
+        lines += [f"    {row}" for row in _counted(rows)]
+    if table.pending:
+        lines.append("  masqd's next sync writes:")
+        lines += [f"    {line}" for line in table.pending.splitlines()]
+    return "\n".join(lines)
+
+
+def _counted(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows whose first two columns (counters) are right-aligned, the rest left-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        " ".join(
+            c.rjust(w) if i < 2 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _differences(live: list[str], desired: list[str], jump_present: bool) -> list[str]:

@@ -12,9 +12,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from masqd import __version__
 from masqd.api import families
 from masqd.api.v1 import control_pb2 as pb
+from masqd.core import nftlive
+from masqd.core.desired import Desired
 from masqd.core.errors import Kind
-from masqd.core.livestate import ReadOutcome
+from masqd.core.livestate import LiveChain, ReadOutcome
 from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.nftrules import Table, table_block
 from masqd.core.rules import jump_rule
 from masqd.core.status import FamilyStatus, Status
 
@@ -73,7 +76,7 @@ def status(s: Status) -> pb.Status:
         path=cfg.path,
         generation=cfg.generation,
         error=cfg.error,
-        warnings=list(cfg.loaded.warnings) if cfg.loaded else [],
+        warnings=list(cfg.warnings),
         using_defaults=bool(cfg.loaded and cfg.loaded.using_defaults),
     )
     if cfg.loaded_at:
@@ -94,6 +97,8 @@ def status(s: Status) -> pb.Status:
         families=[family_status(f, s.mode) for f in s.families],
         version=__version__,
         chain=s.chain,
+        table=s.table,
+        backend_choice=s.backend_choice,
     )
 
 
@@ -115,14 +120,18 @@ def family_status(f: FamilyStatus, mode: str) -> pb.FamilyStatus:
 
 
 def family_rules(
-    family: Family, chain: str, outcome: ReadOutcome, desired: list[str]
+    family: Family, chain: str, outcome: ReadOutcome, desired: Desired | None
 ) -> pb.FamilyRules:
-    msg = pb.FamilyRules(family=FAMILY[family], chain=chain, desired=desired, error=outcome.error)
+    """A family's live rules against the desired ones: our chain (iptables) or table."""
+    if isinstance(desired, Table) or isinstance(outcome.live, nftlive.LiveTable):
+        return _table_rules(family, outcome, desired if isinstance(desired, Table) else None)
+    wanted = list(desired or ())
+    msg = pb.FamilyRules(family=FAMILY[family], chain=chain, desired=wanted, error=outcome.error)
     live = outcome.live
-    if live is not None:
+    if isinstance(live, LiveChain):
         msg.chain_exists = live.chain_exists
         msg.jump_present = jump_rule(chain) in live.jump_rules
-        msg.in_sync = live.matches(desired, jump_rule(chain))
+        msg.in_sync = live.matches(wanted, jump_rule(chain))
         msg.live.extend(
             pb.LiveRule(
                 spec=r.spec,
@@ -134,6 +143,44 @@ def family_rules(
             )
             for r in live.rules
         )
+    return msg
+
+
+def _table_rules(family: Family, outcome: ReadOutcome, desired: Table | None) -> pb.FamilyRules:
+    live = outcome.live
+    name = desired.name if desired is not None else getattr(live, "name", "")
+    msg = pb.FamilyRules(family=FAMILY[family], chain=name, error=outcome.error)
+    table = pb.TableRules(desired=table_block(desired) if desired is not None else "")
+    if desired is not None:
+        table.name = desired.spec
+    if isinstance(live, nftlive.LiveTable):
+        covers: dict[tuple[str, str], list[str]] = {}
+        for set_name, entry, outer in desired.covered if desired is not None else ():
+            covers.setdefault((set_name, outer), []).append(entry)
+        table.exists, table.listing = live.exists, live.listing
+        table.elements.extend(
+            pb.SetElement(
+                set=s.name,
+                cidr=e.key,
+                comment=e.comment,
+                packets=e.packets,
+                bytes=e.bytes,
+                covers=covers.get((s.name, e.key), []),
+            )
+            for s in live.sets
+            for e in s.elements
+        )
+        table.rules.extend(
+            pb.TableRule(chain=c.name, rule=r.text, packets=r.packets, bytes=r.bytes)
+            for c in live.chains
+            for r in c.rules
+        )
+        if desired is not None:
+            pending = nftlive.change(live, desired)
+            table.pending = pending or ""
+            msg.in_sync = pending is None
+        msg.chain_exists = live.exists
+    msg.table.CopyFrom(table)
     return msg
 
 

@@ -104,7 +104,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         response = pb.GetRulesResponse()
         for family in families:
             outcome = await _read_live(self.sup, family)
-            desired = self.sup.desired(family) or []
+            desired = self.sup.desired(family)
             response.families.append(
                 convert.family_rules(family, self.sup.settings.render.chain, outcome, desired)
             )

@@ -153,18 +153,22 @@ class FamilyStatus(_message.Message):
     def __init__(self, family: _Optional[_Union[Family, str]] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., last_sync: _Optional[_Union[SyncResult, _Mapping]] = ..., in_sync: _Optional[bool] = ..., sync_counts: _Optional[_Iterable[_Union[SyncCount, _Mapping]]] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("config", "interval", "families", "version", "chain")
+    __slots__ = ("config", "interval", "families", "version", "chain", "table", "backend_choice")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     FAMILIES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_CHOICE_FIELD_NUMBER: _ClassVar[int]
     config: ConfigStatus
     interval: IntervalStatus
     families: _containers.RepeatedCompositeFieldContainer[FamilyStatus]
     version: str
     chain: str
-    def __init__(self, config: _Optional[_Union[ConfigStatus, _Mapping]] = ..., interval: _Optional[_Union[IntervalStatus, _Mapping]] = ..., families: _Optional[_Iterable[_Union[FamilyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., chain: _Optional[str] = ...) -> None: ...
+    table: str
+    backend_choice: str
+    def __init__(self, config: _Optional[_Union[ConfigStatus, _Mapping]] = ..., interval: _Optional[_Union[IntervalStatus, _Mapping]] = ..., families: _Optional[_Iterable[_Union[FamilyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., chain: _Optional[str] = ..., table: _Optional[str] = ..., backend_choice: _Optional[str] = ...) -> None: ...
 
 class GetRulesRequest(_message.Message):
     __slots__ = ("family",)
@@ -189,7 +193,7 @@ class LiveRule(_message.Message):
     def __init__(self, spec: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., target: _Optional[str] = ..., destination: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class FamilyRules(_message.Message):
-    __slots__ = ("family", "chain", "chain_exists", "jump_present", "live", "desired", "in_sync", "error")
+    __slots__ = ("family", "chain", "chain_exists", "jump_present", "live", "desired", "in_sync", "error", "table")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     CHAIN_EXISTS_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +202,7 @@ class FamilyRules(_message.Message):
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
     family: Family
     chain: str
     chain_exists: bool
@@ -206,7 +211,54 @@ class FamilyRules(_message.Message):
     desired: _containers.RepeatedScalarFieldContainer[str]
     in_sync: bool
     error: str
-    def __init__(self, family: _Optional[_Union[Family, str]] = ..., chain: _Optional[str] = ..., chain_exists: _Optional[bool] = ..., jump_present: _Optional[bool] = ..., live: _Optional[_Iterable[_Union[LiveRule, _Mapping]]] = ..., desired: _Optional[_Iterable[str]] = ..., in_sync: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    table: TableRules
+    def __init__(self, family: _Optional[_Union[Family, str]] = ..., chain: _Optional[str] = ..., chain_exists: _Optional[bool] = ..., jump_present: _Optional[bool] = ..., live: _Optional[_Iterable[_Union[LiveRule, _Mapping]]] = ..., desired: _Optional[_Iterable[str]] = ..., in_sync: _Optional[bool] = ..., error: _Optional[str] = ..., table: _Optional[_Union[TableRules, _Mapping]] = ...) -> None: ...
+
+class SetElement(_message.Message):
+    __slots__ = ("set", "cidr", "comment", "packets", "bytes", "covers")
+    SET_FIELD_NUMBER: _ClassVar[int]
+    CIDR_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    COVERS_FIELD_NUMBER: _ClassVar[int]
+    set: str
+    cidr: str
+    comment: str
+    packets: int
+    bytes: int
+    covers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, set: _Optional[str] = ..., cidr: _Optional[str] = ..., comment: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., covers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TableRule(_message.Message):
+    __slots__ = ("chain", "rule", "packets", "bytes")
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    chain: str
+    rule: str
+    packets: int
+    bytes: int
+    def __init__(self, chain: _Optional[str] = ..., rule: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class TableRules(_message.Message):
+    __slots__ = ("name", "exists", "elements", "rules", "listing", "desired", "pending")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    LISTING_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    exists: bool
+    elements: _containers.RepeatedCompositeFieldContainer[SetElement]
+    rules: _containers.RepeatedCompositeFieldContainer[TableRule]
+    listing: str
+    desired: str
+    pending: str
+    def __init__(self, name: _Optional[str] = ..., exists: _Optional[bool] = ..., elements: _Optional[_Iterable[_Union[SetElement, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[TableRule, _Mapping]]] = ..., listing: _Optional[str] = ..., desired: _Optional[str] = ..., pending: _Optional[str] = ...) -> None: ...
 
 class GetRulesResponse(_message.Message):
     __slots__ = ("families",)
