@@ -18,11 +18,10 @@ def status(st: pb.Status, now: float | None = None) -> str:
     """A compact summary: config, interval, then one line per family."""
     now = time.time() if now is None else now
     cfg = st.config
-    ours = f"table {st.table} (ip and ip6)" if st.table else f"chain {st.chain}"
-    lines = [f"masqd {st.version}, {ours}"]
-    if st.backend_choice:
-        backend = "nftables" if st.table else "iptables"
-        lines.append(f"backend   {backend} ({st.backend_choice})")
+    ours = f"table {st.table}" if st.table else f"chain {st.chain}"
+    backend = "nftables" if st.table else "iptables"
+    why = f" ({st.backend_choice})" if st.backend_choice else ""
+    lines = [f"masqd {st.version}, {ours}, {backend} backend{why}"]
     source = " (defaults: no file or an empty one)" if cfg.using_defaults else ""
     if cfg.generation:
         lines.append(

@@ -13,7 +13,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from masqd.core.errors import NoConfig, Stopping
+from masqd.core.errors import Kind, NoConfig, Stopping
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Family, Reason
 from masqd.engine.events import EventBus
@@ -79,14 +79,17 @@ def make_runner() -> Iterator[Callable[..., FamilyRunner]]:
         family: Family = Family.IPV4,
         bus: EventBus | None = None,
         backoff: Backoff | None = None,
+        refused: str = "",
+        drift_check_interval: float = 3600.0,
     ) -> FamilyRunner:
         runner = FamilyRunner(
             WorkerOptions(family, "nft", "IP-MASQ-AGENT", 1.0, 1, 1.0),
             desired=lambda: rules,
             events=bus or EventBus(),
-            drift_check_interval=3600.0,
+            drift_check_interval=drift_check_interval,
             backoff=backoff,
             launcher=launcher(target, delay),
+            refused=refused,
         )
         runner.start()
         runners.append(runner)
@@ -109,6 +112,37 @@ def test_a_request_is_answered_with_the_result_of_its_sync(
     assert status.last_result == result and status.in_sync and status.syncs == {Reason.API: 1}
     assert status.pending_since is None
     assert events.kinds()[-2:] == [EventKind.SYNC_STARTED, EventKind.SYNC_FINISHED]
+
+
+def _count_syncs(conn: Connection, delay: float) -> None:
+    """A stand-in whose every sync fails saying it ran: a refused backend must never ask."""
+    while True:
+        try:
+            command = conn.recv()
+        except EOFError:
+            return
+        if command is None:
+            return
+        conn.send(SyncOutcome(False, False, 0.0, "the worker was asked to sync"))
+
+
+def test_a_refused_backend_fails_every_sync_at_once_and_never_asks_the_worker(
+    make_runner: Callable[..., FamilyRunner],
+) -> None:
+    """The iptables backend on a kernel without its xt modules: each request fails at once
+    with the reason and kind MISSING, the state says blocked, and neither syncs nor drift
+    checks reach the worker (nothing to retry until masqd is started otherwise)."""
+    why = "the kernel lacks xt_comment; run masqd with --backend nftables"
+    runner = make_runner(target=_count_syncs, refused=why, drift_check_interval=0.05)
+    for reason in (Reason.STARTUP, Reason.API):
+        result = runner.queue.sync(reason).result(5)
+        assert not result.ok and result.error == why
+        assert result.error_kind == Kind.MISSING
+    time.sleep(0.3)  # several drift-check intervals
+    status = runner.status()
+    assert status.state == "blocked" and not status.in_sync
+    assert status.checks == 0 and status.restores == 0
+    assert status.last_result is not None and status.last_result.error == why
 
 
 def test_requests_arriving_during_a_sync_are_served_together_by_the_next(
