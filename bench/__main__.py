@@ -1,6 +1,10 @@
-"""`make bench`: every figure on both backends, each in a fresh namespace, one table at the end.
+"""`make bench`: every figure on every backend it applies to, each in a fresh namespace, one
+table at the end.
 
-    python -m bench [--quick] [--figures 1,3] [--backends nft,legacy] [--strict]
+    python -m bench [--quick] [--figures 1,3] [--backends nft,legacy,nftables] [--strict]
+
+Backends: nft and legacy are the iptables backend's modes; nftables is the nftables backend
+(figures 3, 9 and 10 only: the others time the iptables chain's own repairs and paths).
 
 Progress goes to stderr, the table to stdout. The exit code is 1 when a figure could not be
 measured (and, with --strict, when a goal is missed).
@@ -19,8 +23,10 @@ from dataclasses import dataclass
 from bench.common import Report, Row, Stats
 from bench.netns import FigureFailed, run_figure
 
-FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
-BACKENDS = ("nft", "legacy")
+FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+BACKENDS = ("nft", "legacy", "nftables")
+FIGURE_BACKENDS = {3: BACKENDS, 9: BACKENDS, 10: ("nftables",)}
+"""The backends each figure runs on; nft and legacy where not listed."""
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,18 @@ class Budget:
     repair_rounds: int = 3
     idle_seconds: float = 60.0
     apply_rounds: int = 15
+    connection_rounds: int = 9
 
 
 FULL = Budget()
-QUICK = Budget(rounds=5, daemon_rounds=4, repair_rounds=2, idle_seconds=20.0, apply_rounds=3)
+QUICK = Budget(
+    rounds=5,
+    daemon_rounds=4,
+    repair_rounds=2,
+    idle_seconds=20.0,
+    apply_rounds=3,
+    connection_rounds=3,
+)
 
 
 def figure_command(figure: int, backend: str, budget: Budget) -> tuple[str, list[str]]:
@@ -45,6 +59,8 @@ def figure_command(figure: int, backend: str, budget: Budget) -> tuple[str, list
         return "inproc", [str(figure), *mode, "--rounds", str(budget.rounds)]
     if figure == 9:
         return "inproc", ["9", *mode, "--rounds", str(budget.apply_rounds)]
+    if figure == 10:
+        return "conncost", ["--rounds", str(budget.connection_rounds)]
     if figure == 5:
         return "daemon", ["5", *mode, "--rounds", str(budget.daemon_rounds)]
     if figure == 6:
@@ -60,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--figures", default=",".join(map(str, FIGURES)), help="e.g. 1,3 (default: all)"
     )
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="nft,legacy (default)")
+    parser.add_argument(
+        "--backends", default=",".join(BACKENDS), help="nft,legacy,nftables (default)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -76,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     details: list[str] = []
     errors: list[str] = []
     for figure in figures:
-        for backend in backends:
+        for backend in [b for b in backends if b in FIGURE_BACKENDS.get(figure, BACKENDS[:2])]:
             module, figure_args = figure_command(figure, backend, budget)
             print(f"bench: figure {figure} on {backend} ...", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             try:
-                report = run_figure(module, figure_args, f"f{figure}{backend[0]}")
+                report = run_figure(module, figure_args, f"f{figure}{backend[:2]}")
             except (FigureFailed, subprocess.TimeoutExpired) as e:
                 errors.append(f"figure {figure} on {backend}: {e}")
                 report = Report([_error_row(figure, backend)])
@@ -109,13 +127,17 @@ def _error_row(figure: int, backend: str) -> Row:
 
 
 def header(seconds: float, quick: bool) -> str:
-    iptables = subprocess.run(
-        ["iptables-nft", "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    versions = [
+        subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
+        .stdout.strip()
+        .splitlines()[:1]
+        for tool in ("iptables-nft", "nft")
+    ]
+    tools = ", ".join(v[0] for v in versions if v)
     return (
         f"masqd bench{' (quick)' if quick else ''}: {platform.node()}, Linux "
         f"{platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{iptables}; {seconds:.0f} s. Values: median (min-max) of the rounds.\n"
+        f"{tools}; {seconds:.0f} s. Values: median (min-max) of the rounds.\n"
     )
 
 
@@ -145,7 +167,9 @@ def table(rows: list[Row]) -> str:
 def fmt_stats(s: Stats) -> str:
     """median (min-max) in one unit: ms or s for times."""
     scale, unit = 1.0, s.unit
-    if s.unit == "s" and s.median < 1:
+    if s.unit == "s" and s.median < 1e-3:
+        scale, unit = 1e6, "µs"
+    elif s.unit == "s" and s.median < 1:
         scale, unit = 1000.0, "ms"
     digits = 2 if unit in ("s", "%") else 1
     if s.unit not in ("s", "MiB", "%"):

@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from masqd import logs
-from masqd.core.model import Family
+from masqd.core.model import NFTABLES, Family
+from masqd.core.nftrules import Table
 from masqd.core.rules import RenderOptions
 from masqd.core.settings import Settings
 from masqd.daemon import Daemon
@@ -60,7 +61,8 @@ class InProcessMasqd:
         self.settings = Settings(
             config_path=str(work / "config"),
             socket=str(work / "masqd.sock"),
-            iptables_mode=mode,
+            backend="nftables" if mode == NFTABLES else "iptables",
+            iptables_mode="auto" if mode == NFTABLES else mode,
             render=RenderOptions(),
             # Nobody tampers during a timed round except the bench itself: a drift check
             # landing between "flush" and "Resync" would make the Resync a no-op.
@@ -125,9 +127,16 @@ class InProcessMasqd:
         check_response(response, changed)
 
     def desired(self, family: Family = Family.IPV4) -> list[str]:
+        """Our chain's rules (the iptables backend)."""
         rules = self.supervisor.desired(family)
-        assert rules is not None
-        return rules
+        assert rules is not None and not isinstance(rules, Table)
+        return list(rules)
+
+    def table(self, family: Family = Family.IPV4) -> Table:
+        """Our table (the nftables backend)."""
+        table = self.supervisor.desired(family)
+        assert isinstance(table, Table)
+        return table
 
     def syncs(self) -> dict[Family, int]:
         """Syncs run so far per family (every reason)."""
