@@ -163,7 +163,7 @@ def cleanup_main(argv: list[str]) -> int:
 
     Reading legacy tables with iptables-legacy-save instantiates them, so a family whose kernel
     has no legacy table is not read at all (there is nothing of ours in it either); nft and
-    iptables-nft read without creating anything.
+    iptables-nft read without creating anything (`iptables.remove_chain`).
     """
     from masqd.core import flags
     from masqd.core.rules import DEFAULT_CHAIN, DEFAULT_TABLE
@@ -189,23 +189,15 @@ def cleanup_main(argv: list[str]) -> int:
 def _cleanup_iptables(chain: str, which: str) -> bool:
     """Our chain and jumps out of each mode's nat table; True when something failed."""
     from masqd.core.errors import ApplyError
-    from masqd.core.livestate import parse_save
     from masqd.core.model import Family
-    from masqd.core.rules import render_cleanup
-    from masqd.host.iptables import MODES, Backend, _legacy_tables_loaded
+    from masqd.host.iptables import MODES, Backend, remove_chain
 
     failed = False
     for mode in MODES if which == "all" else (which,):
         for family in Family:
-            backend = Backend(family, mode)
-            if not backend.available() or (mode == "legacy" and not _legacy_tables_loaded(family)):
-                continue
             try:
-                live = parse_save(backend.save_nat(), chain)
-                text = render_cleanup(chain, list(live.jump_rules), live.chain_exists)
-                if text is not None:
-                    backend.restore(text)
-                    print(f"removed {chain} from {backend.binary('')}")
+                if remove_chain(family, mode, chain):
+                    print(f"removed {chain} from {Backend(family, mode).binary('')}")
             except ApplyError as e:
                 print(f"masqd cleanup: {e}", file=sys.stderr)
                 failed = True

@@ -9,11 +9,13 @@ tools stays in `masqd.host`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from masqd.core import nftlive
 from masqd.core.desired import Desired, Live
+from masqd.core.errors import ApplyError
 from masqd.core.livestate import LiveChain, parse_save
 from masqd.core.model import NFTABLES
 from masqd.core.nftrules import Table
@@ -22,6 +24,8 @@ from masqd.host import iptables, nftables
 
 if TYPE_CHECKING:
     from masqd.engine.worker import WorkerOptions
+
+log = logging.getLogger("masqd.worker")
 
 
 class Backend(Protocol):
@@ -52,6 +56,10 @@ class Backend(Protocol):
 
     def prepare(self) -> None:
         """Start the next transaction's process, idle until `apply` feeds it."""
+        ...
+
+    def synced(self) -> None:
+        """Told, while idle, after a sync that left ours as desired."""
         ...
 
     def close(self) -> None: ...
@@ -87,17 +95,32 @@ class IptablesBackend:
     def prepare(self) -> None:
         self.host.prepare_restore(self.lock_wait)
 
+    def synced(self) -> None:
+        pass
+
     def close(self) -> None:
         self.host.close()
 
 
 @dataclass
 class NftablesBackend:
-    """Our table, through `nft list table` and `nft -f -`."""
+    """Our table, through `nft list table` and `nft -f -`.
+
+    It takes over from the iptables backend: once our table is in place, our iptables chain
+    and its POSTROUTING jump (left by masqd's iptables backend, or by ip-masq-agent) are
+    removed from both modes' nat tables, once per worker. Left there, they would go on deciding
+    before our table with a stale config: the iptables nat chain runs at srcnat, ours after it,
+    and a connection masqueraded there is never seen by a later nat chain.
+    """
 
     host: nftables.Nft
     timeout: float
+    iptables_chain: str = ""
+    """The iptables backend's chain to take over from; empty leaves it be."""
     blind_writes: bool = False
+    retired: list[str] = field(default_factory=list)
+    """The iptables tools our chain was taken out of (for the log and tests)."""
+    _retiring: bool = field(default=True, repr=False)
 
     def read(self, *, counters: bool = False) -> nftlive.LiveTable:
         text = self.host.list_table(timeout=self.timeout)  # counters come with every listing
@@ -117,6 +140,25 @@ class NftablesBackend:
     def prepare(self) -> None:
         self.host.prepare()
 
+    def synced(self) -> None:
+        if not self._retiring or not self.iptables_chain:
+            return
+        self._retiring = False
+        for mode in iptables.MODES:
+            try:
+                if iptables.remove_chain(self.host.family, mode, self.iptables_chain):
+                    self.retired.append(iptables.Backend(self.host.family, mode).binary(""))
+            except ApplyError as e:
+                log.warning("could not take %s out of iptables: %s", self.iptables_chain, e)
+        for tool in self.retired:
+            log.warning(
+                "%s: removed the iptables backend's %s chain and jump from %s: our nftables "
+                "table decides now",
+                self.host.family.label,
+                self.iptables_chain,
+                tool,
+            )
+
     def close(self) -> None:
         self.host.close()
 
@@ -124,6 +166,7 @@ class NftablesBackend:
 def open_backend(opts: WorkerOptions) -> Backend:
     """The backend a worker with these options writes through."""
     if opts.mode == NFTABLES:
-        return NftablesBackend(nftables.Nft(opts.family, opts.table), opts.iptables_timeout)
+        nft = nftables.Nft(opts.family, opts.table)
+        return NftablesBackend(nft, opts.iptables_timeout, iptables_chain=opts.chain)
     host = iptables.Backend(opts.family, opts.mode)
     return IptablesBackend(host, opts.chain, opts.iptables_timeout, opts.lock_wait)

@@ -282,8 +282,11 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 return
             if command is None:
                 return
+            synced = False
             if isinstance(command, SyncCommand):
-                conn.send(sync(backend, probe, opts, command.rules, known, full=command.full))
+                outcome = sync(backend, probe, opts, command.rules, known, full=command.full)
+                conn.send(outcome)
+                synced = outcome.ok
             elif isinstance(command, ReadCommand):
                 conn.send(read(backend))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller
@@ -293,6 +296,8 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 continue
             settle(probe, known)
             backend.prepare()  # the next write's restore (or nft), started idle
+            if synced:
+                backend.synced()
             heap.trim()
     finally:
         backend.close()

@@ -7,7 +7,9 @@ import subprocess
 from dataclasses import dataclass, field
 
 from masqd.core.errors import ApplyError, Kind
+from masqd.core.livestate import parse_save
 from masqd.core.model import Family
+from masqd.core.rules import render_cleanup
 from masqd.host import subproc
 
 MODES = ("legacy", "nft")
@@ -74,6 +76,25 @@ class Backend:
 
     def available(self) -> bool:
         return shutil.which(self.binary("restore")) is not None
+
+
+def remove_chain(
+    family: Family, mode: str, chain: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> bool:
+    """Remove our chain and every POSTROUTING jump to it from one family's nat table in one
+    mode, in one restore; False when there was nothing (or the mode's tools are missing).
+
+    A legacy table the kernel does not have is not read: iptables-legacy-save would create it.
+    """
+    backend = Backend(family, mode)
+    if not backend.available() or (mode == "legacy" and not _legacy_tables_loaded(family)):
+        return False
+    live = parse_save(backend.save_nat(timeout=timeout), chain)
+    text = render_cleanup(chain, list(live.jump_rules), live.chain_exists)
+    if text is None:
+        return False
+    backend.restore(text, timeout=timeout)
+    return True
 
 
 def detect_mode(timeout: float = 5.0) -> str:

@@ -2,8 +2,8 @@
 (kube-proxy's, Docker's, flannel's, Calico's and the CNI plugins' real rules, with Calico's
 ipsets; iptables-nft and iptables-legacy) and a kube-proxy-style nft table of its own at
 priority srcnat. Every other owner's rules, sets and tables are byte-identical after masqd's
-start, a config change, a repair, SIGTERM and cleanup; and packets leave with the same source
-as on the iptables backend."""
+start, a config change, a repair, SIGTERM and cleanup; the IP-MASQ-AGENT chain an earlier agent
+left is taken over; and packets leave with the same source as on the iptables backend."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ table {family} kube-proxy {{
 }}
 """
 IPTABLES_TABLES = {"nat", "filter", "mangle", "raw", "security"}
+CHAIN = "IP-MASQ-AGENT"
 _CHAIN_COUNTERS = re.compile(r"\[\d+:\d+\]")
 
 
@@ -93,13 +94,18 @@ def load_busy_node(topo: netns.Topology) -> None:
 
 def others(topo: netns.Topology) -> dict[str, str]:
     """Everything on the node that is not ours: each iptables nat table as its save prints it
-    (chain counters left out, as traffic moves them), Calico's ipsets, and every nft table but
+    (chain counters left out, as traffic moves them) less the IP-MASQ-AGENT chain and its jump
+    (the shared case's own definition of foreign), Calico's ipsets, and every nft table but
     ours (iptables-nft's own tables are the saves above)."""
     found = {}
     for family in (4, 6):
         tool = f"{'iptables' if family == 4 else 'ip6tables'}-{topo.backend}-save"
         text = netns.run(topo.node, tool, "-t", "nat")
-        lines = [_CHAIN_COUNTERS.sub("", ln) for ln in text.splitlines() if not ln.startswith("#")]
+        lines = [
+            _CHAIN_COUNTERS.sub("", ln)
+            for ln in text.splitlines()
+            if not ln.startswith("#") and CHAIN not in ln
+        ]
         found[f"{tool} -t nat"] = "\n".join(lines)
     found["ipset save"] = netns.run(topo.node, "ipset", "save")
     for name, text in tables(topo.node).items():
@@ -149,6 +155,10 @@ def test_every_other_owner_stays_byte_identical(
     daemon = start_masqd(CONFIG, *NFTABLES)
     assert "table ip masqd" in listing(busy.node, 4) and "table ip6 masqd" in listing(busy.node, 6)
     assert others(busy) == before, "after start"
+    # The iptables backend's chain (here the previous ip-masq-agent's) is taken over: left in
+    # place it would go on masquerading by its old config before our table is reached.
+    wait_until(lambda: not busy.chain(4) and not busy.chain(6), 5)
+    assert not any(CHAIN in rule for rule in busy.postrouting(4) + busy.postrouting(6))
 
     put(daemon.config, NEXT)
     wait_until(lambda: "100.64.230.0/24" in listing(busy.node, 4), 5)
