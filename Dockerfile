@@ -1,18 +1,19 @@
 # masqd's image: masqd, masqctl and the standalone masq-cni on slim Debian, with the
 # distribution's iptables, ip6tables and ipset. Build it with `make image`
-# (scripts/build-image.sh): that script first puts the wheels of masqd, its dependencies and
-# PyInstaller into build/wheels, which this build installs from without any package index.
-# The context holds only those wheels, masqd's source and scripts/build-cni.sh (.dockerignore).
+# (scripts/build-image.sh): that script first puts the wheels of masqd and its dependencies
+# into build/wheels, which this build installs from without any package index, and builds the
+# standalone masq-cni into build/cni-dist (scripts/build-cni.sh: it runs on the host, not in
+# this image, so it is built for the oldest glibc a node may have, not for this image's). The
+# context holds only those two (.dockerignore).
 
-# ---- builder: a virtualenv of masqd and the standalone masq-cni --------------------------
+# ---- builder: a virtualenv of masqd --------------------------------------------------------
 FROM debian:bookworm-slim AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Debian's Python, so the virtualenv runs unchanged on the runtime stage's python3; the shared
-# libpython and binutils are what PyInstaller needs to freeze masq-cni.
+# Debian's Python, so the virtualenv runs unchanged on the runtime stage's python3.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv libpython3.11 binutils \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 
 COPY build/wheels/ /wheels/
@@ -22,18 +23,6 @@ RUN python3 -m venv /opt/masqd \
     && /opt/masqd/bin/pip install --no-cache-dir --no-index --find-links=/wheels /wheels/masqd-*.whl \
     && /opt/masqd/bin/pip uninstall --yes pip setuptools \
     && rm -f /opt/masqd/bin/masq-cni /opt/masqd/bin/activate* /opt/masqd/bin/Activate.ps1
-
-# masq-cni runs on the host, which may have no Python: scripts/build-cni.sh (make cni-bin) freezes
-# it into a PyInstaller one-folder bundle, here in a throwaway virtualenv so PyInstaller stays out
-# of the runtime one.
-COPY scripts/build-cni.sh /src/scripts/
-COPY masqd/ /src/masqd/
-WORKDIR /src
-RUN python3 -m venv /build/venv \
-    && /build/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
-        /wheels/masqd-*.whl /wheels/pyinstaller-*.whl \
-    && PYTHON=/build/venv/bin/python scripts/build-cni.sh /build/dist \
-    && echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION /build/dist/masq-cni
 
 # ---- runtime ----------------------------------------------------------------------------------
 FROM debian:bookworm-slim
@@ -54,9 +43,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/*
 
 COPY --from=builder /opt/masqd /opt/masqd
-# The bundle as `masq-cni install` (the DaemonSet's init container) copies it to the host.
-COPY --from=builder /build/dist/masq-cni.d /opt/masq-cni
-RUN ln -s /opt/masqd/bin/masqd /opt/masqd/bin/masqctl /opt/masq-cni/masq-cni /usr/local/bin/ \
+# The standalone masq-cni, as `masq-cni install` (the DaemonSet's installer) copies it to the host.
+COPY build/cni-dist/masq-cni.d /opt/masq-cni
+RUN CNI_COMMAND=VERSION /opt/masq-cni/masq-cni </dev/null >/dev/null \
+    && ln -s /opt/masqd/bin/masqd /opt/masqd/bin/masqctl /opt/masq-cni/masq-cni /usr/local/bin/ \
     && masqd --help > /dev/null && masqctl --help > /dev/null && nft --version > /dev/null
 
 # Python writes nothing at run time (the root filesystem may be read-only) and logs unbuffered.

@@ -4,7 +4,7 @@ table at the end.
     python -m bench [--quick] [--figures 1,3] [--backends nft,legacy,nftables] [--strict]
 
 Backends: nft and legacy are the iptables backend's modes; nftables is the nftables backend
-(figures 3, 9 and 10 only: the others time the iptables chain's own repairs and paths).
+(figures 3, 9 and 13 only: the others time the iptables chain's own repairs and paths).
 
 Progress goes to stderr, the table to stdout. The exit code is 1 when a figure could not be
 measured (and, with --strict, when a goal is missed).
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from bench.common import Report, Row, Stats
 from bench.netns import FigureFailed, run_figure
 
-FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 13)
 BACKENDS = ("nft", "legacy", "nftables")
-FIGURE_BACKENDS = {3: BACKENDS, 9: BACKENDS, 10: ("nftables",)}
+FIGURE_BACKENDS = {3: BACKENDS, 9: BACKENDS, 13: ("nftables",)}
 """The backends each figure runs on; nft and legacy where not listed."""
 
 
@@ -59,7 +59,7 @@ def figure_command(figure: int, backend: str, budget: Budget) -> tuple[str, list
         return "inproc", [str(figure), *mode, "--rounds", str(budget.rounds)]
     if figure == 9:
         return "inproc", ["9", *mode, "--rounds", str(budget.apply_rounds)]
-    if figure == 10:
+    if figure == 13:
         return "conncost", ["--rounds", str(budget.connection_rounds)]
     if figure == 5:
         return "daemon", ["5", *mode, "--rounds", str(budget.daemon_rounds)]

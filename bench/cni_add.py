@@ -3,12 +3,17 @@
     python bench/cni_add.py [--plugin dist/masq-cni] [--rounds 20]      (as root)
 
 A node network namespace with masqd running in it (nft), and the test runtime
-(tests/cni_runtime.py) running the conflist bridge + host-local, then masq-cni, each plugin with
-an empty environment inside the node namespace. Every round creates a fresh pod namespace, ADDs
-it, and DELs it. Per round it records how long each plugin's ADD took (wall clock around the
-exec, `ip netns exec` included for both); it prints the median and range of each, masq-cni's
-floor (VERSION: start-up only; ADD with no masqd socket: start-up and config, no gRPC), and
-the same Resync from a client that is already running (masqd's own share of an ADD).
+(tests/support/cni_runtime.py) running the conflist bridge + host-local, then masq-cni, each
+plugin with an empty environment inside the node namespace. Every round creates a fresh pod
+namespace, ADDs it, and DELs it. Per round it records how long each plugin's ADD took (wall
+clock around the exec, `ip netns exec` included for both); it prints the median and range of
+each and the ratio of the medians (the goal: masq-cni's ADD at most 3x the bridge's), masq-cni's
+floor (VERSION: start-up only; ADD with no masqd socket: start-up and config, no call), and the
+same Resync from a client that is already running (masqd's own share of an ADD).
+
+Last, why the plugin speaks gRPC through masqd.client.h2transport: the start-up of this
+checkout's Python (`-I -S`) bare, importing the plugin's ADD path, and importing grpcio (and the
+h2 library, when it is installed), each a fresh process, medians of the same rounds.
 Runs alone: it does not need `python -m bench`.
 """
 
@@ -16,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
+import site
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +43,31 @@ CONFIG = "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqOutBound: true\n"
 def summary(samples: list[float]) -> str:
     ms = sorted(s * 1000 for s in samples)
     return f"{statistics.median(ms):7.1f} ms  (min {ms[0]:.1f}, max {ms[-1]:.1f}, n={len(ms)})"
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def import_costs(rounds: int) -> list[tuple[str, list[float]]]:
+    """Fresh-process start-up (-I -S, as the standalone build starts) with nothing, the
+    plugin's ADD imports, grpcio, h2."""
+    paths = [str(ROOT), *site.getsitepackages()]
+    prefix = f"import sys; sys.path[:0] = {paths!r}; "
+    cases = [
+        ("python -I -S (nothing imported)", "pass"),
+        ("python -I -S, masq-cni's ADD path", "import masqd.cni.plugin, masqd.client.light"),
+        ("python -I -S, grpc + masqd.api.v1", "import grpc, masqd.api.v1.control_pb2"),
+    ]
+    if importlib.util.find_spec("h2") is not None:
+        cases.append(("python -I -S, h2 (connection)", "import h2.connection, h2.config"))
+    samples: dict[str, list[float]] = {name: [] for name, _ in cases}
+    for _ in range(rounds):
+        for name, code in cases:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-I", "-S", "-c", prefix + code], check=True)
+            samples[name].append(time.perf_counter() - start)
+    return [(name, samples[name]) for name, _ in cases]
 
 
 def main() -> int:
@@ -82,12 +115,17 @@ def main() -> int:
                 warm.append(time.perf_counter() - start)
         finally:
             daemon.stop()
+    imports = import_costs(args.rounds)
+    ratio = median_ms(masq_cni) / median_ms(bridge)
     print(f"plugin: {plugin}")
     print(f"bridge + host-local ADD:          {summary(bridge)}")
     print(f"masq-cni ADD (resync, wait):      {summary(masq_cni)}")
+    print(f"ratio of the medians:             {ratio:7.2f}x  (goal: at most 3x)")
     print(f"masq-cni VERSION (start-up):      {summary(floor_version)}")
     print(f"masq-cni ADD, no masqd socket:    {summary(floor_nosocket)}")
     print(f"Resync(wait) from a warm client:  {summary(warm)}")
+    for name, samples in imports:
+        print(f"{name + ':':34}{summary(samples)}")
     return 0
 
 

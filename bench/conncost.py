@@ -1,4 +1,4 @@
-"""Figure 10: what a new connection costs in our nat rules, with real traffic through a node.
+"""Figure 13: what a new connection costs in our nat rules, with real traffic through a node.
 
 Run by the driver inside a fresh namespace, which plays the node: `python -m bench.conncost
 --rounds N`. It adds a pod and a destination namespace (deleted in `finally`), wires them to the
@@ -182,30 +182,30 @@ def rows(samples: dict[str, list[float]]) -> list[Row]:
     }
     return [
         ratio_row(
-            f"10 new connection, {CIDRS:,} CIDRs (vs bare masquerade)",
+            f"13 new connection, {CIDRS:,} CIDRs (vs bare masquerade)",
             "nftables",
             samples["nftables"],
             bare,
             1.2,
         ),
         info_row(
-            "10 ... iptables backend's linear chain (vs bare masquerade)",
+            "13 ... iptables backend's linear chain (vs bare masquerade)",
             "nft",
             samples["iptables"],
             bare,
             "the same CIDRs, one rule each, through iptables-nft",
         ),
         info_row(
-            "10 ... above the no-NAT floor (vs bare's)",
+            "13 ... above the no-NAT floor (vs bare's)",
             "nftables",
             above["nftables"],
             above["bare"],
             "each run less the same round's run with no NAT at all",
         ),
         info_row(
-            "10 ... iptables above the floor (vs bare's)", "nft", above["iptables"], above["bare"]
+            "13 ... iptables above the floor (vs bare's)", "nft", above["iptables"], above["bare"]
         ),
-        Row("10 ... no NAT at all: the floor (info)", "-", Stats.of(none), "-", None),
+        Row("13 ... no NAT at all: the floor (info)", "-", Stats.of(none), "-", None),
     ]
 
 
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     require_own_namespace()
     report = Report(rows(measure(args.rounds, args.flows)))
     report.details.append(
-        f"fig 10: {args.flows:,} new UDP flows per run from a pod to {DESTINATION} (in no list), "
+        f"fig 13: {args.flows:,} new UDP flows per run from a pod to {DESTINATION} (in no list), "
         f"sender pinned to CPU 0, conntrack flushed before each run"
     )
     report.emit()

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from masqctl.errors import CommandError, Exit, exit_code
 from masqd.api.families import LABELS
+from masqd.client.errors import ClientError
+from masqd.core.defaults import DEFAULT_SOCKET
 from masqd.core.durations import parse_duration
-from masqd.core.errors import MasqdError
-from masqd.core.settings import DEFAULT_SOCKET
 
 if TYPE_CHECKING:
     from masqd.client import Client
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as e:
         print(f"masqctl: {e}", file=sys.stderr)
         return int(e.code)
-    except MasqdError as e:  # the API client's: unreachable, refused, failed
+    except ClientError as e:  # the API client's: unreachable, refused, failed
         print(f"masqctl: {e}", file=sys.stderr)
         return int(exit_code(e))
     except BrokenPipeError:  # `masqctl watch | head`

@@ -1,10 +1,10 @@
-"""masqctl's exit codes, and the error that carries one. No imports beyond masqd's errors."""
+"""masqctl's exit codes, and the error that carries one. No imports beyond the client's errors."""
 
 from __future__ import annotations
 
 import enum
 
-from masqd.core.errors import Kind, MasqdError
+from masqd.client.errors import ApiError, ClientError, Unreachable
 
 
 class Exit(enum.IntEnum):
@@ -27,10 +27,10 @@ class CommandError(Exception):
         self.code = code
 
 
-def exit_code(error: MasqdError) -> Exit:
+def exit_code(error: ClientError) -> Exit:
     """The exit status for a failure of the API client."""
-    if error.kind == Kind.UNREACHABLE:
+    if isinstance(error, Unreachable):
         return Exit.UNREACHABLE
-    if error.kind == Kind.BAD_REQUEST:
+    if isinstance(error, ApiError) and error.bad_request:
         return Exit.USAGE
     return Exit.FAILED

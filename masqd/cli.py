@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from masqd.core.settings import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
+from masqd.core.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 
 
 def _mode(text: str) -> int:

@@ -4,8 +4,10 @@ Start:
 1. claim the control socket, so a second masqd refuses before it has started anything;
 2. fork the workers while this process has no threads and has not imported gRPC: they share
    its pages, and a process running gRPC's threads must not fork (nothing below
-   `masqd.serve` imports gRPC, an import contract checks it, so until step 3 nothing has);
-3. import and start the gRPC server, then the HTTP endpoint, then the supervisor's threads.
+   `masqd.serve` imports gRPC, an import contract checks it, so until step 4 nothing has);
+3. start the supervisor: the config is read and the first syncs run in the workers at once;
+4. meanwhile import and start the gRPC server, then the HTTP endpoint. The rules are written
+   without waiting for gRPC's import, the longest step of a start.
 
 Stop, in reverse: HTTP, the API (a grace for calls in flight), the supervisor (each worker
 gets a grace, then is killed). The rules stay in the kernel.
@@ -69,6 +71,7 @@ class Daemon:
                 raise StartError(f"cannot use the control socket {settings.socket}: {e}") from e
         supervisor = self.supervisor = Supervisor(settings, self._mode, self._launcher)
         supervisor.fork_workers()
+        supervisor.start()
         if settings.socket:
             from masqd.serve.server import ApiServer  # gRPC is imported from here on
 
@@ -84,7 +87,6 @@ class Daemon:
             from masqd.serve import httpserver
 
             self.http = httpserver.start(supervisor, self.metrics_address, self.health_timeout)
-        supervisor.start()
         return self
 
     def stop(self) -> None:

@@ -3,11 +3,13 @@
 #
 #   1. The base image debian:bookworm-slim is made here by debootstrap from the Debian mirror apt
 #      already uses, and imported into podman (once: later runs reuse it).
-#   2. The Python wheels of masqd, its dependencies and PyInstaller are built on the host into
+#   2. The Python wheels of masqd and its dependencies are built on the host into
 #      build/wheels. The host's pip already reaches PyPI the way this machine allows (its index,
 #      CA bundle and caches), so the image build installs from that wheelhouse with --no-index:
 #      no Python package is fetched inside a container, the image holds exactly the versions the
 #      tests ran against, and re-builds reuse the host's pip cache.
+#      The standalone masq-cni is built on the host too (scripts/build-cni.sh, into
+#      build/cni-dist): it runs on the node, with the node's glibc, not in this image.
 #   3. podman builds the Dockerfile (--pull=never, --network host so apt reaches the mirror;
 #      podman's bridge network is never used), tags localhost/masqd:dev and saves the OCI archive
 #      dist/masqd-image.tar.
@@ -99,8 +101,15 @@ build_wheels() {
   # layer cache holds across re-builds until the source really changes.
   local epoch=${SOURCE_DATE_EPOCH:-315532800}
   SOURCE_DATE_EPOCH=$epoch "$PYTHON" -m pip wheel --quiet --disable-pip-version-check \
-    --wheel-dir "$WHEELS" . 'pyinstaller>=6.10'
+    --wheel-dir "$WHEELS" .
   touch --date="@$epoch" "$WHEELS" "$WHEELS"/*
+}
+
+build_cni() {
+  log "standalone masq-cni into build/cni-dist"
+  scripts/build-cni.sh build/cni-dist >/dev/null
+  # Fixed timestamps, as for the wheels: the COPY layer is reused until the content changes.
+  find build/cni-dist/masq-cni.d -exec touch --no-dereference --date="@${SOURCE_DATE_EPOCH:-315532800}" {} +
 }
 
 build_image() {
@@ -118,5 +127,6 @@ build_image() {
 start=$SECONDS
 build_base
 build_wheels
+build_cni
 build_image
 log "built in $((SECONDS - start))s"

@@ -72,3 +72,21 @@ def start_masqd(tmp_path: Path, topo: netns.Topology) -> Iterator[Callable[..., 
     yield start
     for daemon in daemons:
         daemon.stop()
+
+
+# Modules whose tests run the standalone masq-cni (and those that also need the old host root).
+_NEEDS_PLUGIN = {"test_cni.py", "test_cni_artifact.py", "test_cni_cri.py", "test_image.py"}
+_NEEDS_OLD_ROOT = {"test_cni_artifact.py", "test_image.py"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the standalone masq-cni (and debootstrap the old host root) before the first test
+    that needs them: from an empty cache that takes minutes, which belong to no test's timeout.
+    Only when such a test was selected; cni_build caches both for the run."""
+    modules = {Path(str(item.fspath)).name for item in session.items}
+    if modules & _NEEDS_PLUGIN and os.geteuid() == 0:
+        from tests.support import cni_build
+
+        cni_build.standalone()
+        if modules & _NEEDS_OLD_ROOT:
+            cni_build.old_host_root()

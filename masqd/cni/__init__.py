@@ -34,13 +34,13 @@ Commands (config versions 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0 are accepted):
 Errors are the spec's object on stdout with a non-zero exit: 1 unsupported version (or a command
 the config's version lacks), 2 an unsupported ``failurePolicy`` value, 4 a missing or unknown
 ``CNI_COMMAND`` or a missing ``CNI_CONTAINERID``/``CNI_NETNS``/``CNI_IFNAME``, 5 stdin
-unreadable, 6 stdin not a JSON object, 7 invalid config (a key of the wrong type or range, no
-``prevResult`` on ADD or CHECK), 11 and 50 as above, 100 chain out of sync, 999 a bug.
+unreadable, 6 stdin not a JSON object (not UTF-8 JSON, nested too deeply, or over 4 MiB), 7
+invalid config (a key of the wrong type or range, no ``prevResult`` on ADD or CHECK), 11 and 50
+as above, 100 chain out of sync, 999 a bug.
 
-Without ``CNI_COMMAND``, ``masq-cni install --bin-dir DIR [--conf-dir DIR --chain]`` and
-``masq-cni uninstall --bin-dir DIR --conf-dir DIR`` install it (see ``masqd.cni.install``).
+Without ``CNI_COMMAND``, ``masq-cni install --bin-dir DIR [--conf-dir DIR --chain [--watch]]``
+and ``masq-cni uninstall --bin-dir DIR --conf-dir DIR`` install it (see ``masqd.cni.install``).
 
-Start-up is on the pod start path: the modules here import only the standard library at start;
-gRPC and the generated API code are imported only by the commands that talk to masqd (ADD,
-CHECK, STATUS).
+Start-up is on the pod start path: the plugin's modules import only the cheap parts of the
+standard library, and talk to masqd without grpcio or protobuf (``masqd.client.light``).
 """

@@ -1,28 +1,36 @@
-"""The plugin's commands: what ADD, DEL, CHECK, VERSION, STATUS and GC do for masqd."""
+"""The plugin's commands: what ADD, DEL, CHECK, VERSION, STATUS and GC do for masqd.
+
+On every pod start: the standard library's costly modules (typing, dataclasses, json, re,
+enum, socket) are not imported on the way through ADD; tests/kernel/test_cni.py holds it to that.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
-from typing import IO, Any
 
 from masqd.cni import spec
 from masqd.cni.config import FAIL, PluginConfig, plugin_config
 from masqd.cni.spec import CniError, Invocation
 
-Result = dict[str, Any] | None
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import IO, Any
+
+    Result = dict[str, Any] | None
 
 
 def add(inv: Invocation, started: float) -> Result:
     """Resync masqd and wait for it, then pass the previous plugin's result on unchanged."""
     config = plugin_config(inv.config)
     prev = _prev_result(inv)
-    from masqd.cni.client import Client, MasqdError
+    from masqd.client.errors import ClientError
+    from masqd.client.light import Client
 
     try:
         with Client(config.socket, started + config.timeout) as client:
             client.resync()
-    except MasqdError as e:
+    except ClientError as e:
         _tolerate(e, config, inv)
     return prev
 
@@ -36,7 +44,8 @@ def check(inv: Invocation, started: float) -> Result:
     """Fail when masqd reports a family's chain out of sync, after one resync to converge."""
     config = plugin_config(inv.config)
     _prev_result(inv)
-    from masqd.cni.client import Client, FamilyState, MasqdError
+    from masqd.client.errors import ClientError
+    from masqd.client.light import Client, FamilyState
 
     def out_of_sync(states: list[FamilyState]) -> list[FamilyState]:
         return [s for s in states if not s.in_sync]
@@ -49,9 +58,9 @@ def check(inv: Invocation, started: float) -> Result:
                 try:
                     client.resync()
                     bad = out_of_sync(client.rules())
-                except MasqdError as e:
+                except ClientError as e:
                     note = f" (a resync did not repair it: {e})"
-    except MasqdError as e:
+    except ClientError as e:
         _tolerate(e, config, inv)
         return None
     if bad:
@@ -70,12 +79,13 @@ def version(inv: Invocation, started: float) -> Result:
 def status(inv: Invocation, started: float) -> Result:
     """Ready when ADD would succeed: masqd answers, or failurePolicy lets ADD go on without it."""
     config = plugin_config(inv.config)
-    from masqd.cni.client import Client, MasqdError
+    from masqd.client.errors import ClientError
+    from masqd.client.light import Client
 
     try:
         with Client(config.socket, started + config.timeout) as client:
             client.ping()
-    except MasqdError as e:
+    except ClientError as e:
         if config.failure_policy == FAIL:
             raise CniError(
                 spec.NOT_AVAILABLE,
@@ -140,7 +150,7 @@ def _prev_result(inv: Invocation) -> dict[str, Any]:
 
 def _tolerate(error: Exception, config: PluginConfig, inv: Invocation) -> None:
     """Apply failurePolicy to masqd being unreachable, too slow or failing its sync."""
-    from masqd.cni.client import Unreachable
+    from masqd.client.errors import Unreachable
 
     if config.failure_policy == FAIL:
         what = "unreachable or too slow" if isinstance(error, Unreachable) else "failing"

@@ -1,14 +1,20 @@
 """The CNI protocol as a plugin sees it: versions, commands, the environment, stdin, results
-and the spec's error object. No knowledge of masqd here."""
+and the spec's error object. No knowledge of masqd here.
+
+On every pod start: imports nothing that costs start-up time (see masqd.cni.jsonio).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import IO, Any
+
+from masqd.cni import jsonio
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import IO, Any
 
 # The versions whose configuration we accept, oldest first; the last is what we speak.
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -34,6 +40,10 @@ NOT_AVAILABLE = 50
 # Plugin-specific codes start at 100.
 CHAIN_OUT_OF_SYNC = 100
 
+MAX_STDIN = 4 << 20
+"""The largest network configuration read from stdin (a real one, prevResult included, is a
+few kilobytes); more is refused rather than read into memory."""
+
 
 class CniError(Exception):
     """A failure reported to the runtime as the spec's error object on stdout."""
@@ -47,16 +57,26 @@ class CniError(Exception):
         """The config's cniVersion, when known: the error object is written in it."""
 
 
-@dataclass(frozen=True)
 class Invocation:
     """One call of the plugin: the command, its CNI_* variables and the decoded stdin."""
 
-    command: str
-    container_id: str
-    netns: str
-    ifname: str
-    args: str
-    config: dict[str, Any]
+    __slots__ = ("args", "command", "config", "container_id", "ifname", "netns")
+
+    def __init__(
+        self,
+        command: str,
+        container_id: str,
+        netns: str,
+        ifname: str,
+        args: str,
+        config: dict[str, Any],
+    ) -> None:
+        self.command = command
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.args = args
+        self.config = config
 
     @property
     def version(self) -> str:
@@ -90,11 +110,17 @@ def decode_config(data: bytes, *, allow_empty: bool = False) -> dict[str, Any]:
             return {}
         raise CniError(DECODING_FAILURE, "no network configuration on stdin")
     try:
-        value = json.loads(data)
+        value = jsonio.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise CniError(
             DECODING_FAILURE, "cannot decode the network configuration on stdin", str(e)
         ) from e
+    except RecursionError:
+        raise CniError(
+            DECODING_FAILURE,
+            "cannot decode the network configuration on stdin",
+            "it is nested too deeply",
+        ) from None
     if not isinstance(value, dict):
         raise CniError(
             DECODING_FAILURE,
@@ -138,11 +164,17 @@ def read_invocation(env: Mapping[str, str], stdin: IO[bytes]) -> Invocation:
             "the runtime must pass CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME",
         )
     try:
-        data = stdin.read()
+        data = stdin.read(MAX_STDIN + 1)
     except OSError as e:
         raise CniError(
             IO_FAILURE, "cannot read the network configuration from stdin", str(e)
         ) from e
+    if len(data) > MAX_STDIN:
+        raise CniError(
+            DECODING_FAILURE,
+            "the network configuration on stdin is too large",
+            f"more than {MAX_STDIN >> 20} MiB",
+        )
     config = decode_config(data, allow_empty=command == "VERSION")
     if config or command != "VERSION":
         check_version(config, command)
@@ -158,7 +190,7 @@ def read_invocation(env: Mapping[str, str], stdin: IO[bytes]) -> Invocation:
 
 def write_json(value: Mapping[str, Any], out: IO[str] | None = None) -> None:
     stream = out or sys.stdout
-    stream.write(json.dumps(value))
+    stream.write(jsonio.dumps(value))
     stream.write("\n")
     stream.flush()
 

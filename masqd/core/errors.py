@@ -34,8 +34,6 @@ class Kind(enum.Enum):
     """A request masqd refuses as given."""
     NOT_ENABLED = "not_enabled"
     """The request names a family this masqd does not manage."""
-    UNREACHABLE = "unreachable"
-    """A client found nothing answering on masqd's socket (in time)."""
     INTERNAL = "internal"
     """A bug: what happened is in the log."""
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Fingerprint:
     chain: bytes | None
-    """A digest of our chain's rules, counters left out; None when the chain does not exist."""
+    """A digest of our chain's rules, counters left out; None when the chain does not exist.
+    nftables: of our whole table."""
     jumps: bytes
-    """A digest of the POSTROUTING rules that jump to our chain (empty: there are none)."""
+    """A digest of the POSTROUTING rules that jump to our chain (empty: there are none).
+    nftables: of our base chain's hook (empty: there is none)."""

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from masqd.core.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 from masqd.core.model import Family
 from masqd.core.rules import RenderOptions
-
-DEFAULT_CONFIG_PATH = "/etc/config/ip-masq-agent"
-DEFAULT_SOCKET = "/run/masqd/masqd.sock"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from masqd.core import nftlive
 from masqd.core.desired import Desired, Live
@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("masqd.worker")
 
 
+class Write(NamedTuple):
+    """A transaction to apply."""
+
+    text: str
+    with_jump: bool
+    """It puts in itself what sends traffic through our rules (iptables: our POSTROUTING
+    jump; nftables: our base chain), so whatever is there afterwards came from it."""
+
+
 class Backend(Protocol):
     @property
     def blind_writes(self) -> bool:
@@ -41,11 +50,11 @@ class Backend(Protocol):
         """The live state (an exec); ApplyError when it cannot be read."""
         ...
 
-    def change(self, live: Live, wanted: Desired) -> str | None:
+    def change(self, live: Live, wanted: Desired) -> Write | None:
         """The transaction that makes live the wanted state; None when it already is."""
         ...
 
-    def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> str | None:
+    def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         """The transaction from a kernel known to hold `known` (iptables: and our jump, unless
         with_jump) to the wanted state."""
         ...
@@ -78,16 +87,16 @@ class IptablesBackend:
     def read(self, *, counters: bool = False) -> LiveChain:
         return parse_save(self.host.save_nat(counters=counters, timeout=self.timeout), self.chain)
 
-    def change(self, live: Live, wanted: Desired) -> str | None:
+    def change(self, live: Live, wanted: Desired) -> Write | None:
         assert isinstance(live, LiveChain) and not isinstance(wanted, Table)
         jump = jump_rule(self.chain)
         if live.matches(list(wanted), jump):
             return None
-        return render_restore(list(wanted), self.chain, with_jump=jump not in live.jump_rules)
+        return self.change_from(wanted, wanted, with_jump=jump not in live.jump_rules)
 
-    def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> str | None:
+    def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         assert not isinstance(wanted, Table)
-        return render_restore(list(wanted), self.chain, with_jump=with_jump)
+        return Write(render_restore(list(wanted), self.chain, with_jump=with_jump), with_jump)
 
     def apply(self, text: str) -> None:
         self.host.restore(text, wait=self.lock_wait, timeout=self.timeout)
@@ -126,13 +135,13 @@ class NftablesBackend:
         text = self.host.list_table(timeout=self.timeout)  # counters come with every listing
         return nftlive.parse_listing(text, self.host.family, self.host.table)
 
-    def change(self, live: Live, wanted: Desired) -> str | None:
+    def change(self, live: Live, wanted: Desired) -> Write | None:
         assert isinstance(live, nftlive.LiveTable) and isinstance(wanted, Table)
-        return nftlive.change(live, wanted)
+        return _nft_write(nftlive.change(live, wanted))
 
-    def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> str | None:
+    def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         assert isinstance(known, Table) and isinstance(wanted, Table)
-        return nftlive.change(nftlive.as_live(known), wanted)
+        return _nft_write(nftlive.change(nftlive.as_live(known), wanted))
 
     def apply(self, text: str) -> None:
         self.host.apply(text, timeout=self.timeout)
@@ -161,6 +170,15 @@ class NftablesBackend:
 
     def close(self) -> None:
         self.host.close()
+
+
+def _nft_write(text: str | None) -> Write | None:
+    """A transaction other than an element diff declares our base chain itself."""
+    return (
+        None
+        if text is None
+        else Write(text, not text.startswith(("delete element", "add element")))
+    )
 
 
 def open_backend(opts: WorkerOptions) -> Backend:

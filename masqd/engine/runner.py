@@ -32,6 +32,7 @@ from masqd.engine import worker
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Launcher, WorkerProcess, spawn_worker
 from masqd.engine.queue import Batch, RequestQueue
+from masqd.host.probe import nftgen
 
 log = logging.getLogger("masqd.runner")
 
@@ -40,8 +41,6 @@ GATHER = 0.01
 """Seconds a sync waits for more requests when some arrived during the sync before it: a
 burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
 --figures 4`). A request that finds the runner idle is served at once."""
-# A sync serving one of these reads everything, whatever the worker remembers.
-FULL_SYNC_REASONS = frozenset((Reason.INTERVAL, Reason.STARTUP))
 
 
 class FamilyRunner:
@@ -72,6 +71,8 @@ class FamilyRunner:
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.queue = RequestQueue(self._notify, clock)
         self._worker = WorkerProcess(opts, launcher, backoff, clock)
+        self._sent: Desired | None = None  # the rules (or table) the worker has
+        self._verified_at: int | None = None  # nft: the generation it last verified them at
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -144,6 +145,13 @@ class FamilyRunner:
                 pending_since=min(pending, default=None),
             )
 
+    @property
+    def syncs_run(self) -> int:
+        """Syncs run so far, drift checks that found nothing left out (cheaper than a status
+        snapshot, for the heap's housekeeping)."""
+        with self._lock:
+            return sum(self._syncs.values())
+
     def read_live(self) -> Future[ReadOutcome]:
         """The live chain with counters, read by the worker between syncs."""
         return self.queue.read()
@@ -206,18 +214,29 @@ class FamilyRunner:
         if self._refused:
             outcome = worker.SyncOutcome(False, False, 0.0, self._refused, kind=Kind.MISSING)
         else:
-            outcome = self._sync(rules, full=bool(batch.reasons & FULL_SYNC_REASONS))
+            outcome = self._sync(rules)
         result = self._record(reason, outcome, since=batch.since)
         batch.resolve(result)
 
     def _check(self) -> None:
-        """A drift check: reported only when it repaired something or failed."""
+        """A drift check: reported only when it repaired something or failed.
+
+        nft: while the ruleset generation is the one the worker last verified our chain at
+        (and the rules are the ones it has), nothing changed anywhere in the ruleset, so the
+        check costs one netlink round trip here and does not wake the worker.
+        """
         rules = self._desired()
         if rules is None or self._refused:  # no good config yet, or no backend: leave it be
             return
+        verified = self._verified_at
+        if verified is not None and rules is self._sent and nftgen.generation() == verified:
+            with self._lock:
+                self._checks += 1
+                self._failed_since = None
+            return
         with self._lock:
             self._state = "syncing"
-        outcome = self._sync(rules, full=False)
+        outcome = self._sync(rules)
         with self._lock:
             self._checks += 1
         if outcome.ok and not outcome.changed:
@@ -257,12 +276,18 @@ class FamilyRunner:
         self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
         return result
 
-    def _sync(self, rules: Desired, *, full: bool) -> worker.SyncOutcome:
-        """Sync on the worker; a worker that dies meanwhile is replaced and asked once more."""
+    def _sync(self, rules: Desired) -> worker.SyncOutcome:
+        """Sync on the worker; a worker that dies meanwhile is replaced and asked once more.
+
+        The rules go down the pipe only when they are not the ones the worker already has
+        (the supervisor hands out the same rules, or table, until the config changes)."""
         for _ in range(2):
             try:
-                outcome = self._worker.call(worker.SyncCommand(rules, full=full))
+                command = worker.SyncCommand(None if rules is self._sent else rules)
+                outcome = self._worker.call(command)
+                self._sent = rules
                 assert isinstance(outcome, worker.SyncOutcome)
+                self._verified_at = outcome.generation if outcome.ok else None
                 return outcome
             except WorkerGone as e:
                 if self._stop.is_set():
@@ -285,6 +310,7 @@ class FamilyRunner:
     def _replace_worker(self) -> bool:
         """Start a new worker after the backoff; False when stopping meanwhile."""
         delay = self._worker.buried()
+        self._sent, self._verified_at = None, None
         with self._lock:
             self._restarts += 1
             self._state, self._pid, self._in_sync = "backoff", 0, False

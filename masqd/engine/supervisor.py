@@ -7,8 +7,11 @@ is here and nothing deeper: `resync` returns futures, `status` a frozen snapshot
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import select
 import threading
 import time
 from concurrent.futures import Future
@@ -30,8 +33,13 @@ from masqd.engine.runner import FamilyRunner
 from masqd.engine.schedule import Schedule
 from masqd.engine.worker import WorkerOptions
 from masqd.host import heap, iptables, nodefacts
+from masqd.host.filewatch import FileWatch
 
 log = logging.getLogger("masqd.supervisor")
+
+SAFETY_POLL = 10.0
+"""Seconds between looks at the config file's identity while inotify watches it: for what
+inotify cannot see (without inotify, Settings.file_poll_interval applies)."""
 
 
 class Supervisor:
@@ -57,7 +65,7 @@ class Supervisor:
         self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
         self._config = ConfigState(settings.config_path)
         self._desired: dict[Family, Desired] = {}
-        self._wake = threading.Event()
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._syncs_at_trim = 0
@@ -111,12 +119,19 @@ class Supervisor:
         self._thread.start()
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop everything within about grace seconds; the rules stay in the kernel."""
+        """Stop everything within about grace seconds; the rules stay in the kernel. Stopping
+        twice is stopping once."""
+        if self._stopping:
+            return
         self._stopping = True
-        self._wake.set()
+        self._wake()
         for runner in self.runners.values():
             runner.stop(grace)
         self.events.close()
+        if self._thread is not None:
+            self._thread.join(grace)
+        if self._thread is None or not self._thread.is_alive():
+            os.close(self._wake_fd)
 
     # -- what the API asks -----------------------------------------------------------------
 
@@ -167,37 +182,55 @@ class Supervisor:
         override = self.schedule.set_override(interval, ttl)
         log.info("resync interval overridden to %gs for %gs", interval, ttl)
         self._publish(EventKind.OVERRIDE_SET, f"interval {interval:g}s for {ttl:g}s")
-        self._wake.set()
+        self._wake()
         return override
 
     def clear_override(self) -> None:
         if self.schedule.clear_override():
             log.info("resync interval override cleared")
             self._publish(EventKind.OVERRIDE_CLEARED, "override cleared")
-            self._wake.set()
+            self._wake()
 
     # -- the config loop -------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
-            self._wake.wait(min(self.settings.file_poll_interval, self.schedule.seconds_left()))
-            self._wake.clear()
-            if self._stopping:
-                return
-            if self.schedule.expire() is not None:
-                log.info("resync interval override expired")
-                self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
-            if self.schedule.due():
-                self._load(Reason.INTERVAL)
-                self.resync(self.settings.families, Reason.INTERVAL)
-                self.schedule.ran()
-            elif self._watcher.changed():
-                self._load(Reason.CONFIG_CHANGE)
-            self._trim_after_activity()
+        """Wait for the schedule, the file (inotify, and a look every `poll` seconds for what
+        it cannot see), or a wake-up (a new override, stop)."""
+        watch = FileWatch(self.settings.config_path)
+        poll = SAFETY_POLL if watch.active else self.settings.file_poll_interval
+        next_look = time.monotonic() + poll
+        try:
+            while True:
+                waits = [self._wake_fd] + ([watch.fileno()] if watch.active else [])
+                timeout = min(max(0.0, next_look - time.monotonic()), self.schedule.seconds_left())
+                ready, _, _ = select.select(waits, [], [], timeout)
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self._wake_fd)
+                if self._stopping:
+                    return
+                told = watch.active and watch.fileno() in ready
+                if told:
+                    watch.drain()
+                if self.schedule.expire() is not None:
+                    log.info("resync interval override expired")
+                    self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
+                if self.schedule.due():
+                    self._load(Reason.INTERVAL)
+                    self.resync(self.settings.families, Reason.INTERVAL)
+                    self.schedule.ran()
+                elif told or time.monotonic() >= next_look:
+                    next_look = time.monotonic() + poll
+                    if self._watcher.changed():
+                        self._load(Reason.CONFIG_CHANGE)
+                if told:
+                    watch.rearm()  # the symlinks may point elsewhere now
+                self._trim_after_activity()
+        finally:
+            watch.close()
 
     def _trim_after_activity(self) -> None:
         """Hand freed heap back after syncs ran, not on every tick of an idle loop."""
-        syncs = sum(sum(f.syncs.values()) for f in self.status().families)
+        syncs = sum(r.syncs_run for r in self.runners.values())
         if syncs != self._syncs_at_trim:
             heap.trim()
             self._syncs_at_trim = syncs
@@ -246,7 +279,7 @@ class Supervisor:
             " (defaults)" if loaded.using_defaults else "",
         )
         self.schedule.configure(loaded.config.resync_interval)
-        self._wake.set()
+        self._wake()
         self._publish(EventKind.CONFIG_LOADED, f"generation {generation}")
         # A family whose rules stay as they were (say, only resyncInterval changed) has
         # nothing to apply.
@@ -274,6 +307,10 @@ class Supervisor:
                 "the last good config stays in force" if kept else "no rules written",
             )
             self._publish(EventKind.CONFIG_REJECTED, outcome.error)
+
+    def _wake(self) -> None:
+        """Have the config loop look again now (the schedule changed, or stop)."""
+        os.eventfd_write(self._wake_fd, 1)
 
     def _publish(self, kind: EventKind, message: str) -> None:
         generation = self.config_state.generation

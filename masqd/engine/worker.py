@@ -14,26 +14,22 @@ from __future__ import annotations
 import enum
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from masqd.core.desired import Desired
 from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import NFTABLES, Family
+from masqd.core.nftrules import Table
 from masqd.core.rules import DEFAULT_TABLE
-from masqd.engine.backends import Backend, open_backend
+from masqd.engine.backends import Backend, Write, open_backend
 from masqd.host import heap
 from masqd.host.probe import KernelProbe, Probe, nftgen
 
+NO_RULES = "the worker was asked for the rules it has, and has none"
 TIDY_AFTER = 0.001
 """Seconds a worker leaves the supervisor to pass its answer on before it tidies up: on a small
 node the tidying otherwise competes with the answer on its way back (bench/README.md)."""
@@ -61,11 +57,13 @@ class WorkerOptions:
 @dataclass(frozen=True)
 class SyncCommand:
     """Make ours hold exactly this: our chain's rules (specs as iptables-save prints them) or,
-    nftables, our table."""
+    nftables, our table.
 
-    rules: Desired
-    full: bool = False
-    """Read the live state even where the worker's memory says nothing changed."""
+    None: what the last command that carried it said. The supervisor sends it only when it
+    changes: thousands of rules or elements, pickled for every drift check, would cost more
+    than the check."""
+
+    rules: Desired | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +80,9 @@ class SyncOutcome:
     in_sync: bool = False
     kind: Kind | None = None
     """What kind of failure `error` is (it crosses the pipe as data); None when ok."""
+    generation: int | None = None
+    """nft: the ruleset generation at which the chain was verified as desired; while the
+    kernel's stays there, nothing changed (the runner's drift check then asks no one)."""
 
 
 @dataclass
@@ -99,12 +100,28 @@ class Known:
     """The kernel's chain and jump at that moment, as the probe reads them."""
     generation: int | None = None
     """nft: the ruleset generation at that moment."""
-    unsettled: tuple[int | None, int | None] | None = None
-    """After a write: the generations around the restore, until `settle` fingerprints it."""
+    jumps: bytes | None = None
+    """The POSTROUTING part of the fingerprint when our jump was last seen in place."""
+    unsettled: Unsettled | None = None
+    """After a write: what `settle` needs to verify it."""
 
     def forget(self) -> None:
         self.rules, self.verified, self.fingerprint, self.generation = None, False, None, None
-        self.unsettled = None
+        self.jumps, self.unsettled = None, None
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """A write not yet fingerprinted."""
+
+    before: int | None
+    after: int | None
+    """nft: the generations around the restore."""
+    jumps: bytes | None
+    """What POSTROUTING's part of the fingerprint must be: the jumps as last seen in place
+    (None: never seen, so the write cannot be verified this way)."""
+    appended: bool
+    """The write appended our jump itself: then any jump will do."""
 
 
 class Step(enum.Enum):
@@ -159,62 +176,83 @@ def sync(
     backend: Backend,
     probe: Probe,
     opts: WorkerOptions,
-    rules: Desired | list[str],
+    rules: Desired | Sequence[str],
     known: Known | None = None,
-    *,
-    full: bool = False,
 ) -> SyncOutcome:
     """Make the live chain hold `rules`, rewriting it only when it differs (see `plan`).
 
-    A full sync (interval, startup) reads the chain whatever the worker remembers.
+    Every sync looks the same way, the interval's too: the cheap looks of `plan` first, and
+    iptables-save only when they say something changed or cannot tell.
     """
     start = time.monotonic()
     known = known if known is not None else Known()
-    wanted: Desired = tuple(rules) if isinstance(rules, list) else rules
+    wanted: Desired = rules if isinstance(rules, (tuple, Table)) else tuple(rules)
     changed = False
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> None:
         nonlocal changed
-        step = Step.READ
-        if not full and known.rules is not None:
-            step = plan(known, wanted, probe, blind_writes=backend.blind_writes)
+        step = plan(known, wanted, probe, blind_writes=backend.blind_writes)
         if step == Step.IN_SYNC:
             return
         if step == Step.READ:
-            text = _read_and_compare(backend, probe, known, wanted)
+            write = _read_and_compare(backend, probe, known, wanted)
         else:
             assert known.rules is not None
             with_jump = step == Step.WRITE_WITH_JUMP
-            text = backend.change_from(known.rules, wanted, with_jump=with_jump)
-        if text is None:
+            write = backend.change_from(known.rules, wanted, with_jump=with_jump)
+        if write is None:
             return
-        _write(backend, probe, known, wanted, text)
+        _write(backend, probe, known, wanted, write)
         changed = True
 
-    retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
-        wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
-        stop=stop_after_delay(opts.retry_deadline),
-        reraise=True,
-    )
     try:
-        retrying(attempt)
+        try:
+            attempt()
+        except ApplyError as e:
+            if not e.retryable:
+                raise
+            _retry(attempt, e, opts.retry_deadline - (time.monotonic() - start))
     except ApplyError as e:
         known.forget()
         return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
-    return SyncOutcome(True, changed, time.monotonic() - start, in_sync=True)
+    verified_at = known.generation if known.verified else None
+    duration = time.monotonic() - start
+    return SyncOutcome(True, changed, duration, in_sync=True, generation=verified_at)
 
 
-def _read_and_compare(backend: Backend, probe: Probe, known: Known, wanted: Desired) -> str | None:
-    """Read the chain; None when it is as desired (and now verified), else the transaction
-    that makes it so (iptables: with our jump when it is missing)."""
+def _retry(attempt: Callable[[], None], failure: ApplyError, deadline: float) -> None:
+    """Try again with exponential backoff and jitter while the failure stays retryable, for up
+    to deadline seconds; the last failure is raised. tenacity is imported only here: most
+    syncs never fail, and a worker that never retries never loads it."""
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+    failures = [failure]
+
+    def again() -> None:
+        if failures:  # the failure that brought us here: the backoff comes before the retry
+            raise failures.pop()
+        attempt()
+
+    Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, ApplyError) and e.retryable),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
+        stop=stop_after_delay(max(0.0, deadline)),
+        reraise=True,
+    )(again)
+
+
+def _read_and_compare(
+    backend: Backend, probe: Probe, known: Known, wanted: Desired
+) -> Write | None:
+    """Read the chain; None when it is as desired (and now verified), else the write that
+    makes it so (iptables: with our jump when it is missing)."""
     # Probed before the read: a change during the read shows up next time.
     generation = probe.generation()
     before = probe.fingerprint()
-    text = backend.change(backend.read(), wanted)
-    if text is not None:
-        return text
+    write = backend.change(backend.read(), wanted)
+    if write is not None:
+        return write
     # The fingerprint counts only if nothing moved while the read ran: nft tells by its
     # generation, legacy by a second fingerprint.
     if generation is not None:
@@ -223,38 +261,49 @@ def _read_and_compare(backend: Backend, probe: Probe, known: Known, wanted: Desi
         settled = before is not None and probe.fingerprint() == before
     known.rules, known.verified, known.jump = wanted, True, True
     known.fingerprint, known.generation = (before if settled else None), generation
+    known.jumps = before.jumps if settled and before is not None else None
     return None
 
 
-def _write(backend: Backend, probe: Probe, known: Known, wanted: Desired, text: str) -> None:
-    """One atomic transaction (iptables-restore of our chain and jump, or nft -f). Fingerprinting
-    the result is left to `settle`, which the worker runs after it has answered."""
+def _write(backend: Backend, probe: Probe, known: Known, wanted: Desired, write: Write) -> None:
+    """One atomic transaction (iptables-restore of our chain and jump, or nft -f).
+    Fingerprinting the result is left to `settle`, which the worker runs after it has
+    answered."""
+    jumps = known.jumps  # without the jump in the write, it must still be this one
     known.forget()  # unknown until the transaction succeeds
     before = probe.generation()
-    backend.apply(text)
-    known.rules, known.jump, known.unsettled = wanted, True, (before, probe.generation())
+    backend.apply(write.text)
+    known.rules, known.jump = wanted, True
+    known.unsettled = Unsettled(before, probe.generation(), jumps, appended=write.with_jump)
 
 
 def settle(probe: Probe, known: Known) -> None:
     """Fingerprint what the last write left in the kernel.
 
     nft: exactly one generation step across the restore means no one else wrote meanwhile,
-    and the same generation after the fingerprint means it shows our write: verified.
-    Otherwise the next sync that finds this fingerprint reads the chain back once.
+    the same generation after the fingerprint means it shows our write, and the jump is as it
+    must be (the one last seen, which a write without it trusted; or, when the write appended
+    it, there): verified. Otherwise the next sync that finds this fingerprint reads the chain
+    back once.
     """
-    if known.unsettled is None:
+    unsettled, known.unsettled = known.unsettled, None
+    if unsettled is None:
         return
-    before, after = known.unsettled
-    known.unsettled = None
     fingerprint = probe.fingerprint()
+    jump_in_place = fingerprint is not None and (
+        bool(fingerprint.jumps)
+        if unsettled.appended
+        else unsettled.jumps is not None and fingerprint.jumps == unsettled.jumps
+    )
     verified = (
-        before is not None
-        and after == nftgen.next_generation(before)
-        and fingerprint is not None
-        and probe.generation() == after
+        unsettled.before is not None
+        and unsettled.after == nftgen.next_generation(unsettled.before)
+        and jump_in_place
+        and probe.generation() == unsettled.after
     )
     known.fingerprint, known.verified = fingerprint, verified
-    known.generation = after if verified else None
+    known.generation = unsettled.after if verified else None
+    known.jumps = fingerprint.jumps if verified and fingerprint is not None else None
 
 
 def read(backend: Backend) -> ReadOutcome:
@@ -274,6 +323,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     backend = open_backend(opts)
     probe = KernelProbe(opts.family, opts.mode, opts.probed)
     known = Known()
+    wanted: Desired | None = None
     try:
         while True:
             try:
@@ -282,11 +332,17 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 return
             if command is None:
                 return
+            busy = True  # worth handing freed heap back after
             synced = False
             if isinstance(command, SyncCommand):
-                outcome = sync(backend, probe, opts, command.rules, known, full=command.full)
-                conn.send(outcome)
+                wanted = command.rules if command.rules is not None else wanted
+                if wanted is None:
+                    outcome = SyncOutcome(False, False, 0.0, NO_RULES, kind=Kind.INTERNAL)
+                else:
+                    outcome = sync(backend, probe, opts, wanted, known)
+                busy = outcome.changed or command.rules is not None
                 synced = outcome.ok
+                conn.send(outcome)
             elif isinstance(command, ReadCommand):
                 conn.send(read(backend))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller
@@ -298,6 +354,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
             backend.prepare()  # the next write's restore (or nft), started idle
             if synced:
                 backend.synced()
-            heap.trim()
+            if busy:
+                heap.trim()
     finally:
         backend.close()

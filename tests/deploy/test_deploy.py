@@ -109,9 +109,11 @@ def container(daemonset: dict[str, Any], name: str, init: bool = False) -> dict[
     return dict(found)
 
 
-def volume_for(daemonset: dict[str, Any], mount_path: str, name: str = "masqd") -> dict[str, Any]:
+def volume_for(
+    daemonset: dict[str, Any], mount_path: str, name: str = "masqd", init: bool = False
+) -> dict[str, Any]:
     """The pod volume mounted at mount_path in the named container."""
-    mounts = container(daemonset, name, init=name != "masqd")["volumeMounts"]
+    mounts = container(daemonset, name, init=init)["volumeMounts"]
     (mount,) = [m for m in mounts if m["mountPath"] == mount_path]
     volumes = daemonset["spec"]["template"]["spec"]["volumes"]
     (volume,) = [v for v in volumes if v["name"] == mount["name"]]
@@ -238,7 +240,7 @@ def test_every_container_has_requests_and_limits(
 ) -> None:
     """CPU and memory requests and limits on masqd and on the CNI installer."""
     ds = default_objects["DaemonSet"]
-    for c in [container(ds, "masqd"), container(ds, "install-cni", init=True)]:
+    for c in [container(ds, "masqd"), container(ds, "cni-chain")]:
         for kind in ("requests", "limits"):
             assert set(c["resources"][kind]) == {"cpu", "memory"}, c["name"]
 
@@ -259,23 +261,79 @@ def test_probes_run_masqctl_health(default_objects: dict[str, dict[str, Any]]) -
         assert masqd[probe]["timeoutSeconds"] >= 5
 
 
-def test_init_container_installs_masq_cni_into_the_host(
+def test_cni_chain_sidecar_installs_masq_cni_and_keeps_it_chained(
     default_objects: dict[str, dict[str, Any]],
 ) -> None:
-    """masq-cni install copies the plugin into the host's bin dir and chains it in the conflist."""
+    """A long-running container (not an init container, which would crash-loop while no
+    conflist exists) runs `masq-cni install --chain --watch` against the host's directories,
+    with the host's root for the run check."""
     ds = default_objects["DaemonSet"]
-    init = container(ds, "install-cni", init=True)
-    assert init["image"] == container(ds, "masqd")["image"]
-    assert init["command"] == [
+    assert "initContainers" not in ds["spec"]["template"]["spec"]
+    sidecar = container(ds, "cni-chain")
+    assert sidecar["image"] == container(ds, "masqd")["image"]
+    assert sidecar["command"] == [
         "masq-cni",
         "install",
         "--bin-dir=/host/opt/cni/bin",
         "--conf-dir=/host/etc/cni/net.d",
+        "--host-root=/host",
         "--chain",
+        "--watch",
     ]
-    assert volume_for(ds, "/host/opt/cni/bin", "install-cni")["hostPath"]["path"] == "/opt/cni/bin"
-    conf = volume_for(ds, "/host/etc/cni/net.d", "install-cni")
-    assert conf["hostPath"]["path"] == "/etc/cni/net.d"
+    assert "restartPolicy" not in sidecar
+    assert volume_for(ds, "/host/opt/cni/bin", "cni-chain")["hostPath"]["path"] == "/opt/cni/bin"
+    assert volume_for(ds, "/host/etc/cni/net.d", "cni-chain")["hostPath"]["path"] == (
+        "/etc/cni/net.d"
+    )
+
+
+def test_host_root_is_mounted_read_only_for_the_run_check(
+    default_objects: dict[str, dict[str, Any]],
+) -> None:
+    """The host's / at /host, read-only; only the CNI bin and conf directories are writable,
+    mounted on top of it; masqd itself sees none of them."""
+    ds = default_objects["DaemonSet"]
+    assert volume_for(ds, "/host", "cni-chain")["hostPath"] == {"path": "/", "type": "Directory"}
+    mounts = {m["mountPath"]: m for m in container(ds, "cni-chain")["volumeMounts"]}
+    assert mounts["/host"]["readOnly"] is True
+    assert {p for p, m in mounts.items() if not m.get("readOnly")} == {
+        "/host/opt/cni/bin",
+        "/host/etc/cni/net.d",
+    }
+    masqd_mounts = {m["mountPath"] for m in container(ds, "masqd")["volumeMounts"]}
+    assert not any(p.startswith("/host") for p in masqd_mounts)
+
+
+def test_cni_chain_may_chroot_and_nothing_more(
+    default_objects: dict[str, dict[str, Any]],
+) -> None:
+    """Of all capabilities only SYS_CHROOT (to run the plugin in the host root); no privilege
+    escalation, a read-only root filesystem."""
+    security = container(default_objects["DaemonSet"], "cni-chain")["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SYS_CHROOT"]}
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security.get("privileged", False) is False
+
+
+def test_chain_off_installs_the_binary_once_in_an_init_container() -> None:
+    """cni.chain=false: a one-shot init container installs (after the same run check) and
+    chains nothing; no watch runs."""
+    pod = by_kind(render({"cni": {"chain": False}}))["DaemonSet"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["name"] == "install-cni"
+    assert "--host-root=/host" in init["command"]
+    assert "--chain" not in init["command"] and "--watch" not in init["command"]
+    assert [c["name"] for c in pod["containers"]] == ["masqd"]
+
+
+def test_plugin_settings_become_installer_flags() -> None:
+    """cni.failurePolicy and cni.timeout go into the conflist entry through the installer."""
+    ds = by_kind(render({"cni": {"failurePolicy": "Fail", "timeout": "500ms"}}))["DaemonSet"]
+    command = container(ds, "cni-chain")["command"]
+    assert "--failure-policy=fail" in command and "--timeout=500ms" in command
+    default = container(by_kind(render())["DaemonSet"], "cni-chain")["command"]
+    assert not any(a.startswith(("--failure-policy", "--timeout")) for a in default)
 
 
 def test_default_image_is_the_one_make_image_builds(
@@ -292,7 +350,7 @@ def test_cce_image_key_sets_the_image_of_every_container(
 ) -> None:
     """CNIMasqAgentImage, as CCE's template sets it, wins over the image block."""
     ds = overlay_objects["DaemonSet"]
-    for c in [container(ds, "masqd"), container(ds, "install-cni", init=True)]:
+    for c in [container(ds, "masqd"), container(ds, "cni-chain")]:
         assert c["image"] == OVERLAY["CNIMasqAgentImage"]
 
 
@@ -355,6 +413,8 @@ def test_configmap_can_be_left_to_someone_else() -> None:
         {"config": {"resyncInterval": 60}},
         {"image": {"pullPolicy": "Sometimes"}},
         {"cni": {"binDir": "opt/cni/bin"}},
+        {"cni": {"failurePolicy": "sometimes"}},
+        {"cni": {"timeout": "2 seconds"}},
     ],
 )
 def test_chart_rejects_malformed_values(values: dict[str, Any]) -> None:
@@ -368,8 +428,8 @@ def test_chart_rejects_malformed_values(values: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [None, OVERLAY, {"cni": {"install": False}}],
-    ids=["defaults", "overlay", "no-cni"],
+    [None, OVERLAY, {"cni": {"install": False}}, {"cni": {"chain": False}}],
+    ids=["defaults", "overlay", "no-cni", "no-chain"],
 )
 def test_every_object_is_valid_kubernetes_1_32(values: dict[str, Any] | None) -> None:
     """Strict validation: an unknown or misplaced field is an error, not ignored."""

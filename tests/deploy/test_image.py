@@ -12,6 +12,7 @@ image is in podman's store (set MASQD_REBUILD_IMAGE=1 to force a build).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -44,6 +45,8 @@ IMAGE_INPUTS = [
     ".dockerignore",
     "pyproject.toml",
     "scripts/build-image.sh",
+    "scripts/build-cni.sh",
+    "scripts/cni/*",
     "deploy/podman/*.conf",
     "masqd/**/*.py",
     "masqctl/**/*.py",
@@ -430,50 +433,6 @@ def test_masq_cni_version_from_the_image(masqd: Masqd) -> None:
     assert answer["cniVersion"]
 
 
-def test_init_container_installs_masq_cni_on_the_host(
-    built_image: Built, netns: str, daemonset: dict[str, Any], tmp_path: Path
-) -> None:
-    """The chart's init container copies a working masq-cni and chains it, idempotently."""
-    host_bin, host_conf = tmp_path / "opt-cni-bin", tmp_path / "etc-cni-net.d"
-    host_bin.mkdir()
-    host_conf.mkdir()
-    conflist = host_conf / "10-containerd-net.conflist"
-    bridge = {"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local"}}
-    conflist.write_text(
-        json.dumps({"cniVersion": "1.0.0", "name": "containerd-net", "plugins": [bridge]})
-    )
-    spec = pod_container(daemonset, "install-cni")
-    for _ in range(2):  # an init container runs again on every pod restart
-        podman(
-            "run",
-            "--rm",
-            f"--network=ns:/var/run/netns/{netns}",
-            *security_flags(spec),
-            f"--volume={host_bin}:/host/opt/cni/bin",
-            f"--volume={host_conf}:/host/etc/cni/net.d",
-            IMAGE,
-            *spec["command"],
-        )
-    plugin = host_bin / "masq-cni"
-    assert os.access(plugin, os.X_OK)
-    assert plugin.resolve().read_bytes()[:4] == b"\x7fELF", "a native executable, not a script"
-    # Standalone: it runs on the host, outside the image, with no Python of the image's.
-    result = subprocess.run(
-        [plugin],
-        input='{"cniVersion":"1.0.0"}',
-        capture_output=True,
-        text=True,
-        env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"},
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1.0.0" in json.loads(result.stdout)["supportedVersions"]
-    plugins = json.loads(conflist.read_text())["plugins"]
-    assert plugins[0] == bridge
-    assert [p["type"] for p in plugins] == ["bridge", "masq-cni"]
-
-
 def wait_for_chain(masqd: Masqd, tool: str, expected: list[str], timeout: float = 10) -> float:
     """Seconds until the live chain is expected; fails with what it was."""
     start = time.monotonic()
@@ -561,3 +520,85 @@ def test_sigterm_stops_masqd_quickly_and_keeps_the_rules(masqd: Masqd) -> None:
     assert seconds < 6
     for tool, expected in EXPECTED_CHAIN.items():
         assert live_chain(masqd.netns, tool)[1] == expected
+
+
+# ---- masq-cni's installer from the image ---------------------------------------------------------
+
+
+def test_cni_chain_from_the_image_chains_an_old_host(
+    built_image: Built, daemonset: dict[str, Any], tmp_path: Path
+) -> None:
+    """The DaemonSet's cni-chain container, from the image with its command, security context
+    (only SYS_CHROOT) and mounts, over a Debian bullseye host root (glibc 2.31): it runs the
+    plugin chrooted there, installs it, chains the conflist flannel writes after it started,
+    and stops cleanly on SIGTERM, leaving the chain."""
+    from tests.support import cni_build
+
+    host = cni_build.old_host_root()
+    spec = pod_container(daemonset, "cni-chain")
+    bin_dir, conf_dir = tmp_path / "bin", tmp_path / "net.d"
+    bin_dir.mkdir()
+    conf_dir.mkdir()
+    for mountpoint in ("opt/cni/bin", "etc/cni/net.d"):  # as on a node: the dirs exist
+        (host / mountpoint).mkdir(parents=True, exist_ok=True)
+    mounts = {m["name"]: m for m in spec["volumeMounts"]}
+    sources = {"host-root": host, "cni-bin": bin_dir, "cni-conf": conf_dir}
+    volumes = [
+        f"--volume={sources[name]}:{m['mountPath']}{':ro' if m.get('readOnly') else ''}"
+        for name, m in mounts.items()
+    ]
+    name = f"masq-cni-chain-test-{os.getpid()}"
+    podman("rm", "--force", name, check=False)
+    podman("run", "--detach", f"--name={name}", *security_flags(spec), *volumes, IMAGE,
+           *spec["command"])  # fmt: skip
+    try:
+        time.sleep(1.5)
+        assert podman("inspect", name, "--format", "{{.State.Running}}").stdout.strip() == "true"
+        assert "waiting for the main CNI" in podman("logs", name).stdout
+        flannel = {
+            "name": "cbr0",
+            "cniVersion": "0.3.1",
+            "plugins": [{"type": "flannel", "delegate": {"isDefaultGateway": True}}],
+        }
+        (conf_dir / "10-flannel.conflist").write_text(json.dumps(flannel))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            plugins = json.loads((conf_dir / "10-flannel.conflist").read_text())["plugins"]
+            if plugins[-1]["type"] == "masq-cni":
+                break
+            time.sleep(0.2)
+        logs = podman("logs", name).stdout
+        assert [p["type"] for p in plugins] == ["flannel", "masq-cni"], logs
+        assert "installed:" in logs and "chained into" in logs
+        assert (bin_dir / "masq-cni").is_symlink() and (bin_dir / "masq-cni").exists()
+        podman("stop", "--time=10", name)
+        assert podman("inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip() == "0"
+        assert json.loads((conf_dir / "10-flannel.conflist").read_text())["plugins"] == plugins
+        # A restarted pod changes nothing: the same build, already chained.
+        chained = (conf_dir / "10-flannel.conflist").read_bytes()
+        podman("start", name)
+        deadline = time.monotonic() + 30
+        while "already installed" not in podman("logs", name).stdout:
+            assert time.monotonic() < deadline, podman("logs", name).stdout
+            time.sleep(0.2)
+        podman("stop", "--time=10", name)
+        assert (conf_dir / "10-flannel.conflist").read_bytes() == chained
+        # Standalone: the installed plugin runs here too, outside the image, without its Python.
+        plugin = bin_dir / "masq-cni"
+        assert plugin.resolve().read_bytes()[:4] == b"\x7fELF", "a native executable"
+        version = subprocess.run(
+            [plugin], input='{"cniVersion":"0.3.1"}', capture_output=True, text=True,
+            env={"CNI_COMMAND": "VERSION"}, timeout=60, check=False,
+        )  # fmt: skip
+        assert version.returncode == 0, version.stdout + version.stderr
+        assert json.loads(version.stdout)["cniVersion"] == "0.3.1"
+    finally:
+        logs = podman("logs", name, check=False)
+        print(f"--- cni-chain's log ---\n{logs.stdout}{logs.stderr}")
+        podman("rm", "--force", "--time=2", name, check=False)
+        for mountpoint in ("opt/cni/bin", "etc/cni/net.d"):
+            with contextlib.suppress(OSError):
+                (host / mountpoint).rmdir()
+        for parent in ("opt/cni", "etc/cni"):
+            with contextlib.suppress(OSError):
+                (host / parent).rmdir()

@@ -26,7 +26,7 @@ import pytest
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
 from tests.conftest import require_root
-from tests.support import cni_runtime, netns
+from tests.support import cni_build, cni_runtime, netns
 from tests.support.daemon import Masqd, wait_until
 from tests.support.paths import ROOT
 
@@ -59,20 +59,9 @@ def dev_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def standalone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """dist/masq-cni as `make cni-bin` builds it (into a directory of this session's own)."""
-    out = tmp_path_factory.mktemp("cni-dist")
-    start = time.monotonic()
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-cni.sh"), str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"build-cni.sh failed:\n{proc.stdout}\n{proc.stderr}"
-    print(f"\nbuilt the standalone masq-cni in {time.monotonic() - start:.1f}s", file=sys.stderr)
-    return out / "masq-cni"
+def standalone() -> Path:
+    """dist/masq-cni as `make cni-bin` builds it (into a directory of this run's own)."""
+    return cni_build.standalone()
 
 
 def invoke(
@@ -202,6 +191,8 @@ MALFORMED = {
     "stdin not JSON": ("ADD", "{not json", POD_ENV, 6, ["decode"]),
     "stdin empty": ("ADD", "", POD_ENV, 6, ["no network configuration"]),
     "stdin a JSON list": ("DEL", "[1, 2]", POD_ENV, 6, ["JSON object"]),
+    "stdin nested too deeply": ("ADD", "[" * 100_000, POD_ENV, 6, ["nested too deeply"]),
+    "stdin too large": ("ADD", " " * (4 << 20) + "{}", POD_ENV, 6, ["too large", "4 MiB"]),
     "unsupported version": ("ADD", netconf("0.2.0"), POD_ENV, 1, ["0.2.0", "1.1.0"]),
     "no cniVersion": ("ADD", {"name": "n", "type": "masq-cni"}, POD_ENV, 1, ["missing"]),
     "STATUS in a 1.0.0 config": ("STATUS", netconf("1.0.0"), {}, 1, ["STATUS", "1.1.0"]),
@@ -230,6 +221,16 @@ def test_malformed_input_gets_the_spec_error_object(dev_plugin: Path, case: str)
     command, config, env, code, words = MALFORMED[case]
     stdin = config if isinstance(config, str) else json.dumps(config)
     assert_error(invoke(dev_plugin, command, stdin=stdin, **env), code, *words)
+
+
+@pytest.mark.parametrize("data", [b"\xff{}", b'{"a": "\xc3"}', b"\x00"], ids=repr)
+def test_undecodable_bytes_are_a_decoding_failure(data: bytes) -> None:
+    """Bytes that are not UTF-8 JSON: error 6, not a crash (999)."""
+    from masqd.cni import spec
+
+    with pytest.raises(spec.CniError) as failed:
+        spec.decode_config(data)
+    assert failed.value.code == spec.DECODING_FAILURE
 
 
 def test_error_object_speaks_the_config_version(dev_plugin: Path) -> None:
@@ -400,6 +401,26 @@ def test_commands_without_masqd_do_not_import_grpc() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_add_imports_nothing_costly(fake_masqd: FakeMasqd) -> None:
+    """A whole ADD through masqd (the call, the answer) loads none of the standard library's
+    costly modules, nor grpc or protobuf: each would cost a pod start more than the rest."""
+    config = json.dumps(netconf(socket=fake_masqd.socket))
+    code = (
+        "import io, sys, time; from masqd.cni.plugin import run\n"
+        f"env = {POD_ENV!r}; env['CNI_COMMAND'] = 'ADD'\n"
+        f"out = io.StringIO(); assert run(env, io.BytesIO({config.encode()!r}), out, "
+        "time.monotonic()) == 0, out.getvalue()\n"
+        "costly = ('grpc', 'google', 'typing', 'dataclasses', 're', 'enum', 'json', 'socket',\n"
+        "          'collections', 'inspect', 'logging', 'traceback')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in costly))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+    assert len(fake_masqd.resyncs) == 1
 
 
 # --- end to end: a node, the reference bridge plugin, masqd, masq-cni -----------------------
@@ -575,8 +596,8 @@ def test_standalone_runs_with_empty_environment(standalone: Path) -> None:
 
 
 def test_standalone_installs_itself(standalone: Path, tmp_path: Path) -> None:
-    """`env -i dist/masq-cni install --chain` (what the init container runs) copies the bundle
-    into the bin dir, where it runs with an empty environment, and chains the conflist."""
+    """`env -i dist/masq-cni install --chain` (what the DaemonSet's installer runs) copies the
+    bundle into the bin dir, where it runs with an empty environment, and chains the conflist."""
     bin_dir, conf_dir = tmp_path / "bin", tmp_path / "net.d"
     conf_dir.mkdir()
     conflist = cni_runtime.bridge_conflist("k8s", "cni0", SUBNET, tmp_path / "ipam", None)

@@ -67,7 +67,8 @@ class FakeBackend:
             raise self.errors.pop(0)
         self.restores.append(text)
         rules = [line for line in text.splitlines() if line.startswith(f"-A {CHAIN} ")]
-        self.dump = save_text(rules)
+        jump = JUMP in text or JUMP in self.dump  # a restore without the jump leaves it as it is
+        self.dump = save_text(rules, jump=jump)
         self.generation += 1
 
     def prepare_restore(self, wait: int = 5) -> None:
@@ -108,11 +109,10 @@ def sync(
     known: worker.Known | None = None,
     *,
     opts: worker.WorkerOptions = OPTS,
-    full: bool = False,
     probe: FakeProbe | None = None,
 ) -> worker.SyncOutcome:
     probe = probe or FakeProbe(backend, opts.mode)
-    return worker.sync(iptables(backend, opts), probe, opts, rules, known, full=full)
+    return worker.sync(iptables(backend, opts), probe, opts, rules, known)
 
 
 def test_unchanged_chain_is_not_rewritten() -> None:
@@ -420,11 +420,20 @@ def test_legacy_write_is_read_back_once() -> None:
     assert backend.saves == 2 and len(backend.restores) == 1
 
 
-def test_full_sync_reads_whatever_is_known() -> None:
-    """An interval sync (full) reads the chain whatever the worker remembers."""
-    backend, known, opts = synced("nft")
-    sync(backend, RULES, known, opts=opts, full=True)
-    assert backend.saves == 2
+@pytest.mark.parametrize("mode", ["nft", "legacy"])
+def test_a_sync_reads_the_table_only_when_the_cheap_look_says_it_changed(mode: str) -> None:
+    """Every sync, the interval's too, trusts the generation and the fingerprint: no
+    iptables-save while nothing changed, one once our chain did."""
+    backend, known, opts = synced(mode)
+    sync(backend, RULES, known, opts=opts)  # legacy: the read-back of the write
+    saves = backend.saves
+    for _ in range(3):
+        assert not sync(backend, RULES, known, opts=opts).changed
+    assert backend.saves == saves
+    backend.dump = save_text(RULES[:1])  # someone removed a rule
+    backend.generation += 1
+    outcome = sync(backend, RULES, known, opts=opts)
+    assert outcome.ok and outcome.changed
 
 
 def test_probe_that_cannot_tell_means_reading_every_time() -> None:
@@ -487,3 +496,49 @@ def test_generation_moving_during_the_read_is_not_trusted() -> None:
     backend.save_nat = racing_save  # type: ignore[method-assign]
     sync(backend, RULES, known, probe=probe)
     assert known.verified and known.fingerprint is None
+
+
+def test_the_rules_cross_the_pipe_only_when_they_change() -> None:
+    """A command without rules means the rules of the last one that carried them; a worker
+    asked so before it has any says so instead of syncing to nothing."""
+    parent, child = Pipe()
+    parent.send(worker.SyncCommand(None))
+    parent.send(worker.SyncCommand(tuple(RULES)))
+    parent.send(worker.SyncCommand(None))
+    parent.send(None)
+    backend = FakeBackend(save_text(RULES))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(worker, "open_backend", lambda opts: iptables(backend, opts))
+        patch.setattr(worker, "KernelProbe", lambda *a: FakeProbe(backend))
+        worker.run(OPTS, child)
+    first, second, third = (parent.recv() for _ in range(3))
+    assert not first.ok and first.kind == Kind.INTERNAL
+    assert second.ok and third.ok and not third.changed
+
+
+def test_a_write_that_trusted_a_jump_deleted_meanwhile_is_not_believed() -> None:
+    """nft: a config change rewrites the chain without the jump it last saw; someone deleted
+    the jump just before. The write is not verified, so the next check reads the table and
+    puts the jump back, instead of trusting the generation forever."""
+    backend, known, opts = synced("nft")
+    probe = FakeProbe(backend)
+    backend.dump = save_text(RULES, jump=False)  # someone deletes our jump
+    backend.generation += 1
+    changed = RULES[:1]
+    assert sync(backend, changed, known, opts=opts, probe=probe).changed
+    assert JUMP not in backend.restores[-1]
+    worker.settle(probe, known)
+    assert not known.verified
+    outcome = sync(backend, changed, known, opts=opts, probe=probe)
+    assert outcome.ok and outcome.changed and JUMP in backend.restores[-1]
+    assert JUMP in backend.dump
+
+
+def test_a_verified_chain_reports_the_generation_it_was_verified_at() -> None:
+    """The runner's drift check trusts that generation while the kernel's stays there."""
+    backend, known, opts = synced("nft")
+    outcome = sync(backend, RULES, known, opts=opts)
+    assert outcome.generation == backend.generation
+    backend.dump = save_text(RULES[:1])  # someone changes our chain
+    backend.generation += 1
+    assert sync(backend, RULES, known, opts=opts).generation is None  # rewritten, not settled

@@ -59,12 +59,14 @@ def digest(ours: list[bytes], postrouting: list[bytes], chain: str) -> Fingerpri
     """The fingerprint from the two dumps (each rule's attributes, in order). Pure."""
     chain_hash = hashlib.blake2b(_chain_bytes(ours, chain), digest_size=16)
     jump_hash = hashlib.blake2b(digest_size=16)
+    jumps = 0
     target = chain.encode() + b"\0"
     for rule in postrouting:
         # The byte search is a cheap first filter: most rules never name our chain.
         if target in rule and _jumps_to(rule, target):
             jump_hash.update(_normalized(rule))
-    return Fingerprint(chain_hash.digest(), jump_hash.digest())
+            jumps += 1
+    return Fingerprint(chain_hash.digest(), jump_hash.digest() if jumps else b"")
 
 
 def _chain_bytes(ours: list[bytes], chain: str) -> bytes:

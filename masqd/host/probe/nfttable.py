@@ -48,8 +48,10 @@ _MISSING = b"\xff missing"
 
 
 def read(family: Family, table: str, base_chain: str = "postrouting") -> Fingerprint:
-    """The fingerprint of our table; `chain` None when there is no table. OSError when it
-    cannot be read (a dump interrupted by a change, a table deleted meanwhile)."""
+    """The fingerprint of our table (`chain`: None when there is no table) and, as `jumps`, of
+    what sends traffic through it: our base chain's hook, priority and policy (empty when
+    there is no base chain). OSError when it cannot be read (a dump interrupted by a change,
+    a table deleted meanwhile)."""
     af = _FAMILIES[family]
     name = _name(table)
     try:
@@ -61,13 +63,18 @@ def read(family: Family, table: str, base_chain: str = "postrouting") -> Fingerp
     digest = hashlib.blake2b(digest_size=16)
     _update(digest, _kept(head, _TABLE_KEPT))
     rules = netlink.request(NFT_MSG_GETRULE, af, netlink.attr(NFTA_RULE_TABLE, name), dump=True)
-    chains = {base_chain.encode() + b"\0"}
+    base = base_chain.encode() + b"\0"
+    chains = {base}
     for rule in rules:
         fields = dict(netlink.attrs(rule))
         chains.add(fields.get(NFTA_RULE_CHAIN, b""))
         _update(digest, _kept(rule, _RULE_KEPT))
+    hook = b""
     for chain in sorted(chains):
-        _update(digest, _chain(af, name, chain))
+        attrs = _chain(af, name, chain)
+        _update(digest, attrs)
+        if chain == base and not attrs.startswith(_MISSING):
+            hook = hashlib.blake2b(attrs, digest_size=16).digest()
     sets = netlink.request(NFT_MSG_GETSET, af, netlink.attr(NFTA_SET_TABLE, name), dump=True)
     for set_msg in sets:
         _update(digest, _kept(set_msg, _SET_KEPT))
@@ -79,7 +86,7 @@ def read(family: Family, table: str, base_chain: str = "postrouting") -> Fingerp
             for kind, elements in netlink.attrs(reply):
                 if kind == NFTA_SET_ELEM_LIST_ELEMENTS:
                     _update(digest, netlink.blank_counters(elements))
-    return Fingerprint(digest.digest(), b"")
+    return Fingerprint(digest.digest(), hook)
 
 
 def table_names(family: Family) -> list[str]:

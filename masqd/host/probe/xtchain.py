@@ -139,6 +139,7 @@ def digest(
         rules[at + low : at + high] = blank
     chain_hash = hashlib.blake2b(rules, digest_size=16)
     jump_hash = hashlib.blake2b(digest_size=16)
+    jumps = 0
     postrouting, _ = _entries(blob, layout, base + hook, base + underflow)
     for start in postrouting:
         target_offset, next_offset = _OFFSETS.unpack_from(blob, start + layout.offsets)
@@ -147,7 +148,8 @@ def digest(
         standard = blob[target + 2] == 0  # an empty target name
         if standard and _VERDICT.unpack_from(blob, data)[0] == first_rule - base:
             jump_hash.update(_cleared(blob, start, start + next_offset, layout, data))
-    return Fingerprint(chain_hash.digest(), jump_hash.digest())
+            jumps += 1
+    return Fingerprint(chain_hash.digest(), jump_hash.digest() if jumps else b"")
 
 
 def _chain_start(blob: Blob, layout: _Layout, chain: str, base: int) -> int | None:

@@ -50,3 +50,37 @@ app.kubernetes.io/part-of: masqd
 - {{ . | quote }}
 {{- end }}
 {{- end -}}
+
+{{/*
+masq-cni's installer command line, shared by the one-shot init container and the watch.
+*/}}
+{{- define "masqd.cniInstall" -}}
+- masq-cni
+- install
+- --bin-dir=/host{{ .Values.cni.binDir }}
+- --conf-dir=/host{{ .Values.cni.confDir }}
+- --host-root=/host
+{{- end }}
+
+{{/*
+What a masq-cni installer container needs: the host's root read-only, its CNI directories
+writable on top, and of all capabilities only SYS_CHROOT (to run the plugin in the host root).
+*/}}
+{{- define "masqd.cniContainer" -}}
+resources:
+  {{- toYaml .Values.cni.resources | nindent 2 }}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+    add: [SYS_CHROOT]
+volumeMounts:
+  - name: host-root
+    mountPath: /host
+    readOnly: true
+  - name: cni-bin
+    mountPath: /host{{ .Values.cni.binDir }}
+  - name: cni-conf
+    mountPath: /host{{ .Values.cni.confDir }}
+{{- end }}
