@@ -21,8 +21,11 @@ def size(desired: Desired) -> int:
     return desired.size if isinstance(desired, Table) else len(desired)
 
 
-def matches(live: Live, desired: Desired, chain: str) -> bool:
-    """True when the live state is exactly the desired one (iptables: with our jump to chain)."""
+def matches(live: Live, desired: Desired, chain: str, first: bool = False) -> bool:
+    """True when the live state is exactly the desired one (iptables: with our jump to chain,
+    first in POSTROUTING when `first`)."""
     if isinstance(live, LiveTable):
         return isinstance(desired, Table) and live.matches(desired)
-    return not isinstance(desired, Table) and live.matches(list(desired), jump_rule(chain))
+    if isinstance(desired, Table):
+        return False
+    return live.matches(list(desired), jump_rule(chain), first)

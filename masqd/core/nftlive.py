@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from masqd.core.model import Family
-from masqd.core.nftrules import MASQ, Element, Table, create, element_commands, table_block
+from masqd.core.nftrules import MASQ, NOMASQ, Element, Table, create, element_commands, table_block
 
 _COUNTER = re.compile(r"\bcounter packets (\d+) bytes (\d+)")
 _COMMENT = re.compile(r'\bcomment "((?:[^"\\]|\\.)*)"')
@@ -92,18 +92,22 @@ class Counted:
 
 
 def counted(live: LiveTable) -> list[Counted]:
-    """Every counter of the table: each set element (masq: MASQUERADE, nomasq: RETURN) and each
-    rule that has one (link-local: RETURN; the catch-all and --to-ports: MASQUERADE)."""
+    """Every counter of a destination decision: each element of masq (MASQUERADE, or with
+    snatToSource SNAT) and of nomasq (RETURN), and each rule that has one (link-local: RETURN;
+    the catch-all and --to-ports: MASQUERADE or SNAT). sourceCIDRs' elements decide nothing."""
+    masq_rule = next((r.text for c in live.chains for r in c.rules if f"@{MASQ} " in r.text), "")
+    targets = {MASQ: _target(masq_rule) if masq_rule else "MASQUERADE", NOMASQ: "RETURN"}
     found = [
-        Counted("MASQUERADE" if s.name == MASQ else "RETURN", e.key, e.packets, e.bytes)
+        Counted(targets[s.name], e.key, e.packets, e.bytes)
         for s in live.sets
+        if s.name in targets
         for e in s.elements
     ]
     for chain in live.chains:
         for rule in chain.rules:
             if "counter" not in rule.text.split():
                 continue
-            target = "MASQUERADE" if "masquerade" in rule.text else "RETURN"
+            target = _target(rule.text)
             destination = _DESTINATION.search(rule.text)
             found.append(
                 Counted(
@@ -111,6 +115,17 @@ def counted(live: LiveTable) -> list[Counted]:
                 )
             )
     return found
+
+
+def _target(rule: str) -> str:
+    """What a rule of ours does, in the iptables backend's words: MASQUERADE, SNAT (to
+    snatToSource), or RETURN (a return, or with --jump-position first the connection bound to
+    its own address)."""
+    if "masquerade" in rule:
+        return "MASQUERADE"
+    if "snat to " in rule and " saddr" not in rule:
+        return "SNAT"
+    return "RETURN"
 
 
 def parse_listing(text: str, family: Family, name: str) -> LiveTable:

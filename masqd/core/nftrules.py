@@ -18,6 +18,7 @@ Like the iptables rules, everything is rendered exactly as `nft list table` prin
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -26,16 +27,16 @@ from masqd.core.model import Family
 from masqd.core.rules import LINK_LOCAL, PORT_PROTOCOLS, PortRange, RenderOptions
 
 if TYPE_CHECKING:  # workers import this module; they need no YAML parser
-    from masqd.core.config import IPNetwork, MasqConfig
+    from masqd.core.config import IPAddress, IPNetwork, MasqConfig
 
 BASE_CHAIN = "postrouting"
-# After iptables-nft's nat POSTROUTING (srcnat) and kube-proxy's nft srcnat chains, as the
-# iptables jump is appended after theirs; never exactly srcnat, whose order against another
-# chain of equal priority the kernel leaves undefined.
-BASE_CHAIN_DECLARATION = "type nat hook postrouting priority srcnat + 10; policy accept;"
+SRCNAT = 100
+# The priorities nft names at the postrouting hook (it lists a priority within 10 of one as
+# that name and an offset, any other as a number).
+_NAMED_PRIORITIES = (("mangle", -150), ("filter", 0), ("security", 50), ("srcnat", SRCNAT))
 TABLE_COMMENT = "managed by masqd (ip-masq-agent): changes to this table are reverted"
-MASQ, NOMASQ = "masq", "nomasq"
-SET_KEYS = {MASQ: "masqueradeCIDRs", NOMASQ: "nonMasqueradeCIDRs"}
+MASQ, NOMASQ, SOURCES = "masq", "nomasq", "src"
+SET_KEYS = {MASQ: "masqueradeCIDRs", NOMASQ: "nonMasqueradeCIDRs", SOURCES: "sourceCIDRs"}
 PORTS_CHAIN = "to-ports-{}"
 _PROTOCOL = {Family.IPV4: "ip", Family.IPV6: "ip6"}
 _ADDRESS_TYPE = {Family.IPV4: "ipv4_addr", Family.IPV6: "ipv6_addr"}
@@ -115,27 +116,45 @@ def element_key(cidr: IPNetwork) -> str:
 
 
 def desired_table(config: MasqConfig, family: Family, opts: RenderOptions) -> Table:
-    """Our table for one family."""
+    """Our table for one family.
+
+    With sourceCIDRs, a connection from any other source returns at once (the `src` set; one
+    with no element of this family returns every connection). With --jump-position first,
+    what kube-proxy marked for masquerade returns to it, and a kept source address is final:
+    `snat to ip saddr` binds the connection to its own address, and the kernel runs no later
+    nat chain for a connection already bound (a `return` would leave it to them).
+    """
     proto = _PROTOCOL[family]
-    fully = " fully-random" if opts.random_fully else ""
+    nat = _masquerade(config.snat_to(family), opts)
+    keep = f"snat to {proto} saddr" if opts.first else "return"
     masq_link_local = config.masq_link_local if family == 4 else config.masq_link_local_ipv6
     out_bound = config.masq_out_bound if family == 4 else config.masq_out_bound_ipv6
-    rules = ["fib daddr type local return", f"{proto} daddr @{MASQ} masquerade{fully}"]
+    rules = ["fib daddr type local return"]
+    if opts.first:
+        rules.append(
+            f"meta mark & {opts.masquerade_mark:#010x} == {opts.masquerade_mark:#010x} return"
+        )
+    if config.source_cidrs:
+        rules.append(f"{proto} saddr != @{SOURCES} return")
+    rules.append(f"{proto} daddr @{MASQ} {nat('')}")
     if not masq_link_local:
-        rules.append(f"{proto} daddr {LINK_LOCAL[family]} counter return")
-    rules.append(f"{proto} daddr @{NOMASQ} return")
+        rules.append(f"{proto} daddr {LINK_LOCAL[family]} counter {keep}")
+    rules.append(f"{proto} daddr @{NOMASQ} {keep}")
     chains: list[Chain] = []
     if out_bound:
-        port_rules, port_chains = _port_spreading(opts.to_ports, fully)
+        port_rules, port_chains = _port_spreading(opts.to_ports, nat)
         chains += port_chains
         rules += port_rules
-        rules.append(f"counter masquerade{fully}")
-    chains.append(Chain(BASE_CHAIN, BASE_CHAIN_DECLARATION, tuple(rules)))
+        rules.append(f"counter {nat('')}")
+    declaration = base_chain_declaration(opts.priority_offset)
+    chains.append(Chain(BASE_CHAIN, declaration, tuple(rules)))
 
     sets: list[NftSet] = []
     covered: list[tuple[str, str, str]] = []
     warnings: list[str] = []
     lists = {MASQ: config.masquerade_cidrs, NOMASQ: config.non_masquerade_cidrs}
+    if config.source_cidrs:
+        lists[SOURCES] = config.source_cidrs
     for name, cidrs in lists.items():
         key = SET_KEYS[name]
         collapsed = collapse(c for c in cidrs if c.version == family)
@@ -152,6 +171,35 @@ def desired_table(config: MasqConfig, family: Family, opts: RenderOptions) -> Ta
         tuple(covered),
         tuple(warnings),
     )
+
+
+def base_chain_declaration(offset: int) -> str:
+    """Our base chain's declaration at srcnat + offset, spelled as nft lists it."""
+    return f"type nat hook postrouting priority {priority_text(SRCNAT + offset)}; policy accept;"
+
+
+def priority_text(priority: int) -> str:
+    """A postrouting priority as nft lists it: `srcnat + 10`, `filter - 1`, `111`."""
+    for name, value in _NAMED_PRIORITIES:
+        offset = priority - value
+        if abs(offset) <= 10:
+            return name if offset == 0 else f"{name} {'+' if offset > 0 else '-'} {abs(offset)}"
+    return str(priority)
+
+
+def priority_value(text: str) -> int | None:
+    """The number a priority as nft lists it stands for; None when it is not one."""
+    words = text.split()
+    named = dict(_NAMED_PRIORITIES)
+    try:
+        if len(words) == 1:
+            return named[words[0]] if words[0] in named else int(words[0])
+        if len(words) == 3 and words[0] in named and words[1] in "+-":
+            sign = 1 if words[1] == "+" else -1
+            return named[words[0]] + sign * int(words[2])
+    except ValueError:
+        return None
+    return None
 
 
 def set_declaration(family: Family) -> tuple[str, ...]:
@@ -212,7 +260,24 @@ def _element(e: Element) -> str:
     return f'{e.key} comment "{e.comment}"'
 
 
-def _port_spreading(ranges: tuple[PortRange, ...], fully: str) -> tuple[list[str], list[Chain]]:
+def _masquerade(snat_to: IPAddress | None, opts: RenderOptions) -> Callable[[str], str]:
+    """The statement that masquerades, with the ports it may use (`:1024-29999`, or none):
+    `masquerade`, or with snatToSource `snat to` that address; fully-random with
+    --random-fully. nft takes ports only after a transport protocol match."""
+    fully = " fully-random" if opts.random_fully else ""
+
+    def statement(ports: str = "") -> str:
+        if snat_to is None:
+            return f"masquerade{f' to :{ports}' if ports else ''}{fully}"
+        address = f"[{snat_to}]" if snat_to.version == 6 and ports else str(snat_to)
+        return f"snat to {address}{f':{ports}' if ports else ''}{fully}"
+
+    return statement
+
+
+def _port_spreading(
+    ranges: tuple[PortRange, ...], nat: Callable[[str], str]
+) -> tuple[list[str], list[Chain]]:
     """The rules that spread masqueraded tcp/udp/sctp over the --to-ports ranges.
 
     One range: a rule per protocol. Several: one chain per range, chosen by `numgen random`
@@ -222,13 +287,13 @@ def _port_spreading(ranges: tuple[PortRange, ...], fully: str) -> tuple[list[str
     if not ranges:
         return [], []
     if len(ranges) == 1:
-        return _to_ports_rules(ranges[0], fully), []
+        return _to_ports_rules(ranges[0], nat), []
     chains = []
     choices = []
     first = 0
     for i, port_range in enumerate(ranges):
         name = PORTS_CHAIN.format(i)
-        chains.append(Chain(name, "", tuple(_to_ports_rules(port_range, fully))))
+        chains.append(Chain(name, "", tuple(_to_ports_rules(port_range, nat))))
         last = first + port_range[1] - port_range[0]
         choices.append(f"{_interval(first, last)} : jump {name}")
         first = last + 1
@@ -239,11 +304,9 @@ def _port_spreading(ranges: tuple[PortRange, ...], fully: str) -> tuple[list[str
     return [rule], chains
 
 
-def _to_ports_rules(port_range: PortRange, fully: str) -> list[str]:
+def _to_ports_rules(port_range: PortRange, nat: Callable[[str], str]) -> list[str]:
     ports = _interval(*port_range)
-    return [
-        f"meta l4proto {proto} counter masquerade to :{ports}{fully}" for proto in PORT_PROTOCOLS
-    ]
+    return [f"meta l4proto {proto} counter {nat(ports)}" for proto in PORT_PROTOCOLS]
 
 
 def _interval(low: int, high: int) -> str:

@@ -82,6 +82,8 @@ class IptablesBackend:
     chain: str
     timeout: float
     lock_wait: int
+    first: bool = False
+    """--jump-position first: our jump must be POSTROUTING's first rule; elsewhere is drift."""
     blind_writes: bool = True
 
     def read(self, *, counters: bool = False) -> LiveChain:
@@ -90,13 +92,20 @@ class IptablesBackend:
     def change(self, live: Live, wanted: Desired) -> Write | None:
         assert isinstance(live, LiveChain) and not isinstance(wanted, Table)
         jump = jump_rule(self.chain)
-        if live.matches(list(wanted), jump):
+        if live.matches(list(wanted), jump, self.first):
             return None
-        return self.change_from(wanted, wanted, with_jump=jump not in live.jump_rules)
+        with_jump = not live.jump_in_place(jump, self.first)
+        # A jump that is there but not first moves: its copies go, one comes back first.
+        moved = live.jump_rules.count(jump) if with_jump and self.first else 0
+        text = render_restore(
+            list(wanted), self.chain, with_jump=with_jump, first=self.first, moved=moved
+        )
+        return Write(text, with_jump)
 
     def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         assert not isinstance(wanted, Table)
-        return Write(render_restore(list(wanted), self.chain, with_jump=with_jump), with_jump)
+        text = render_restore(list(wanted), self.chain, with_jump=with_jump, first=self.first)
+        return Write(text, with_jump)
 
     def apply(self, text: str) -> None:
         self.host.restore(text, wait=self.lock_wait, timeout=self.timeout)
@@ -187,4 +196,6 @@ def open_backend(opts: WorkerOptions) -> Backend:
         nft = nftables.Nft(opts.family, opts.table)
         return NftablesBackend(nft, opts.iptables_timeout, iptables_chain=opts.chain)
     host = iptables.Backend(opts.family, opts.mode)
-    return IptablesBackend(host, opts.chain, opts.iptables_timeout, opts.lock_wait)
+    return IptablesBackend(
+        host, opts.chain, opts.iptables_timeout, opts.lock_wait, first=opts.jump_first
+    )

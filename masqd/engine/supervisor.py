@@ -80,6 +80,7 @@ class Supervisor:
                     lock_wait=settings.lock_wait,
                     retry_deadline=settings.retry_deadline,
                     table=settings.render.table,
+                    jump_first=settings.render.first,
                 ),
                 desired=lambda f=family: self.desired(f),  # type: ignore[misc]
                 events=self.events,

@@ -47,6 +47,9 @@ class WorkerOptions:
     retry_deadline: float
     table: str = DEFAULT_TABLE
     """Our table (the nftables backend)."""
+    jump_first: bool = False
+    """--jump-position first (the iptables backend): our jump must be POSTROUTING's first
+    rule. The nftables backend's position is its base chain's priority, in the table."""
 
     @property
     def probed(self) -> str:

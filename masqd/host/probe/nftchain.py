@@ -2,7 +2,8 @@
 
 Two rule dumps (our chain, and POSTROUTING) from the nat table of the family. Each rule is
 hashed from its expressions, compat info and user data (the comment), leaving out what
-changes without the rule changing: its handle, its position and its counter's values.
+changes without the rule changing: its handle, its position and its counter's values; of a
+jump's place, only whether it is POSTROUTING's first rule counts.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import socket
 
-from masqd.core.fingerprint import Fingerprint
+from masqd.core.fingerprint import Fingerprint, jump_place
 from masqd.core.model import Family
 from masqd.host.probe import netlink
 
@@ -61,10 +62,11 @@ def digest(ours: list[bytes], postrouting: list[bytes], chain: str) -> Fingerpri
     jump_hash = hashlib.blake2b(digest_size=16)
     jumps = 0
     target = chain.encode() + b"\0"
-    for rule in postrouting:
+    for index, rule in enumerate(postrouting):
         # The byte search is a cheap first filter: most rules never name our chain.
         if target in rule and _jumps_to(rule, target):
             jump_hash.update(_normalized(rule))
+            jump_hash.update(jump_place(index))
             jumps += 1
     return Fingerprint(chain_hash.digest(), jump_hash.digest() if jumps else b"")
 
