@@ -9,18 +9,27 @@ namespace of its own, so nothing of the node's ruleset is read or touched).
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import socket
 import sys
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from masqctl.errors import CommandError, Exit
-from masqd.core import flags
+from masqd.core import compat, flags, natparse
 from masqd.core.config import LoadedConfig, config_to_dict, parse_config
-from masqd.core.errors import ConfigError
+from masqd.core.errors import ConfigError, RequestError
+from masqd.core.explain import Ours, packet_of
+from masqd.core.explain import explain as explain_path
 from masqd.core.model import Family
-from masqd.core.nftrules import desired_table
+from masqd.core.natpath import NatPath
+from masqd.core.nftrules import desired_table, table_block
 from masqd.core.nftrules import render as render_nftables
-from masqd.core.rules import render
+from masqd.core.rules import desired_rules, jump_rule, render
 from masqd.host import configfile, nftables
+
+if TYPE_CHECKING:
+    from masqd.api.v1 import control_pb2 as pb
 
 FAMILIES = {family.label: family for family in Family}
 
@@ -68,7 +77,65 @@ def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "config": config_to_dict(loaded.config),
         "nftCheck": "accepted" if unchecked is None else f"not checked: {unchecked.detail}",
     }
+    target = getattr(args, "compat", None)
+    if target:
+        found = compat.warnings(target, loaded.present, loaded.config)
+        agent = compat.AGENTS[target]
+        text += "".join(f"\n{target}: {w}" for w in found)
+        text += "" if found else f"\n{target}: {agent} reads this file as masqd does"
+        data["compat"] = {"agent": agent, "warnings": found}
     return text, data
+
+
+def explain(args: argparse.Namespace) -> pb.Explanation:
+    """What masqd's rules for the file alone give the connection: the same walk as masqd's
+    Explain, over the rules the config renders to instead of the kernel's."""
+    loaded = load(args.file, args)
+    options = flags.render_options(args)
+    try:
+        packet = packet_of(resolve(args.destination, args.family), args.source)
+    except RequestError as e:
+        raise CommandError(str(e), Exit.USAGE) from e
+    family = Family(packet.destination.version)
+    _families(argparse.Namespace(family=family.label, enable_ipv6=args.enable_ipv6))
+    if args.backend == "nftables":
+        table = desired_table(loaded.config, family, options)
+        hooks = natparse.nft_hooks(table_block(table), family)
+        ours = Ours("nftables", f"table {table.spec}", "postrouting", options.jump_position)
+    else:
+        chain = options.chain
+        rules = desired_rules(loaded.config, family, options)
+        save = ["*nat", ":POSTROUTING ACCEPT [0:0]", f":{chain} - [0:0]", jump_rule(chain), *rules]
+        hook = natparse.iptables_hook("\n".join([*save, "COMMIT"]), "iptables")
+        hooks = [hook] if hook is not None else []
+        ours = Ours("iptables", "iptables", chain, options.jump_position)
+    path = NatPath(family, tuple(hooks))
+    result = explain_path(path, replace(ours, config_path=args.file), loaded.config, packet)
+    offline = (
+        "offline: masqd's own rules only (no other owner's rules, and the node's addresses "
+        "are not known: DEST is taken as not the node's own)"
+    )
+    from masqd.api.explanation import message
+
+    return message(replace(result, notes=(offline, *result.notes)), args.backend, args.file)
+
+
+def resolve(destination: str, family: str = "") -> str:
+    """An address as given; a name looked up here, its first address of the family asked for
+    (or either). CommandError when it is neither an address nor a name that resolves."""
+    try:
+        ipaddress.ip_address(destination)
+        return destination
+    except ValueError:
+        pass
+    kinds = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+    try:
+        found = socket.getaddrinfo(destination, None, kinds.get(family, 0), socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise CommandError(
+            f"{destination}: not an IP address, and not a name that resolves ({e})"
+        ) from e
+    return str(found[0][4][0])
 
 
 def render_families(args: argparse.Namespace) -> dict[str, str]:

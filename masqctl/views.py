@@ -49,7 +49,38 @@ def status(st: pb.Status, now: float | None = None) -> str:
                 _counts(f.sync_counts),
             )
         )
-    return "\n".join([*lines, "", *_align(rows)])
+    family_warnings = [
+        f"{label_of_value(f.family)} warning: {w}" for f in st.families for w in f.warnings
+    ]
+    return "\n".join([*lines, "", *_align(rows), *family_warnings])
+
+
+def explanation(e: pb.Explanation) -> str:
+    """The connection's fate, who decides, and what masqd alone would do when that differs."""
+    source = f" from {e.source}" if e.source else ""
+    action = f"snat to {e.snat_to}" if e.action == "snat" else e.action
+    lines = [f"{e.destination}{source} ({label_of_value(e.family)}): {_fate(action)}"]
+    rows = [("decided by", e.decided_by)]
+    if e.rule:
+        rows.append(("rule", e.rule))
+    mine = e.masqd
+    if (mine.action, mine.decided_by) != (e.action, e.decided_by):
+        alone = f"snat to {mine.snat_to}" if mine.action == "snat" else mine.action
+        rows.append(("masqd alone", f"{alone} ({mine.decided_by})"))
+    rows.append(("position", f"{e.position} ({e.backend})" if e.backend else e.position))
+    if e.config:
+        rows.append(("config", e.config))
+    lines += [f"  {name:<12}{value}" for name, value in rows]
+    lines += [f"  warning: {w}" for w in e.warnings]
+    lines += [f"  note: {n}" for n in e.notes]
+    return "\n".join(lines)
+
+
+def _fate(action: str) -> str:
+    return {
+        "masquerade": "masquerade (leaves with the node's address)",
+        "none": "none (leaves with the pod's own address)",
+    }.get(action, action)
 
 
 def interval(st: pb.Status, now: float | None = None) -> str:

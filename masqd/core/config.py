@@ -80,6 +80,8 @@ class LoadedConfig:
     config: MasqConfig
     warnings: tuple[str, ...] = ()
     using_defaults: bool = False
+    present: frozenset[str] = frozenset()
+    """The keys the file sets (a merge tells a key set to its default from one left out)."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ def parse_config(text: str | bytes, options: ParseOptions | None = None) -> Load
         snat_to_source=_snat_to(doc, "snatToSource", 4, opts),
         snat_to_source_ipv6=_snat_to(doc, "snatToSourceIPv6", 6, opts),
     )
-    return LoadedConfig(config, tuple(warnings))
+    return LoadedConfig(config, tuple(warnings), present=frozenset(k for k in _KEYS if k in doc))
 
 
 def config_to_dict(config: MasqConfig) -> dict[str, Any]:

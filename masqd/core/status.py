@@ -81,6 +81,9 @@ class FamilyStatus:
     """Monotonic arrival of the oldest sync request not yet applied; None when none waits.
     A request is applied once a sync that started after it succeeded, or a drift check found
     the chain as desired."""
+    warnings: tuple[str, ...] = ()
+    """What the node shows that the config may not expect (an snatToSource address it does
+    not hold)."""
 
     @property
     def serving(self) -> bool:

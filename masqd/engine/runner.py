@@ -27,6 +27,7 @@ from masqd.core.desired import Desired
 from masqd.core.errors import Kind, NoConfig, Stopping, WorkerGone
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import NFTABLES, Event, EventKind, Reason, SyncResult
+from masqd.core.natpath import PathOutcome
 from masqd.core.status import FamilyStatus
 from masqd.engine import worker
 from masqd.engine.events import EventBus
@@ -154,7 +155,11 @@ class FamilyRunner:
 
     def read_live(self) -> Future[ReadOutcome]:
         """The live chain with counters, read by the worker between syncs."""
-        return self.queue.read()
+        return self.queue.read(worker.ReadCommand())
+
+    def read_path(self) -> Future[PathOutcome]:
+        """Every owner's nat postrouting chains, read by the worker between syncs."""
+        return self.queue.read(worker.PathCommand())
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -170,8 +175,8 @@ class FamilyRunner:
                 if work is not None:
                     if work.batch is not None:
                         self._serve(work.batch)
-                    if work.read is not None:
-                        work.read.set_result(self._read())
+                    for command, future in work.reads.items():
+                        future.set_result(self._read(command))
                     next_check = self._clock() + self._drift_interval
                     if work.batch is not None and self.queue.oldest() is not None:
                         self._stop.wait(self._gather)  # they arrived during that sync: a burst
@@ -299,13 +304,14 @@ class FamilyRunner:
             False, False, 0.0, "the worker is not running", kind=Kind.WORKER_GONE
         )
 
-    def _read(self) -> ReadOutcome:
+    def _read(self, command: object) -> object:
+        """The worker's answer to a read command (ReadCommand, PathCommand), or the command's
+        own failure when the worker is gone."""
+        assert isinstance(command, (worker.ReadCommand, worker.PathCommand))
         try:
-            outcome = self._worker.call(worker.ReadCommand())
+            return self._worker.call(command)
         except WorkerGone as e:
-            return ReadOutcome(None, str(e), e.kind)
-        assert isinstance(outcome, ReadOutcome)
-        return outcome
+            return command.failed(str(e), e.kind)
 
     def _replace_worker(self) -> bool:
         """Start a new worker after the backoff; False when stopping meanwhile."""

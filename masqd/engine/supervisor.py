@@ -20,12 +20,15 @@ from masqd.core import choice
 from masqd.core.config import LoadedConfig, ParseOptions
 from masqd.core.desired import Desired
 from masqd.core.errors import RequestError
+from masqd.core.explain import Explanation, unheld
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import NFTABLES, Event, EventKind, Family, Reason, SyncResult
+from masqd.core.natpath import Packet, PathOutcome
 from masqd.core.nftrules import Table, desired_table
 from masqd.core.rules import desired_rules
 from masqd.core.settings import Settings
 from masqd.core.status import ConfigState, Override, Status
+from masqd.engine import explainer
 from masqd.engine.configwatch import ConfigWatcher, Loaded, Rejected
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Launcher, fork_worker, spawn_worker
@@ -34,6 +37,7 @@ from masqd.engine.schedule import Schedule
 from masqd.engine.worker import WorkerOptions
 from masqd.host import heap, iptables, nodefacts
 from masqd.host.filewatch import FileWatch
+from masqd.host.probe import addresses
 
 log = logging.getLogger("masqd.supervisor")
 
@@ -65,6 +69,7 @@ class Supervisor:
         self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
         self._config = ConfigState(settings.config_path)
         self._desired: dict[Family, Desired] = {}
+        self._node_warnings: dict[Family, tuple[str, ...]] = {}
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -139,10 +144,16 @@ class Supervisor:
     def status(self) -> Status:
         with self._lock:
             config = self._config
+        with self._lock:
+            node = dict(self._node_warnings)
+        families = tuple(
+            dataclasses.replace(r.status(), warnings=node.get(f, ()))
+            for f, r in self.runners.items()
+        )
         return Status(
             config=config,
             interval=self.schedule.interval(),
-            families=tuple(r.status() for r in self.runners.values()),
+            families=families,
             mode=self.mode,
             chain=self.settings.render.chain,
             table=self.settings.render.table if self.mode == NFTABLES else "",
@@ -169,9 +180,37 @@ class Supervisor:
 
     def read_live(self, family: Family) -> Future[ReadOutcome]:
         """The live chain with counters, read by the family's worker between syncs."""
+        return self._runner(family).read_live()
+
+    def explain(self, packet: Packet) -> Future[Explanation]:
+        """What the kernel does now with a new connection like packet, and why: every owner's
+        nat chains read by the family's worker, judged with the config in force."""
+        family = Family(packet.destination.version)
+        read = self._runner(family).read_path()
+        judged: Future[Explanation] = Future()
+
+        def judge(done: Future[PathOutcome]) -> None:
+            try:
+                judged.set_result(
+                    explainer.answer(
+                        done.result(),
+                        packet,
+                        settings=self.settings,
+                        mode=self.mode,
+                        config=self.config_state,
+                        family=self.runners[family].status(),
+                    )
+                )
+            except BaseException as e:  # the caller hears it, whatever it is
+                judged.set_exception(e)
+
+        read.add_done_callback(judge)
+        return judged
+
+    def _runner(self, family: Family) -> FamilyRunner:
         if family not in self.runners:
             raise RequestError(f"family {family.label} is not enabled (--enable-ipv6)")
-        return self.runners[family].read_live()
+        return self.runners[family]
 
     def reload(self) -> dict[Family, Future[SyncResult]]:
         """Read the file now, as a change to it would; returns the syncs it asked for (none when
@@ -218,6 +257,7 @@ class Supervisor:
                 if self.schedule.due():
                     self._load(Reason.INTERVAL)
                     self.resync(self.settings.families, Reason.INTERVAL)
+                    self._check_node()
                     self.schedule.ran()
                 elif told or time.monotonic() >= next_look:
                     next_look = time.monotonic() + poll
@@ -271,6 +311,7 @@ class Supervisor:
             log.debug("no config file at %s; using defaults", self.settings.config_path)
         if not changed:
             return {}
+        self._check_node()
         for warning in self.config_state.warnings:
             log.warning("config %s: %s", self.settings.config_path, warning)
         log.info(
@@ -288,6 +329,23 @@ class Supervisor:
         if reason == Reason.STARTUP or not affected:
             return {}
         return self.resync(affected, Reason.CONFIG_CHANGE)
+
+    def _check_node(self) -> None:
+        """What the node holds against what the config asks: an snatToSource address it does
+        not hold is a warning (it may be added later), looked at each load and interval."""
+        loaded = self.config_state.loaded
+        found: dict[Family, tuple[str, ...]] = {}
+        for family in self.settings.families:
+            if loaded is None or loaded.config.snat_to(family) is None:
+                continue
+            try:
+                found[family] = unheld(loaded.config, family, addresses.local(family))
+            except OSError as e:
+                found[family] = (f"the node's addresses could not be read: {e}",)
+            for warning in found[family]:
+                log.warning("%s: %s", family.label, warning)
+        with self._lock:
+            self._node_warnings = found
 
     def _render(self, loaded: LoadedConfig, family: Family) -> Desired:
         if self.mode == NFTABLES:

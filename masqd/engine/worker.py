@@ -23,6 +23,7 @@ from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import NFTABLES, Family
+from masqd.core.natpath import PathOutcome
 from masqd.core.nftrules import Table
 from masqd.core.rules import DEFAULT_TABLE
 from masqd.engine.backends import Backend, Write, open_backend
@@ -72,6 +73,17 @@ class SyncCommand:
 @dataclass(frozen=True)
 class ReadCommand:
     """Report the live chain with counters."""
+
+    def failed(self, error: str, kind: Kind) -> ReadOutcome:
+        return ReadOutcome(None, error, kind)
+
+
+@dataclass(frozen=True)
+class PathCommand:
+    """Report every owner's nat postrouting chains, for `masqctl explain`."""
+
+    def failed(self, error: str, kind: Kind) -> PathOutcome:
+        return PathOutcome(None, error, kind)
 
 
 @dataclass(frozen=True)
@@ -317,6 +329,16 @@ def read(backend: Backend) -> ReadOutcome:
         return ReadOutcome(None, str(e), e.kind)
 
 
+def read_path(opts: WorkerOptions) -> PathOutcome:
+    """The nat path as the kernel has it (imported here: most workers are never asked)."""
+    from masqd.host import nattables
+
+    try:
+        return PathOutcome(nattables.read(opts.family, opts.iptables_timeout))
+    except ApplyError as e:
+        return PathOutcome(None, str(e), e.kind)
+
+
 def run(opts: WorkerOptions, conn: Connection) -> None:
     """The worker's main loop: one command at a time until the pipe closes or says stop."""
     # Ctrl-C in a terminal reaches the whole process group; the supervisor decides shutdown.
@@ -348,6 +370,8 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 conn.send(outcome)
             elif isinstance(command, ReadCommand):
                 conn.send(read(backend))
+            elif isinstance(command, PathCommand):
+                conn.send(read_path(opts))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller
             # without this process competing for the CPU, and only if no command is waiting (a
             # sync settles first by itself).

@@ -87,7 +87,7 @@ def remove_chain(
     A legacy table the kernel does not have is not read: iptables-legacy-save would create it.
     """
     backend = Backend(family, mode)
-    if not backend.available() or (mode == "legacy" and not _legacy_tables_loaded(family)):
+    if not backend.available() or (mode == "legacy" and not legacy_tables_loaded(family)):
         return False
     live = parse_save(backend.save_nat(timeout=timeout), chain)
     text = render_cleanup(chain, list(live.jump_rules), live.chain_exists)
@@ -113,7 +113,7 @@ def detect_mode(timeout: float = 5.0) -> str:
     return "legacy" if legacy_rules > nft_rules else "nft"
 
 
-def _legacy_tables_loaded(family: Family) -> bool:
+def legacy_tables_loaded(family: Family) -> bool:
     """Whether this network namespace has any legacy (x_tables) table, without creating one.
 
     Running iptables-legacy-save instantiates the tables it reads, which would leave a
@@ -131,7 +131,7 @@ def _mangle_and_rules(mode: str, timeout: float) -> tuple[str, int]:
     mangle = ""
     rules = 0
     for family in Family:
-        if mode == "legacy" and not _legacy_tables_loaded(family):
+        if mode == "legacy" and not legacy_tables_loaded(family):
             continue
         backend = Backend(family, mode)
         if shutil.which(backend.binary("save")) is None:

@@ -1,4 +1,5 @@
-"""The one module that runs nft: list our table, apply a transaction, check one, delete ours.
+"""The one module that runs nft: list our table (or any other, and every table's chains, for
+`masqctl explain`), apply a transaction, check one, delete ours.
 
 It runs the `nft` command (`nft -f -`) rather than calling libnftables in the worker: the same
 exec path as iptables (a deadline, a kill when it passes, stderr in the error), no C library
@@ -43,13 +44,7 @@ class Nft:
         """`nft list table FAMILY NAME` (with counters); empty when there is no such table.
 
         Reading creates nothing, unlike iptables-legacy-save."""
-        argv = [NFT, "list", "table", *self.spec.split()]
-        try:
-            return subproc.run(argv, None, timeout).stdout
-        except ApplyError as e:
-            if e.kind == Kind.REJECTED and _NO_SUCH_TABLE in e.stderr:
-                return ""
-            raise
+        return list_table(self.spec, timeout=timeout)
 
     def apply(self, text: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Apply text with `nft -f -`: one transaction, all of it or none of it."""
@@ -106,6 +101,22 @@ def check(text: str, *, timeout: float = DEFAULT_TIMEOUT) -> Checked:
             return Checked(False, e.stderr)
         return Checked(None, e.stderr or str(e))
     return Checked(True)
+
+
+def list_table(spec: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """`nft list table` of any table ("ip kube-proxy"); empty when there is no such table."""
+    argv = [NFT, "list", "table", *spec.split()]
+    try:
+        return subproc.run(argv, None, timeout).stdout
+    except ApplyError as e:
+        if e.kind == Kind.REJECTED and _NO_SUCH_TABLE in e.stderr:
+            return ""
+        raise
+
+
+def list_chains(*, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """`nft list chains`: every table's chains with their hooks and priorities, no rules."""
+    return subproc.run([NFT, "list", "chains"], None, timeout).stdout
 
 
 def installed() -> bool:

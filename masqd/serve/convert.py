@@ -110,6 +110,7 @@ def family_status(f: FamilyStatus, mode: str) -> pb.FamilyStatus:
         restarts=f.restarts,
         in_sync=f.in_sync,
         backend=mode,
+        warnings=list(f.warnings),
         sync_counts=[
             pb.SyncCount(reason=REASON[reason], count=f.syncs.get(reason, 0)) for reason in Reason
         ],

@@ -22,9 +22,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from masqd.api.explanation import message as explanation_message
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
 from masqd.core.errors import Kind, MasqdError
+from masqd.core.explain import packet_of
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, Family, Reason, SyncResult
 from masqd.engine.supervisor import Supervisor
@@ -129,6 +131,25 @@ class ControlServicer(pb_grpc.ControlServicer):
     ) -> pb.Status:
         self.sup.clear_override()
         return convert.status(self.sup.status())
+
+    async def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.Explanation:
+        family = convert.FAMILY_OF.get(request.family) if request.family else None
+        try:
+            packet = packet_of(request.destination, request.source, family)
+        except MasqdError as e:
+            await _abort(context, e, str(e))
+            raise
+        await _families(convert.FAMILY[Family(packet.destination.version)], self.sup, context)
+        try:
+            async with asyncio.timeout(LIVE_READ_TIMEOUT):
+                explanation = await _result(self.sup.explain(packet))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the worker is busy; try again")
+            raise
+        except MasqdError as e:
+            await _abort(context, e, str(e))
+            raise
+        return explanation_message(explanation, self.sup.mode, self.sup.settings.config_path)
 
     async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.Event]:
         loop = asyncio.get_running_loop()

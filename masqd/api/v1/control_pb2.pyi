@@ -133,7 +133,7 @@ class SyncCount(_message.Message):
     def __init__(self, reason: _Optional[_Union[SyncReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class FamilyStatus(_message.Message):
-    __slots__ = ("family", "pid", "state", "restarts", "last_sync", "in_sync", "sync_counts", "backend")
+    __slots__ = ("family", "pid", "state", "restarts", "last_sync", "in_sync", "sync_counts", "backend", "warnings")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class FamilyStatus(_message.Message):
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     SYNC_COUNTS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     family: Family
     pid: int
     state: str
@@ -150,7 +151,8 @@ class FamilyStatus(_message.Message):
     in_sync: bool
     sync_counts: _containers.RepeatedCompositeFieldContainer[SyncCount]
     backend: str
-    def __init__(self, family: _Optional[_Union[Family, str]] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., last_sync: _Optional[_Union[SyncResult, _Mapping]] = ..., in_sync: _Optional[bool] = ..., sync_counts: _Optional[_Iterable[_Union[SyncCount, _Mapping]]] = ..., backend: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, family: _Optional[_Union[Family, str]] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., last_sync: _Optional[_Union[SyncResult, _Mapping]] = ..., in_sync: _Optional[bool] = ..., sync_counts: _Optional[_Iterable[_Union[SyncCount, _Mapping]]] = ..., backend: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("config", "interval", "families", "version", "chain", "table", "backend_choice")
@@ -319,3 +321,75 @@ class Event(_message.Message):
     result: SyncResult
     config_generation: int
     def __init__(self, kind: _Optional[_Union[Event.Kind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., family: _Optional[_Union[Family, str]] = ..., message: _Optional[str] = ..., result: _Optional[_Union[SyncResult, _Mapping]] = ..., config_generation: _Optional[int] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("destination", "source", "family")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    source: str
+    family: Family
+    def __init__(self, destination: _Optional[str] = ..., source: _Optional[str] = ..., family: _Optional[_Union[Family, str]] = ...) -> None: ...
+
+class ConfigEntry(_message.Message):
+    __slots__ = ("key", "index", "value", "file")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    index: int
+    value: str
+    file: str
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., value: _Optional[str] = ..., file: _Optional[str] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("action", "decided_by", "rule", "owner", "snat_to", "entry")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SNAT_TO_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    decided_by: str
+    rule: str
+    owner: str
+    snat_to: str
+    entry: ConfigEntry
+    def __init__(self, action: _Optional[str] = ..., decided_by: _Optional[str] = ..., rule: _Optional[str] = ..., owner: _Optional[str] = ..., snat_to: _Optional[str] = ..., entry: _Optional[_Union[ConfigEntry, _Mapping]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("family", "destination", "source", "action", "decided_by", "rule", "owner", "snat_to", "entry", "masqd", "warnings", "notes", "position", "backend", "config")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SNAT_TO_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    MASQD_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    family: Family
+    destination: str
+    source: str
+    action: str
+    decided_by: str
+    rule: str
+    owner: str
+    snat_to: str
+    entry: ConfigEntry
+    masqd: Decision
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    position: str
+    backend: str
+    config: str
+    def __init__(self, family: _Optional[_Union[Family, str]] = ..., destination: _Optional[str] = ..., source: _Optional[str] = ..., action: _Optional[str] = ..., decided_by: _Optional[str] = ..., rule: _Optional[str] = ..., owner: _Optional[str] = ..., snat_to: _Optional[str] = ..., entry: _Optional[_Union[ConfigEntry, _Mapping]] = ..., masqd: _Optional[_Union[Decision, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., notes: _Optional[_Iterable[str]] = ..., position: _Optional[str] = ..., backend: _Optional[str] = ..., config: _Optional[str] = ...) -> None: ...

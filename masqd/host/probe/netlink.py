@@ -1,6 +1,7 @@
-"""The few nfnetlink pieces masqd needs: one request, its replies, and attribute walking.
+"""The few netlink pieces masqd needs: one request, its replies, and attribute walking.
 
-Used by nftgen.py (the ruleset generation) and nftchain.py (a dump of one chain's rules).
+Used by nftgen.py (the ruleset generation), nftchain.py and nfttable.py (dumps of rules,
+chains and sets), and addresses.py (the node's addresses, over rtnetlink).
 """
 
 from __future__ import annotations
@@ -77,12 +78,21 @@ def request(
     Raises OSError when the kernel answers with an error, or a dump was interrupted by a
     ruleset change (the caller then knows nothing and reads the slow way).
     """
+    body = NFGENMSG.pack(family, 0, 0) + payload
+    replies = exchange(NETLINK_NETFILTER, nft_type(msg), body, dump=dump, timeout=timeout)
+    return [reply[NFGENMSG.size :] for reply in replies]
+
+
+def exchange(
+    protocol: int, kind: int, body: bytes, *, dump: bool = False, timeout: float = 1.0
+) -> list[bytes]:
+    """One netlink request of any protocol (nfnetlink, rtnetlink): each reply's payload (its
+    family header, then its attributes), in order. OSError as `request` says."""
     seq = os.getpid() & 0xFFFF
     flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
-    body = NFGENMSG.pack(family, 0, 0) + payload
-    message = NLMSGHDR.pack(NLMSGHDR.size + len(body), nft_type(msg), flags, seq, 0) + body
+    message = NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
     replies: list[bytes] = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol) as sock:
         sock.settimeout(timeout)
         sock.send(message)
         while True:
@@ -101,7 +111,7 @@ def request(
                     return replies  # an acknowledgement
                 if kind == NLMSG_DONE:
                     return replies
-                replies.append(data[pos + NLMSGHDR.size + NFGENMSG.size : pos + length])
+                replies.append(data[pos + NLMSGHDR.size : pos + length])
                 if not dump:
                     return replies
                 pos += (length + 3) & ~3
