@@ -142,12 +142,7 @@ def _family_rules(fr: pb.FamilyRules) -> str:
     label = label_of_value(fr.family)
     if fr.error:
         return f"Chain {fr.chain} ({label}): cannot read the live chain: {fr.error}"
-    verdict = (
-        "in sync with the config"
-        if fr.in_sync
-        else "OUT OF SYNC with the config (masqd repairs it within seconds)"
-    )
-    lines = [f"Chain {fr.chain} ({label}): {verdict}"]
+    lines = [f"Chain {fr.chain} ({label}): {_verdict(fr)}"]
     if not fr.chain_exists:
         lines.append("  the chain does not exist")
     else:
@@ -166,12 +161,7 @@ def _table_rules(fr: pb.FamilyRules) -> str:
     name = table.name or fr.chain
     if fr.error:
         return f"Table {name} ({label}): cannot read the live table: {fr.error}"
-    verdict = (
-        "in sync with the config"
-        if fr.in_sync
-        else "OUT OF SYNC with the config (masqd repairs it within seconds)"
-    )
-    lines = [f"Table {name} ({label}): {verdict}"]
+    lines = [f"Table {name} ({label}): {_verdict(fr)}"]
     if not table.exists:
         lines.append("  the table does not exist")
     chains: dict[str, list[pb.TableRule]] = {}
@@ -196,6 +186,12 @@ def _table_rules(fr: pb.FamilyRules) -> str:
         lines.append("  masqd's next sync writes:")
         lines += [f"    {line}" for line in table.pending.splitlines()]
     return "\n".join(lines)
+
+
+def _verdict(fr: pb.FamilyRules) -> str:
+    if fr.in_sync:
+        return "in sync with the config"
+    return "OUT OF SYNC with the config (masqd repairs it within seconds)"
 
 
 def _counted(rows: Sequence[Sequence[str]]) -> list[str]:

@@ -34,7 +34,7 @@ def _duration(text: str) -> float:
 
 
 def _address(text: str) -> str:
-    from masqd.serve.httpserver import parse_address
+    from masqd.core.flags import parse_address
 
     if text:
         try:

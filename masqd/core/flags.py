@@ -170,3 +170,12 @@ def parse_options(args: argparse.Namespace) -> ParseOptions:
     return ParseOptions(
         enable_ipv6=args.enable_ipv6, all_reserved_ranges=args.nomasq_all_reserved_ranges
     )
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """ "host:port", "[v6]:port" or ":port" (every IPv4 interface) into (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not host:port (e.g. 127.0.0.1:9153 or [::1]:9153)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from masqd.core.model import Family
@@ -303,38 +304,37 @@ def _blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
 
 def _depth(line: str) -> int:
     """Open braces minus closed ones, outside quoted strings."""
-    depth, quoted, escaped = 0, False, False
-    for ch in line:
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "{":
-            depth += 1
-        elif not quoted and ch == "}":
-            depth -= 1
+    depth = 0
+    for _, ch in _unquoted(line):
+        depth += (ch == "{") - (ch == "}")
     return depth
 
 
 def _split_elements(text: str) -> list[str]:
     """An element list's items, split at commas outside quotes and braces."""
     items: list[str] = []
-    start, depth, quoted, escaped = 0, 0, False, False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif not quoted and ch in "{[":
+    start = depth = 0
+    for i, ch in _unquoted(text):
+        if ch in "{[":
             depth += 1
-        elif not quoted and ch in "}]":
+        elif ch in "}]":
             depth -= 1
-        elif not quoted and depth == 0 and ch == ",":
+        elif depth == 0 and ch == ",":
             items.append(text[start:i].strip())
             start = i + 1
     last = text[start:].strip()
     return [*items, last] if last else items
+
+
+def _unquoted(text: str) -> Iterator[tuple[int, str]]:
+    """(index, character) of each character outside nft's quoted strings (and their quotes)."""
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = quoted
+        elif ch == '"':
+            quoted = not quoted
+        elif not quoted:
+            yield i, ch

@@ -136,9 +136,7 @@ class NftablesBackend:
     iptables_chain: str = ""
     """The iptables backend's chain to take over from; empty leaves it be."""
     blind_writes: bool = False
-    retired: list[str] = field(default_factory=list)
-    """The iptables tools our chain was taken out of (for the log and tests)."""
-    _retiring: bool = field(default=True, repr=False)
+    _took_over: bool = field(default=False, repr=False)
 
     def read(self, *, counters: bool = False) -> nftlive.LiveTable:
         text = self.host.list_table(timeout=self.timeout)  # counters come with every listing
@@ -159,23 +157,24 @@ class NftablesBackend:
         self.host.prepare()
 
     def synced(self) -> None:
-        if not self._retiring or not self.iptables_chain:
+        """Our table is in place: take over from the iptables backend, once."""
+        if self._took_over or not self.iptables_chain:
             return
-        self._retiring = False
+        self._took_over = True
+        family, chain = self.host.family, self.iptables_chain
         for mode in iptables.MODES:
+            tool = iptables.Backend(family, mode).binary("")
             try:
-                if iptables.remove_chain(self.host.family, mode, self.iptables_chain):
-                    self.retired.append(iptables.Backend(self.host.family, mode).binary(""))
+                if iptables.remove_chain(family, mode, chain):
+                    log.warning(
+                        "%s: removed the iptables backend's %s chain and jump from %s: our "
+                        "nftables table decides now",
+                        family.label,
+                        chain,
+                        tool,
+                    )
             except ApplyError as e:
-                log.warning("could not take %s out of iptables: %s", self.iptables_chain, e)
-        for tool in self.retired:
-            log.warning(
-                "%s: removed the iptables backend's %s chain and jump from %s: our nftables "
-                "table decides now",
-                self.host.family.label,
-                self.iptables_chain,
-                tool,
-            )
+                log.warning("%s: could not take %s out of %s: %s", family.label, chain, tool, e)
 
     def close(self) -> None:
         self.host.close()
@@ -183,11 +182,9 @@ class NftablesBackend:
 
 def _nft_write(text: str | None) -> Write | None:
     """A transaction other than an element diff declares our base chain itself."""
-    return (
-        None
-        if text is None
-        else Write(text, not text.startswith(("delete element", "add element")))
-    )
+    if text is None:
+        return None
+    return Write(text, with_jump=not text.startswith(("delete element", "add element")))
 
 
 def open_backend(opts: WorkerOptions) -> Backend:

@@ -31,6 +31,12 @@ from masqd.host import heap
 from masqd.host.probe import KernelProbe, Probe, nftgen
 
 NO_RULES = "the worker was asked for the rules it has, and has none"
+DEEP_LOOK_EVERY = 60.0
+"""legacy: the longest a verified chain is trusted on the nat table's shape alone. A rewrite of
+our chain that keeps every entry's size (a rule replaced by one of the same length) leaves the
+shape as it was; the fingerprint taken this often finds it. Any other change (a flush, a
+deleted or added rule or jump, the table wiped) changes the shape and is found at the next
+drift check."""
 TIDY_AFTER = 0.001
 """Seconds a worker leaves the supervisor to pass its answer on before it tidies up: on a small
 node the tidying otherwise competes with the answer on its way back (bench/README.md)."""
@@ -117,12 +123,16 @@ class Known:
     """nft: the ruleset generation at that moment."""
     jumps: bytes | None = None
     """The POSTROUTING part of the fingerprint when our jump was last seen in place."""
+    shape: bytes | None = None
+    """legacy: the nat table's shape at that moment (see the probe's shape())."""
+    looked_at: float = float("-inf")
+    """When (time.monotonic()) a fingerprint or a read last found the chain as verified."""
     unsettled: Unsettled | None = None
     """After a write: what `settle` needs to verify it."""
 
     def forget(self) -> None:
         self.rules, self.verified, self.fingerprint, self.generation = None, False, None, None
-        self.jumps, self.unsettled = None, None
+        self.jumps, self.unsettled, self.shape, self.looked_at = None, None, None, float("-inf")
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,9 @@ class Step(enum.Enum):
     WRITE_WITH_JUMP = "write the chain and the jump"
 
 
-def plan(known: Known, wanted: Desired, probe: Probe, *, blind_writes: bool = True) -> Step:
+def plan(
+    known: Known, wanted: Desired, probe: Probe, now: float = 0.0, *, blind_writes: bool = True
+) -> Step:
     """Decide from what the worker knows and the probe's cheap looks, without an exec.
 
     - rules different from those last written or verified: the live chain differs from them
@@ -156,6 +168,9 @@ def plan(known: Known, wanted: Desired, probe: Probe, *, blind_writes: bool = Tr
       blind to the kernel's state; the nftables backend writes a diff from the known table,
       so it writes only once the checks below say the kernel still holds it);
     - nft, and the ruleset generation unchanged since a verified state: nothing changed;
+    - legacy, and the nat table's shape unchanged since a verified state: nothing changed but,
+      at most, a same-size rewrite, which the fingerprint taken at least every
+      DEEP_LOOK_EVERY seconds finds;
     - the fingerprint as at a verified state: our chain and jump did not change (someone else
       changed something else in the table);
     - only our chain's fingerprint moved, the jump's did not: someone changed our chain, so
@@ -169,13 +184,22 @@ def plan(known: Known, wanted: Desired, probe: Probe, *, blind_writes: bool = Tr
     generation = probe.generation()
     if known.verified and generation is not None and generation == known.generation:
         return _from_known(known, wanted)
+    shape = probe.shape()
+    if (
+        known.verified
+        and shape is not None
+        and shape == known.shape
+        and now - known.looked_at < DEEP_LOOK_EVERY
+    ):
+        return _from_known(known, wanted)
     current = probe.fingerprint()
     if current is None or known.fingerprint is None:
         return Step.READ
     if current == known.fingerprint:
         if not known.verified:
             return Step.READ  # written but never read back: verify once
-        known.generation = generation  # read before the fingerprint: at worst, too old
+        # Both read before the fingerprint: at worst, too old.
+        known.generation, known.shape, known.looked_at = generation, shape, now
         return _from_known(known, wanted)
     if blind_writes and current.jumps == known.fingerprint.jumps and known.jump:
         return Step.WRITE
@@ -207,7 +231,7 @@ def sync(
 
     def attempt() -> None:
         nonlocal changed
-        step = plan(known, wanted, probe, blind_writes=backend.blind_writes)
+        step = plan(known, wanted, probe, time.monotonic(), blind_writes=backend.blind_writes)
         if step == Step.IN_SYNC:
             return
         if step == Step.READ:
@@ -263,7 +287,7 @@ def _read_and_compare(
     """Read the chain; None when it is as desired (and now verified), else the write that
     makes it so (iptables: with our jump when it is missing)."""
     # Probed before the read: a change during the read shows up next time.
-    generation = probe.generation()
+    generation, shape = probe.generation(), probe.shape()
     before = probe.fingerprint()
     write = backend.change(backend.read(), wanted)
     if write is not None:
@@ -277,6 +301,8 @@ def _read_and_compare(
     known.rules, known.verified, known.jump = wanted, True, True
     known.fingerprint, known.generation = (before if settled else None), generation
     known.jumps = before.jumps if settled and before is not None else None
+    if settled:
+        known.shape, known.looked_at = shape, time.monotonic()
     return None
 
 

@@ -56,14 +56,7 @@ class Backend:
 
     def prepare_restore(self, wait: int = 5) -> None:
         """Start the next restore now, if none is waiting; it serves the next `restore`."""
-        if self._ready is not None:
-            if self._ready.poll() is None:
-                return
-            subproc.discard(self._ready)  # died waiting (killed by someone): reap, start another
-        try:
-            self._ready = subproc.start(self._restore_argv(wait))
-        except ApplyError:
-            self._ready = None  # not installed: restore() will say so when it is needed
+        self._ready = subproc.kept_ready(self._ready, self._restore_argv(wait))
 
     def close(self) -> None:
         """End a waiting restore, if any (it exits on the closed stdin, having done nothing)."""

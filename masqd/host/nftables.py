@@ -54,14 +54,7 @@ class Nft:
 
     def prepare(self) -> None:
         """Start the next `nft -f -` now, if none is waiting; it serves the next `apply`."""
-        if self._ready is not None:
-            if self._ready.poll() is None:
-                return
-            subproc.discard(self._ready)  # died waiting (killed by someone): reap, start another
-        try:
-            self._ready = subproc.start(_apply_argv())
-        except ApplyError:
-            self._ready = None  # not installed: apply() will say so when it is needed
+        self._ready = subproc.kept_ready(self._ready, _apply_argv())
 
     def close(self) -> None:
         """End a waiting nft, if any (it exits on the closed stdin, having done nothing)."""

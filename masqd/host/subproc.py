@@ -76,6 +76,21 @@ def ready_or_new(ready: subprocess.Popen[bytes] | None, argv: list[str]) -> subp
     return ready or start(argv)
 
 
+def kept_ready(
+    ready: subprocess.Popen[bytes] | None, argv: list[str]
+) -> subprocess.Popen[bytes] | None:
+    """The process to keep waiting for the next write: `ready` while it still waits, else a
+    new one of argv (None when the tool is not installed: the write will say so)."""
+    if ready is not None:
+        if ready.poll() is None:
+            return ready
+        discard(ready)  # died waiting (killed by someone): reap it, start another
+    try:
+        return start(argv)
+    except ApplyError:
+        return None
+
+
 def discard(proc: subprocess.Popen[bytes]) -> None:
     """Close a waiting process's stdin and reap it; kill it if it does not go. A tool that
     reads all its input before it acts exits on the empty input having done nothing."""

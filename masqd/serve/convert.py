@@ -148,13 +148,16 @@ def family_rules(
 
 
 def _table_rules(family: Family, outcome: ReadOutcome, desired: Table | None) -> pb.FamilyRules:
-    live = outcome.live
-    name = desired.name if desired is not None else getattr(live, "name", "")
-    msg = pb.FamilyRules(family=FAMILY[family], chain=name, error=outcome.error)
-    table = pb.TableRules(desired=table_block(desired) if desired is not None else "")
+    """Our table: each set element and rule with its counter, and what a sync would write."""
+    live = outcome.live if isinstance(outcome.live, nftlive.LiveTable) else None
+    named = desired or live
+    msg = pb.FamilyRules(
+        family=FAMILY[family], chain=named.name if named else "", error=outcome.error
+    )
+    table = pb.TableRules()
     if desired is not None:
-        table.name = desired.spec
-    if isinstance(live, nftlive.LiveTable):
+        table.name, table.desired = desired.spec, table_block(desired)
+    if live is not None:
         covers: dict[tuple[str, str], list[str]] = {}
         for set_name, entry, outer in desired.covered if desired is not None else ():
             covers.setdefault((set_name, outer), []).append(entry)

@@ -15,20 +15,12 @@ from typing import Any, ClassVar
 
 from prometheus_client.exposition import MetricsHandler
 
+from masqd.core.flags import parse_address
 from masqd.engine.supervisor import Supervisor
 from masqd.serve.health import HealthCheck, Report
 from masqd.serve.metrics import Metrics
 
 log = logging.getLogger("masqd.http")
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """ "host:port", "[v6]:port" or ":port" (every IPv4 interface) into (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{address!r} is not host:port (e.g. 127.0.0.1:9153 or [::1]:9153)")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return host or "0.0.0.0", int(port)
 
 
 class _Handler(MetricsHandler):

@@ -116,3 +116,32 @@ def test_garbled_input_raises_and_the_probe_answers_it_cannot_tell(
 
     monkeypatch.setattr(probe.xtchain, "read", broken)
     assert probe.KernelProbe(Family.IPV4, "legacy", CHAIN).fingerprint() is None
+
+
+def _shape(ns: str, family: str) -> str:
+    fam = "IPV4" if family == "4" else "IPV6"
+    code = (
+        "from masqd.host.probe import xtchain; from masqd.core.model import Family; "
+        f"print(xtchain.shape(Family.{fam}).hex())"
+    )
+    return run(ns, "python3", "-c", code).strip()
+
+
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_legacy_table_shape_moves_with_every_change_but_a_same_size_rewrite(
+    ns: str, family: str
+) -> None:
+    """The shape (IPT_SO_GET_INFO) is what a legacy drift check trusts between deep looks."""
+    tool, cidr, other = FAMILIES[family]
+    ipt = f"{tool}-legacy"
+    restore(ns, tool, "legacy", [f"[@] -A {CHAIN} -d {cidr} -j RETURN", f"[@] {JUMP}"])
+    first = _shape(ns, family)
+    restore(ns, tool, "legacy", [f"[@] -A {CHAIN} -d {cidr} -j RETURN"], counters="9:99")
+    assert _shape(ns, family) == first  # counters
+    run(ns, ipt, "-t", "nat", "-R", CHAIN, "1", "-d", other, "-j", "RETURN")
+    assert _shape(ns, family) == first  # a same-size rewrite: what the deep look is for
+    run(ns, ipt, "-t", "nat", "-A", CHAIN, "-j", "MASQUERADE")
+    added = _shape(ns, family)
+    assert added != first
+    run(ns, ipt, "-t", "nat", "-F", CHAIN)
+    assert _shape(ns, family) not in (first, added)

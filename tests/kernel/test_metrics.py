@@ -15,7 +15,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from masqd.api.v1 import control_pb2 as pb
-from masqd.serve.httpserver import parse_address
+from masqd.core.flags import parse_address
 from tests.support import netns
 from tests.support.daemon import Masqd, wait_until
 from tests.support.observability import IptablesWrapper, Samples, fetch, scrape

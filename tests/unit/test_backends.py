@@ -60,6 +60,9 @@ class FakeProbe:
     def generation(self) -> int | None:
         return self.nft.generation
 
+    def shape(self) -> bytes | None:
+        return None  # legacy's look; the nftables backend has the generation
+
     def fingerprint(self) -> Fingerprint | None:
         listing = self.nft.listing.encode()
         return Fingerprint(hashlib.sha256(listing).digest() if listing else None, b"hook")

@@ -26,8 +26,8 @@ _FORK = multiprocessing.get_context("fork")
 RULES = ["-A IP-MASQ-AGENT -j RETURN"]
 
 
-def _answer(conn: Connection, delay: float) -> None:
-    """A stand-in worker: every sync succeeds after `delay`, reads answer with nothing."""
+def _serve(conn: Connection, outcome: Callable[[], SyncOutcome]) -> None:
+    """A stand-in worker: every sync answers outcome(), reads answer with nothing."""
     while True:
         try:
             command = conn.recv()
@@ -36,10 +36,19 @@ def _answer(conn: Connection, delay: float) -> None:
         if command is None:
             return
         if isinstance(command, SyncCommand):
-            time.sleep(delay)
-            conn.send(SyncOutcome(True, False, delay, in_sync=True))
+            conn.send(outcome())
         elif isinstance(command, ReadCommand):
             conn.send(ReadOutcome(None, "a stand-in reads nothing"))
+
+
+def _answer(conn: Connection, delay: float) -> None:
+    """Every sync succeeds after `delay`."""
+
+    def succeed() -> SyncOutcome:
+        time.sleep(delay)
+        return SyncOutcome(True, False, delay, in_sync=True)
+
+    _serve(conn, succeed)
 
 
 def _crash(conn: Connection, delay: float) -> None:
@@ -115,15 +124,8 @@ def test_a_request_is_answered_with_the_result_of_its_sync(
 
 
 def _count_syncs(conn: Connection, delay: float) -> None:
-    """A stand-in whose every sync fails saying it ran: a refused backend must never ask."""
-    while True:
-        try:
-            command = conn.recv()
-        except EOFError:
-            return
-        if command is None:
-            return
-        conn.send(SyncOutcome(False, False, 0.0, "the worker was asked to sync"))
+    """Every sync fails saying it ran: a refused backend must never ask."""
+    _serve(conn, lambda: SyncOutcome(False, False, 0.0, "the worker was asked to sync"))
 
 
 def test_a_refused_backend_fails_every_sync_at_once_and_never_asks_the_worker(

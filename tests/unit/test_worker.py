@@ -89,6 +89,12 @@ class FakeProbe:
     def generation(self) -> int | None:
         return self.backend.generation if self.mode == "nft" and not self.blind else None
 
+    def shape(self) -> bytes | None:
+        """legacy: like the kernel's, it misses a rewrite that keeps every size."""
+        if self.mode == "nft" or self.blind:
+            return None
+        return str(len(self.backend.dump)).encode()
+
     def fingerprint(self) -> Fingerprint | None:
         if self.blind:
             return None
@@ -542,3 +548,27 @@ def test_a_verified_chain_reports_the_generation_it_was_verified_at() -> None:
     backend.dump = save_text(RULES[:1])  # someone changes our chain
     backend.generation += 1
     assert sync(backend, RULES, known, opts=opts).generation is None  # rewritten, not settled
+
+
+def test_legacy_trusts_the_table_shape_and_looks_deeper_every_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """legacy: while the nat table's shape is as verified, no fingerprint is taken; a rewrite
+    of our chain that keeps its size is found by the fingerprint taken at least every
+    DEEP_LOOK_EVERY seconds; a change of shape (a flushed chain) is found at once."""
+    clock = [1000.0]
+    monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
+    backend, known, opts = synced("legacy")
+    probe = FakeProbe(backend, "legacy")
+    sync(backend, RULES, known, opts=opts, probe=probe)  # the read-back of the write
+    looks = probe.fingerprints
+    assert not sync(backend, RULES, known, opts=opts, probe=probe).changed
+    assert probe.fingerprints == looks
+    same_size = [RULES[0].replace("10.0.0.0/8", "10.9.0.0/8"), *RULES[1:]]
+    assert len(same_size[0]) == len(RULES[0])
+    backend.dump = save_text(same_size)  # someone rewrites a rule, every size kept
+    assert not sync(backend, RULES, known, opts=opts, probe=probe).changed  # unseen for now
+    clock[0] += worker.DEEP_LOOK_EVERY
+    assert sync(backend, RULES, known, opts=opts, probe=probe).changed  # the deep look
+    backend.dump = save_text(RULES[:1])  # a flush-like change of shape
+    assert sync(backend, RULES, known, opts=opts, probe=probe).changed

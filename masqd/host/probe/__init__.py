@@ -1,9 +1,10 @@
 """Cheap in-process looks at the kernel, which let a worker skip exec-ing iptables-save.
 
 `generation()` (nftables, and iptables in nft mode) says whether anything at all changed in the
-ruleset; `fingerprint()` says whether our chain or our jump changed (the nftables backend: our
-table). Both answer None when they cannot tell, and the
-worker then reads the slow, sure way.
+ruleset; `shape()` (legacy only) whether the nat table changed in any way but a same-size
+rewrite; `fingerprint()` whether our chain or our jump changed (the nftables backend: our
+table and its base chain). Each answers None when it cannot tell, and the worker then reads
+the slow, sure way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from masqd.host.probe import nftchain, nftgen, nfttable, xtchain
 
 class Probe(Protocol):
     def generation(self) -> int | None: ...
+    def shape(self) -> bytes | None: ...
     def fingerprint(self) -> Fingerprint | None: ...
 
 
@@ -32,6 +34,14 @@ class KernelProbe:
 
     def generation(self) -> int | None:
         return nftgen.generation() if self.mode in ("nft", NFTABLES) else None
+
+    def shape(self) -> bytes | None:
+        if self.mode != "legacy":
+            return None
+        try:
+            return xtchain.shape(self.family)
+        except OSError:
+            return None
 
     def fingerprint(self) -> Fingerprint | None:
         readers: dict[str, Callable[[Family, str], Fingerprint]] = {

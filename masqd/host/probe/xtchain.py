@@ -71,6 +71,17 @@ def read(family: Family, chain: str) -> Fingerprint:
     return digest(family, buf, hook, underflow, chain, base=_GET_ENTRIES_HEAD)
 
 
+def shape(family: Family) -> bytes:
+    """The nat table's shape: its size, number of entries and hook offsets (IPT_SO_GET_INFO,
+    no blob copied). Every change of the table changes it, but a rewrite that keeps every
+    entry's size (a rule replaced by one of the same length); OSError if unreadable."""
+    layout = _LAYOUTS[family]
+    with socket.socket(layout.sock_family, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        info = bytearray(b"nat".ljust(_GETINFO.size, b"\0"))
+        _getsockopt(sock, layout.level, _SO_GET_INFO, info)
+    return bytes(info[_TABLE_NAME_LEN:])
+
+
 # One buffer per family, kept between reads: beside a kube-proxy-sized table the blob is
 # megabytes, and a fresh buffer every drift check costs more in page faults than the copy
 # the kernel makes into it.
