@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from masqd.api import families
 from masqd.api.v1 import control_pb2 as pb
-from masqd.core.explain import Decision, Entry, Explanation
+from masqd.core.attribution import Decision, Entry
+from masqd.core.explain import Explanation
 
 
 def message(e: Explanation, backend: str, config: str) -> pb.Explanation:

@@ -94,7 +94,7 @@ def iptables_rule(spec: str, chains: set[str] | None = None) -> Rule:
             matches.append(Match(field, negate, network(words[i + 1]), text=shown))
             i += 2
         elif word == "-m" and i + 1 < len(words):
-            end = _next_option(words, i + 2, ("-m", "-j", "-g"))
+            end = _module_end(words, i + 2)
             matches += _module(words[i + 1], words[i + 2 : end])
             i = end
         elif word in ("-j", "-g") and i + 1 < len(words):
@@ -106,6 +106,22 @@ def iptables_rule(spec: str, chains: set[str] | None = None) -> Rule:
             i = end
         negate = False
     return Rule(spec, tuple(matches), verdict)
+
+
+_BASIC = ("-s", "-d", "-p", "-i", "-o", "-f", "-m", "-j", "-g")
+
+
+def _module_end(words: list[str], start: int) -> int:
+    """Where a module's options end: at the next option of iptables' own (a `!` before one
+    belongs to it; a `!` before a `--option` is the module's own)."""
+    i = start
+    while i < len(words):
+        if words[i] in _BASIC:
+            return i
+        if words[i] == "!" and i + 1 < len(words) and words[i + 1] in _BASIC:
+            return i
+        i += 1
+    return i
 
 
 def _next_option(words: list[str], start: int, stops: tuple[str, ...]) -> int:
@@ -192,7 +208,7 @@ def nft_hooks(listing: str, family: Family) -> list[Hook]:
     table = nftlive.parse_listing(listing, family, head[2])
     spec = f"{head[1]} {head[2]}"
     chains = {c.name: tuple(nft_rule(r.text, head[1]) for r in c.rules) for c in table.chains}
-    sets = {s.name: tuple(_element(e) for e in s.elements) for s in table.sets}
+    sets = {s.name: _elements(s) for s in table.sets}
     hooks = []
     for chain in table.chains:
         hook = _NAT_HOOK.search(chain.declaration)
@@ -206,8 +222,13 @@ def _tables(listing: str) -> list[str]:
     return [t for t in re.split(r"(?m)^(?=table )", listing) if t.startswith("table ")]
 
 
-def _element(e: nftlive.LiveElement) -> Element:
-    return Element(() if " . " in e.key else network(e.key), e.key, e.comment)
+def _elements(live: nftlive.LiveSet) -> tuple[Element, ...]:
+    """A set's elements as addresses; none readable unless the set holds plain addresses (a
+    concatenation or a set of ports matches on more than an address)."""
+    addresses = any(d in ("type ipv4_addr", "type ipv6_addr") for d in live.declaration)
+    return tuple(
+        Element(network(e.key) if addresses else (), e.key, e.comment) for e in live.elements
+    )
 
 
 def nft_rule(text: str, table_family: str = "ip") -> Rule:
@@ -274,6 +295,8 @@ def _address(rest: list[str], version: int) -> tuple[int, Match | Verdict | None
     if at >= len(rest):
         return 0, None
     value = rest[at]
+    if value in ("map", "vmap"):  # a lookup whose result masqd does not follow
+        return 0, None
     shown = " ".join(rest[: at + 1])
     if value.startswith("@"):
         return at + 1, Match(field, negated, set_name=value[1:], version=version, text=shown)

@@ -101,9 +101,12 @@ class Hook:
     table: str = ""
     """nftables: the table as nft names it ("ip kube-proxy"); empty for iptables'."""
 
-    @property
-    def label(self) -> str:
-        return f"{self.owner} {self.chain}"
+    def label(self, chain: str = "") -> str:
+        """How explain names it: `iptables-nft nat` (iptables rules name their chain
+        themselves), `table ip kube-proxy chain masquerading`."""
+        if not self.table:
+            return f"{self.owner} nat"
+        return f"{self.owner} chain {chain or self.chain}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,10 @@ class NatPath:
 
     def ordered(self) -> tuple[Hook, ...]:
         return tuple(sorted(self.hooks, key=lambda h: h.priority))
+
+    def is_local(self, address: IPAddress) -> bool:
+        """An address of the node, or loopback: the kernel delivers it to the node itself."""
+        return _is_local(address, self.local)
 
 
 @dataclass(frozen=True)

@@ -292,7 +292,7 @@ def test_masqctl_explain_prints_the_answer_and_stable_json(
     assert main([*argv, "--source", netns.POD_V4]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["action"] == "masquerade"
-    assert data["decidedBy"].startswith("iptables-nft POSTROUTING: -A POSTROUTING -s 10.244")
+    assert data["decidedBy"].startswith("iptables-nft nat: -A POSTROUTING -s 10.244")
     assert data["masqd"]["decidedBy"].startswith("nonMasqueradeCIDRs[1] 172.16.0.0/12")
     assert isinstance(data["warnings"], list) and data["warnings"]
     assert main(["--socket", daemon.socket, "explain", "not an address"]) == 1
