@@ -60,14 +60,18 @@ def explanation(e: pb.Explanation) -> str:
     source = f" from {e.source}" if e.source else ""
     action = f"snat to {e.snat_to}" if e.action == "snat" else e.action
     lines = [f"{e.destination}{source} ({label_of_value(e.family)}): {_fate(action)}"]
-    rows = [("decided by", e.decided_by)]
+    decided = e.decided_by
+    if e.owner != "masqd" and e.rule and decided.endswith(f": {e.rule}"):
+        decided = f"{decided[: -len(e.rule) - 2]} (another owner's rule, not masqd's)"
+    rows = [("decided by", decided)]
     if e.rule:
         rows.append(("rule", e.rule))
     mine = e.masqd
     if (mine.action, mine.decided_by) != (e.action, e.decided_by):
         alone = f"snat to {mine.snat_to}" if mine.action == "snat" else mine.action
         rows.append(("masqd alone", f"{alone} ({mine.decided_by})"))
-    rows.append(("position", f"{e.position} ({e.backend})" if e.backend else e.position))
+    backend = {"nft": "iptables-nft", "legacy": "iptables-legacy"}.get(e.backend, e.backend)
+    rows.append(("position", f"{e.position} ({backend})" if backend else e.position))
     if e.config:
         rows.append(("config", e.config))
     lines += [f"  {name:<12}{value}" for name, value in rows]

@@ -15,6 +15,7 @@ import pytest
 
 from masqctl.cli import main
 from masqd.api.v1 import control_pb2 as pb
+from tests.kernel.test_nft_coexistence import load_busy_node
 from tests.support import netns
 from tests.support.daemon import Masqd, wait_until
 from tests.support.scenario import REPAIR_BOUND
@@ -241,6 +242,29 @@ def test_first_moves_our_jump_back_when_a_rule_is_put_before_it(
     rules = topo.postrouting(4)
     assert len(rules) == 2 and "foreign catch-all" in rules[1]
     assert fate(topo, netns.DEST_V4["vpc"]) == "none"
+
+
+@pytest.mark.parametrize("position", ["append", "first"])
+def test_on_a_busy_node_explain_agrees_with_the_packets(
+    topo: netns.Topology, start: Callable[..., Masqd], plane: str, position: str
+) -> None:
+    """The shared busy node (kube-proxy, Calico, Docker, flannel, the CNI bridge, a previous
+    ip-masq-agent; kube-proxy's nft tables): flannel's masquerade of the pod CIDR decides a
+    destination masqd keeps, after our RETURN (or, nftables, before our chain), and explain
+    says so; with --jump-position first (iptables), masqd's decision is final."""
+    load_busy_node(topo)
+    daemon = start(ENTRIES, "--jump-position", position)
+    vpc = netns.DEST_V4["vpc"]
+    answer = explain(daemon, vpc, netns.POD_V4)
+    assert answer.masqd.decided_by.startswith("nonMasqueradeCIDRs[1] 172.16.0.0/12")
+    if position == "first":  # before every other owner's rule, and final
+        assert (answer.action, answer.owner, answer.warnings) == ("none", "masqd", [])
+    else:
+        assert answer.action == "masquerade" and "flanneld masq" in answer.rule
+        where = "before masqd's rules see it" if plane == "nftables" else "after masqd's rules"
+        assert any(where in w for w in answer.warnings), answer.warnings
+        assert any("cali40masq-ipam-pools" in w for w in answer.warnings)  # may: an ipset
+    assert fate(topo, vpc) == answer.action
 
 
 # -- the API's edges and masqctl ------------------------------------------------------------
