@@ -3,25 +3,21 @@ server (Explain) and masqctl's offline `config explain`, so both print the same 
 
 from __future__ import annotations
 
+from typing import Any
+
 from masqd.api import families
 from masqd.api.v1 import control_pb2 as pb
-from masqd.core.attribution import Decision, Entry
+from masqd.core.attribution import Decision
 from masqd.core.explain import Explanation
 
 
 def message(e: Explanation, backend: str, config: str) -> pb.Explanation:
-    mine = decision(e.masqd)
     return pb.Explanation(
         family=families.VALUE[e.family],  # type: ignore[arg-type]
         destination=e.destination,
         source=e.source,
-        action=e.action,
-        decided_by=e.decided_by,
-        rule=e.rule,
-        owner=e.owner,
-        snat_to=e.snat_to,
-        entry=entry(e.entry),
-        masqd=mine,
+        **_decision(e.fate),
+        masqd=pb.Decision(**_decision(e.masqd)),
         warnings=list(e.warnings),
         notes=list(e.notes),
         position=e.position,
@@ -30,18 +26,16 @@ def message(e: Explanation, backend: str, config: str) -> pb.Explanation:
     )
 
 
-def decision(d: Decision) -> pb.Decision:
-    return pb.Decision(
-        action=d.action,
-        decided_by=d.decided_by,
-        rule=d.rule,
-        owner=d.owner,
-        snat_to=d.snat_to,
-        entry=entry(d.entry),
-    )
-
-
-def entry(e: Entry | None) -> pb.ConfigEntry | None:
-    if e is None:
-        return None
-    return pb.ConfigEntry(key=e.key, index=e.index, value=e.value, file=e.file)
+def _decision(d: Decision) -> dict[str, Any]:
+    """A decision's fields, which Decision and Explanation (for the fate) share."""
+    entry = d.entry
+    return {
+        "action": d.action,
+        "decided_by": d.decided_by,
+        "rule": d.rule,
+        "owner": d.owner,
+        "snat_to": d.snat_to,
+        "entry": None
+        if entry is None
+        else pb.ConfigEntry(key=entry.key, index=entry.index, value=entry.value, file=entry.file),
+    }

@@ -43,18 +43,26 @@ class Explanation:
     destination: str
     source: str
     """Empty: any source."""
-    action: str
-    decided_by: str
-    rule: str
-    owner: str
-    snat_to: str
-    entry: Entry | None
+    fate: Decision
+    """What the connection gets in the kernel: the first NAT decision along the path."""
     masqd: Decision
     """What masqd's rules alone decide (what the config says)."""
     position: str
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     """What was assumed about the connection."""
+
+    @property
+    def action(self) -> str:
+        return self.fate.action
+
+    @property
+    def decided_by(self) -> str:
+        return self.fate.decided_by
+
+    @property
+    def owner(self) -> str:
+        return self.fate.owner
 
 
 def explain(path: NatPath, ours: Ours, config: MasqConfig, packet: Packet) -> Explanation:
@@ -72,12 +80,7 @@ def explain(path: NatPath, ours: Ours, config: MasqConfig, packet: Packet) -> Ex
         family=path.family,
         destination=str(packet.destination),
         source=str(packet.source or ""),
-        action=fate.action,
-        decided_by=fate.decided_by,
-        rule=fate.rule,
-        owner=fate.owner,
-        snat_to=fate.snat_to,
-        entry=fate.entry,
+        fate=fate,
         masqd=mine,
         position=_position(judging),
         warnings=tuple(dict.fromkeys([*judging.warnings, *path.unread])),

@@ -123,7 +123,7 @@ def test_on_a_busy_node_kube_proxys_mark_decides_service_traffic(busy: Hook) -> 
     assert not any("KUBE-POSTROUTING" in w for w in plain.warnings)
     marked = explain(path, IPTABLES, CONFIG, packet("172.16.0.10", mark=0x4000))
     assert marked.action == "masquerade"
-    assert "kubernetes service traffic requiring SNAT" in marked.rule
+    assert "kubernetes service traffic requiring SNAT" in marked.fate.rule
     assert any("before masqd's rules see it" in w for w in marked.warnings)
 
 
@@ -143,7 +143,7 @@ FOREIGN = "-A POSTROUTING -s 10.244.0.0/16 -m comment --comment foreign -j MASQU
 
 def test_a_foreign_masquerade_before_our_jump_decides_and_warns() -> None:
     answer = explain(iptables_path(CONFIG, FOREIGN), IPTABLES, CONFIG, packet("172.16.0.10"))
-    assert (answer.action, answer.owner, answer.rule) == ("masquerade", "iptables-nft", FOREIGN)
+    assert (answer.action, answer.owner, answer.fate.rule) == ("masquerade", "iptables-nft", FOREIGN)
     assert answer.masqd.entry is not None and answer.masqd.entry.index == 1
     assert answer.warnings == (
         f"iptables-nft nat: {FOREIGN} masquerades this connection before masqd's rules "
@@ -158,7 +158,7 @@ def test_first_makes_a_kept_address_final_against_a_catch_all_after_it() -> None
     first = Ours("iptables", "iptables-nft", CHAIN, "first")
     answer = explain(path, first, CONFIG, packet("172.16.0.10"))
     assert (answer.action, answer.owner, answer.warnings) == ("none", "masqd", ())
-    assert "-j ACCEPT" in answer.rule
+    assert "-j ACCEPT" in answer.fate.rule
     appended = explain(
         iptables_path(CONFIG, after=(FOREIGN,)), IPTABLES, CONFIG, packet("172.16.0.10")
     )
@@ -242,7 +242,7 @@ def test_nested_entries_are_decided_by_the_element_that_covers_them() -> None:
     config = parse_config("nonMasqueradeCIDRs: [10.1.0.0/16, 10.0.0.0/8]\n").config
     answer = explain(nft_path(config), NFTABLES, config, packet("10.1.2.3"))
     assert answer.decided_by == "nonMasqueradeCIDRs[1] 10.0.0.0/8"
-    assert answer.rule == "ip daddr @nomasq return"
+    assert answer.fate.rule == "ip daddr @nomasq return"
 
 
 def test_first_on_nftables_binds_before_the_chains_after_it() -> None:
@@ -250,7 +250,7 @@ def test_first_on_nftables_binds_before_the_chains_after_it() -> None:
     first = Ours("nftables", "table ip masqd", "postrouting", "first")
     path = nft_path(CONFIG, masquerade_all, jump_position="first")
     answer = explain(path, first, CONFIG, packet("172.16.0.10"))
-    assert (answer.action, answer.rule, answer.warnings) == (
+    assert (answer.action, answer.fate.rule, answer.warnings) == (
         "none",
         "ip daddr @nomasq snat to ip saddr",
         (),
@@ -279,7 +279,7 @@ def test_source_cidrs_on_nftables_name_the_source_as_the_reason() -> None:
 def test_snat_to_an_address_the_node_does_not_hold_is_a_warning() -> None:
     config = parse_config("snatToSource: 198.51.100.7\nmasqOutBound: true\n").config
     answer = explain(nft_path(config), NFTABLES, config, packet("203.0.113.10"))
-    assert (answer.action, answer.snat_to) == ("snat", "198.51.100.7")
+    assert (answer.action, answer.fate.snat_to) == ("snat", "198.51.100.7")
     assert answer.warnings == unheld(config, Family.IPV4, (ip("192.0.2.1"),))
     assert unheld(config, Family.IPV4, (ip("198.51.100.7"),)) == ()
 
