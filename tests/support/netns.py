@@ -179,7 +179,8 @@ except socket.timeout:
 
 _SENDER = """
 import socket, sys
-dst, port, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+dst, port = sys.argv[1], int(sys.argv[2])
+source = sys.argv[3] if len(sys.argv) > 3 else ''  # a source address to send from
 s = socket.socket(socket.AF_INET6 if ':' in dst else socket.AF_INET, socket.SOCK_DGRAM)
 if source:
     s.bind((source, 0))
