@@ -53,8 +53,12 @@ def config_with_cidrs(count: int, last: str | None = None) -> str:
 class InProcessMasqd:
     """A context manager: masqd running in this process, synced, with a stub to its API."""
 
-    def __init__(self, mode: str, config: str = DEFAULT_CONFIG) -> None:
+    def __init__(self, mode: str, config: str = DEFAULT_CONFIG, *, watch: bool = True) -> None:
+        """watch=False: the config loop never looks at the file itself (no inotify, no poll),
+        so a figure that changes the file and calls `Supervisor.reload()` is the one that
+        loads it, and gets the sync it asked for."""
         self.mode = mode
+        self.watch = watch
         self._tmp = tempfile.TemporaryDirectory(prefix="masqd-bench-")
         work = Path(self._tmp.name)
         (work / "config").write_text(config)
@@ -67,6 +71,7 @@ class InProcessMasqd:
             # Nobody tampers during a timed round except the bench itself: a drift check
             # landing between "flush" and "Resync" would make the Resync a no-op.
             drift_check_interval=3600.0,
+            file_poll_interval=0.5 if watch else 3600.0,
         )
         self.daemon = Daemon(self.settings, mode=mode)
         self.channel: grpc.Channel | None = None
@@ -84,6 +89,10 @@ class InProcessMasqd:
         """Start masqd as its cli does (masqd.daemon)."""
         logs.setup("text", "warning")
         logging.getLogger("masqd").setLevel(logging.WARNING)
+        if not self.watch:
+            from masqd.engine import supervisor
+
+            supervisor.FileWatch = _NoWatch  # type: ignore[assignment,misc]
         self.daemon.start()
         import grpc
 
@@ -147,6 +156,18 @@ class InProcessMasqd:
 
     def restores(self) -> dict[Family, int]:
         return {f.family: f.restores for f in self.supervisor.status().families}
+
+
+class _NoWatch:
+    """A FileWatch that watches nothing (inotify unavailable, as the loop sees it)."""
+
+    active = False
+
+    def __init__(self, path: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def check_response(response: pb.ResyncResponse, changed: bool | None) -> None:

@@ -240,7 +240,7 @@ def _figure9_size(mode: str, size: int, rounds: int, report: Report) -> None:
     parsed: list[float] = []
     turns = {"ours": 0, "bare": 0}
 
-    with InProcessMasqd(mode, variants[0]) as m:
+    with InProcessMasqd(mode, variants[0], watch=False) as m:
         texts, write = _bare_writes(mode, variants)
 
         def ours() -> None:

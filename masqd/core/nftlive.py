@@ -14,15 +14,26 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from masqd.core.model import Family
-from masqd.core.nftrules import MASQ, NOMASQ, Element, Table, create, element_commands, table_block
+from masqd.core.nftrules import (
+    MASQ,
+    NOMASQ,
+    Element,
+    NftSet,
+    Table,
+    create,
+    element_commands,
+    table_block,
+)
 
 _COUNTER = re.compile(r"\bcounter packets (\d+) bytes (\d+)")
 _COMMENT = re.compile(r'\bcomment "((?:[^"\\]|\\.)*)"')
 _DESTINATION = re.compile(r"\bdaddr (?!@)(\S+)")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+# A quoted string, a bracket or comma, or a run of anything else.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],]|[^"{}\[\],]+')
 
 
 @dataclass(frozen=True)
@@ -163,8 +174,27 @@ def change(live: LiveTable, desired: Table) -> str | None:
         commands.append(table_block(desired, only_chains=True).rstrip("\n"))
     live_sets = {s.name: s for s in live.sets}
     for wanted in desired.sets:
-        deleted, added = _element_diff(live_sets[wanted.name].elements, wanted.elements)
-        commands += element_commands(desired, wanted.name, deleted, added)
+        have = {e.key: e.comment for e in live_sets[wanted.name].elements}
+        commands += _element_changes(desired, wanted, have)
+    return "\n".join(commands) + "\n" if commands else None
+
+
+def change_from(known: Table, desired: Table) -> str | None:
+    """The same as `change(as_live(known), desired)`: the transaction from a kernel known to
+    hold `known`. Element diffs straight from the two tables, without building a listing of
+    ten thousand elements first, when only elements differ."""
+    frame = (known.family, known.name, known.comment, known.chains)
+    declarations = [(s.name, s.declaration) for s in known.sets]
+    if (
+        frame != (desired.family, desired.name, desired.comment, desired.chains)
+        or [(s.name, s.declaration) for s in desired.sets] != declarations
+    ):
+        return change(as_live(known), desired)
+    commands: list[str] = []
+    for had, wanted in zip(known.sets, desired.sets, strict=True):
+        commands += _element_changes(
+            desired, wanted, dict(zip(had.keys, had.comments, strict=True))
+        )
     return "\n".join(commands) + "\n" if commands else None
 
 
@@ -177,7 +207,7 @@ def as_live(table: Table) -> LiveTable:
         True,
         table.comment,
         tuple(
-            LiveSet(s.name, s.declaration, tuple(LiveElement(e.key, e.comment) for e in s.elements))
+            LiveSet(s.name, s.declaration, tuple(map(LiveElement, s.keys, s.comments)))
             for s in table.sets
         ),
         tuple(
@@ -201,16 +231,19 @@ def _wanted_chains(desired: Table) -> dict[str, tuple[str, tuple[str, ...]]]:
     return {c.name: (c.declaration, c.rules) for c in desired.chains}
 
 
-def _element_diff(
-    live: tuple[LiveElement, ...], wanted: tuple[Element, ...]
-) -> tuple[list[str], list[Element]]:
+def _element_changes(table: Table, wanted: NftSet, have: dict[str, str]) -> list[str]:
+    """The commands that turn a set holding `have` (key -> comment) into `wanted`."""
+    deleted, added = _element_diff(have, wanted)
+    return element_commands(table, wanted.name, deleted, added)
+
+
+def _element_diff(have: dict[str, str], wanted: NftSet) -> tuple[list[str], list[Element]]:
     """Keys (as listed) to delete, and elements to add; an element whose comment changed is
     both. Compared as text first, as nft prints what `element_key` renders; the few left over
     are compared as networks, in case a kernel or nft prints an address another way."""
-    have = {e.key: e.comment for e in live}
-    want = {e.key: e.comment for e in wanted}
+    want = dict(zip(wanted.keys, wanted.comments, strict=True))
     deleted = [key for key, comment in have.items() if want.get(key) != comment]
-    added = [e for e in wanted if have.get(e.key) != e.comment]
+    added = [Element(k, c) for k, c in want.items() if have.get(k) != c]
     if deleted and added:
         gone = {_network(key): key for key in deleted}
         for e in list(added):
@@ -267,20 +300,22 @@ def _chain(name: str, body: list[str]) -> LiveChain:
 
 def _logical_lines(text: str) -> list[str]:
     """Stripped, non-empty lines, a line continued until its braces close (nft wraps long
-    element lists over several lines)."""
+    element lists over several lines; a quoted string never spans two)."""
     lines: list[str] = []
-    pending = ""
+    parts: list[str] = []
+    depth = 0
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
             continue
-        pending = f"{pending} {line}" if pending else line
-        opens_block = pending.endswith("{") and not pending.startswith("elements")
-        if _depth(pending) <= 0 or opens_block:
-            lines.append(pending)
-            pending = ""
-    if pending:
-        lines.append(pending)
+        parts.append(line)
+        depth += _depth(line)
+        opens_block = len(parts) == 1 and line.endswith("{") and not line.startswith("elements")
+        if depth <= 0 or opens_block:
+            lines.append(" ".join(parts))
+            parts, depth = [], 0
+    if parts:
+        lines.append(" ".join(parts))
     return lines
 
 
@@ -304,37 +339,25 @@ def _blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
 
 def _depth(line: str) -> int:
     """Open braces minus closed ones, outside quoted strings."""
-    depth = 0
-    for _, ch in _unquoted(line):
-        depth += (ch == "{") - (ch == "}")
-    return depth
+    bare = _QUOTED.sub("", line)
+    return bare.count("{") - bare.count("}")
 
 
 def _split_elements(text: str) -> list[str]:
-    """An element list's items, split at commas outside quotes and braces."""
+    """An element list's items, split at commas outside quotes and braces (by tokens, not
+    characters: ten thousand elements make a listing of a megabyte)."""
     items: list[str] = []
-    start = depth = 0
-    for i, ch in _unquoted(text):
-        if ch in "{[":
+    item: list[str] = []
+    depth = 0
+    for token in _TOKEN.findall(text):
+        if token in ("{", "["):
             depth += 1
-        elif ch in "}]":
+        elif token in ("}", "]"):
             depth -= 1
-        elif depth == 0 and ch == ",":
-            items.append(text[start:i].strip())
-            start = i + 1
-    last = text[start:].strip()
+        elif token == "," and depth == 0:
+            items.append("".join(item).strip())
+            item = []
+            continue
+        item.append(token)
+    last = "".join(item).strip()
     return [*items, last] if last else items
-
-
-def _unquoted(text: str) -> Iterator[tuple[int, str]]:
-    """(index, character) of each character outside nft's quoted strings (and their quotes)."""
-    quoted = escaped = False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = quoted
-        elif ch == '"':
-            quoted = not quoted
-        elif not quoted:
-            yield i, ch

@@ -46,6 +46,14 @@ class Backend(Protocol):
         must be seen unchanged since first (nftables: element diffs keep counters)."""
         ...
 
+    @property
+    def settles_at_once(self) -> bool:
+        """Fingerprint a write before answering, not while idle after. Idle is cheaper for the
+        answer, but a change of someone else's landing in between leaves the write
+        unverified, and the next sync then reads everything back: cheap for iptables-save of
+        our chain, not for `nft list table` of ten thousand elements."""
+        ...
+
     def read(self, *, counters: bool = False) -> Live:
         """The live state (an exec); ApplyError when it cannot be read."""
         ...
@@ -85,6 +93,7 @@ class IptablesBackend:
     first: bool = False
     """--jump-position first: our jump must be POSTROUTING's first rule; elsewhere is drift."""
     blind_writes: bool = True
+    settles_at_once: bool = False
 
     def read(self, *, counters: bool = False) -> LiveChain:
         return parse_save(self.host.save_nat(counters=counters, timeout=self.timeout), self.chain)
@@ -136,6 +145,7 @@ class NftablesBackend:
     iptables_chain: str = ""
     """The iptables backend's chain to take over from; empty leaves it be."""
     blind_writes: bool = False
+    settles_at_once: bool = True
     _took_over: bool = field(default=False, repr=False)
 
     def read(self, *, counters: bool = False) -> nftlive.LiveTable:
@@ -148,7 +158,7 @@ class NftablesBackend:
 
     def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         assert isinstance(known, Table) and isinstance(wanted, Table)
-        return _nft_write(nftlive.change(nftlive.as_live(known), wanted))
+        return _nft_write(nftlive.change_from(known, wanted))
 
     def apply(self, text: str) -> None:
         self.host.apply(text, timeout=self.timeout)

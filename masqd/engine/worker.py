@@ -255,6 +255,8 @@ def sync(
     except ApplyError as e:
         known.forget()
         return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
+    if changed and backend.settles_at_once:
+        settle(probe, known)
     verified_at = known.generation if known.verified else None
     duration = time.monotonic() - start
     return SyncOutcome(True, changed, duration, in_sync=True, generation=verified_at)
@@ -290,14 +292,17 @@ def _read_and_compare(
     generation, shape = probe.generation(), probe.shape()
     before = probe.fingerprint()
     write = backend.change(backend.read(), wanted)
-    if write is not None:
-        return write
     # The fingerprint counts only if nothing moved while the read ran: nft tells by its
     # generation, legacy by a second fingerprint.
     if generation is not None:
         settled = before is not None and probe.generation() == generation
     else:
         settled = before is not None and probe.fingerprint() == before
+    if write is not None:
+        if not write.with_jump:
+            # The write trusts the jump this read saw in place: it must still be that one.
+            known.jumps = before.jumps if settled and before is not None else None
+        return write
     known.rules, known.verified, known.jump = wanted, True, True
     known.fingerprint, known.generation = (before if settled else None), generation
     known.jumps = before.jumps if settled and before is not None else None
@@ -309,7 +314,7 @@ def _read_and_compare(
 def _write(backend: Backend, probe: Probe, known: Known, wanted: Desired, write: Write) -> None:
     """One atomic transaction (iptables-restore of our chain and jump, or nft -f).
     Fingerprinting the result is left to `settle`, which the worker runs after it has
-    answered."""
+    answered (or, a backend that settles at once, before)."""
     jumps = known.jumps  # without the jump in the write, it must still be this one
     known.forget()  # unknown until the transaction succeeds
     before = probe.generation()

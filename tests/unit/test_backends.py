@@ -139,3 +139,27 @@ def test_a_write_with_one_generation_step_is_verified_and_trusted() -> None:
     assert known.verified
     assert not sync(nft, changed, known).changed
     assert nft.lists == 1 and len(nft.applied) == 1
+
+
+def test_after_a_write_beside_another_writer_one_read_verifies_again() -> None:
+    """Another change lands with our transaction (two generation steps): unverified. The next
+    config change reads the table first (the kernel may not be as known), and its element diff
+    trusts the base chain that read saw; still in place after the write, it is verified, so
+    the config change after that reads nothing. One unverified write costs one read, not a
+    read before every write from then on."""
+    nft, known = synced()
+    first = table(CONFIG.replace("172.16.0.0/12", "192.168.0.0/16"))
+    original = nft.apply
+
+    def racing(text: str, *, timeout: float = 10.0) -> None:
+        original(text)
+        nft.generation += 1  # someone else's change, in the same moment
+
+    nft.apply = racing  # type: ignore[method-assign]
+    assert sync(nft, first, known).changed and not known.verified
+    nft.apply = original  # type: ignore[method-assign]
+    second = table(CONFIG.replace("172.16.0.0/12", "198.51.100.0/24"))
+    assert sync(nft, second, known).changed
+    assert nft.lists == 2 and known.verified
+    assert sync(nft, table(), known).changed
+    assert nft.lists == 2

@@ -166,13 +166,16 @@ def test_a_changed_frame_replaces_the_whole_table() -> None:
 
 
 def test_changing_from_the_known_table_is_the_same_diff() -> None:
-    """What the worker knows it wrote stands in for a read: the same element diff."""
+    """What the worker knows it wrote stands in for a read: the same transaction, whether only
+    elements changed (diffed straight from the two tables) or a chain did."""
     known = desired()
     config = CONFIG.replace("172.16.0.0/12", "172.16.0.0/16")
-    assert nftlive.change(nftlive.as_live(known), known) is None
-    assert nftlive.change(nftlive.as_live(known), desired(config)) == nftlive.change(
-        live(), desired(config)
-    )
+    assert nftlive.change_from(known, known) is None
+    assert nftlive.change_from(known, desired(config)) == nftlive.change(live(), desired(config))
+    outbound_off = desired(config.replace("masqOutBound: true", "masqOutBound: false"))
+    text = nftlive.change_from(known, outbound_off)
+    assert text == nftlive.change(nftlive.as_live(known), outbound_off)
+    assert text is not None and text.startswith("flush chain ip masqd postrouting\n")
 
 
 def test_addresses_printed_another_way_still_match() -> None:
