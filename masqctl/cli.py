@@ -316,7 +316,7 @@ def _health(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from masqctl import offline, views
 
-    destination = offline.resolve(args.destination, args.family)
+    destination = offline.resolve_destination(args.destination, args.family)
     with _client(args) as masqd:
         explanation = masqd.explain(destination, args.source, args.family)
     _emit(args, explanation, views.explanation)

@@ -3,7 +3,9 @@
 The file is read and judged exactly as masqd would (same size limit, same flags), so a file that
 validates here is one masqd accepts. `-` reads standard input. Where nft is installed, validate
 also has the kernel check the nftables backend's transactions (`nft --check`, in a network
-namespace of its own, so nothing of the node's ruleset is read or touched).
+namespace of its own, so nothing of the node's ruleset is read or touched). `render` and
+`explain` look the file's DNS names up through this machine's resolver, now, and say what each
+resolved to (or why not).
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from masqctl.errors import CommandError, Exit
 from masqd.core import compat, flags, natparse
-from masqd.core.config import LoadedConfig, config_to_dict, parse_config
+from masqd.core.config import LoadedConfig, MasqConfig, config_to_dict, parse_config
+from masqd.core.entries import HostName
 from masqd.core.errors import ConfigError, RequestError
-from masqd.core.explain import Ours, packet_of
+from masqd.core.explain import Ours, entries_of, packet_of
 from masqd.core.explain import explain as explain_path
 from masqd.core.model import Family
+from masqd.core.names import Answer, expand, settle
 from masqd.core.natpath import NatPath
 from masqd.core.nftrules import desired_table, table_block
 from masqd.core.nftrules import render as render_nftables
 from masqd.core.rules import desired_rules, jump_rule, render
-from masqd.host import configfile, nftables
+from masqd.host import configfile, dns, nftables
 
 if TYPE_CHECKING:
     from masqd.api.v1 import control_pb2 as pb
@@ -61,6 +65,9 @@ def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     warnings = [*loaded.warnings, *(w for t in tables for w in t.warnings)]
     text = f"{args.file}: valid" + (" (all defaults)" if loaded.using_defaults else "")
     text += "".join(f"\nwarning: {w}" for w in warnings)
+    names = [n.name for n in loaded.config.names()]
+    if names:
+        text += f"\nDNS names (masqd resolves them as it runs): {', '.join(names)}"
     checked = [nftables.check(render_nftables(loaded.config, f, options)) for f in families]
     refused = next((c for c in checked if c.accepted is False), None)
     if refused is not None:
@@ -92,25 +99,28 @@ def explain(args: argparse.Namespace) -> pb.Explanation:
     Explain, over the rules the config renders to instead of the kernel's."""
     loaded = load(args.file, args)
     options = flags.render_options(args)
+    answers = resolve(loaded.config.names())
+    config = expand(loaded.config, answers)
     try:
-        packet = packet_of(resolve(args.destination, args.family), args.source)
+        packet = packet_of(resolve_destination(args.destination, args.family), args.source)
     except RequestError as e:
         raise CommandError(str(e), Exit.USAGE) from e
     family = Family(packet.destination.version)
     _families(argparse.Namespace(family=family.label, enable_ipv6=args.enable_ipv6))
     if args.backend == "nftables":
-        table = desired_table(loaded.config, family, options)
+        table = desired_table(config, family, options)
         hooks = natparse.nft_hooks(table_block(table), family)
         ours = Ours("nftables", f"table {table.spec}", "postrouting", options.jump_position)
     else:
         chain = options.chain
-        rules = desired_rules(loaded.config, family, options)
+        rules = desired_rules(config, family, options)
         save = ["*nat", ":POSTROUTING ACCEPT [0:0]", f":{chain} - [0:0]", jump_rule(chain), *rules]
         hook = natparse.iptables_hook("\n".join([*save, "COMMIT"]), "iptables")
         hooks = [hook] if hook is not None else []
         ours = Ours("iptables", "iptables", chain, options.jump_position)
     path = NatPath(family, tuple(hooks))
-    result = explain_path(path, replace(ours, config_path=args.file), loaded.config, packet)
+    entries = entries_of(loaded.config, answers, loaded.origins, args.file)
+    result = explain_path(path, replace(ours, config_path=args.file), config, packet, entries)
     offline = (
         "offline: masqd's own rules only (no other owner's rules, and the node's addresses "
         "are not known: DEST is taken as not the node's own)"
@@ -120,7 +130,7 @@ def explain(args: argparse.Namespace) -> pb.Explanation:
     return message(replace(result, notes=(offline, *result.notes)), args.backend, args.file)
 
 
-def resolve(destination: str, family: str = "") -> str:
+def resolve_destination(destination: str, family: str = "") -> str:
     """An address as given; a name looked up here, its first address of the family asked for
     (or either). CommandError when it is neither an address nor a name that resolves."""
     try:
@@ -139,11 +149,31 @@ def resolve(destination: str, family: str = "") -> str:
 
 
 def render_families(args: argparse.Namespace) -> dict[str, str]:
-    """Each asked family's input for the backend (iptables-restore or nft -f), by label."""
+    """Each asked family's input for the backend (iptables-restore or nft -f), by label; the
+    file's DNS names resolved now, each said in a comment line (both tools skip those)."""
+    families = _families(args)
     loaded = load(args.file, args)
     options = flags.render_options(args)
     renderer = render_nftables if args.backend == "nftables" else render
-    return {f.label: renderer(loaded.config, f, options) for f in _families(args)}
+    answers = resolve(loaded.config.names())
+    notes = "".join(_note(a) + "\n" for a in answers.values())
+    config: MasqConfig = expand(loaded.config, answers)
+    return {f.label: notes + renderer(config, f, options) for f in families}
+
+
+def resolve(names: tuple[HostName, ...]) -> dict[str, Answer]:
+    """Each name looked up once, now, through this machine's resolver."""
+    import time
+
+    return {n.name: settle(Answer(n.name), dns.lookup(n.name), time.time()) for n in names}
+
+
+def _note(answer: Answer) -> str:
+    """A comment line (iptables-restore and nft skip it) saying what a name renders to."""
+    if not answer.resolved:
+        return f"# {answer.name}: could not resolve ({answer.error}); it renders no rule"
+    addresses = ", ".join(str(n.network_address) for n in answer.addresses)
+    return f"# {answer.name} resolves to {addresses}"
 
 
 def render_text(rendered: dict[str, str], backend: str = "iptables") -> str:

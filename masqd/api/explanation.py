@@ -37,5 +37,11 @@ def _decision(d: Decision) -> dict[str, Any]:
         "snat_to": d.snat_to,
         "entry": None
         if entry is None
-        else pb.ConfigEntry(key=entry.key, index=entry.index, value=entry.value, file=entry.file),
+        else pb.ConfigEntry(
+            key=entry.key,
+            index=entry.index,
+            value=entry.value,
+            file=entry.file,
+            resolved=entry.resolved,
+        ),
     }

@@ -9,10 +9,12 @@ for is said to be so: the live chain is then not (yet) the config's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from masqd.core.model import Family
+from masqd.core.names import Answer, expansion
 from masqd.core.natpath import (
     ACCEPT,
     DADDR,
@@ -29,7 +31,7 @@ from masqd.core.natpath import (
 from masqd.core.rules import LINK_LOCAL, source_elements
 
 if TYPE_CHECKING:
-    from masqd.core.config import IPAddress, MasqConfig
+    from masqd.core.config import IPAddress, MasqConfig, Origin
 
 NONE_ACTION = "none"
 """The connection leaves with the pod's own address."""
@@ -59,11 +61,42 @@ class Entry:
     key: str
     index: int
     value: str
+    """As the file spells it: a CIDR, or a DNS name."""
     file: str = ""
+    resolved: str = ""
+    """A DNS name: the address of its answer that decides."""
 
     def __str__(self) -> str:
+        address = f" ({self.resolved})" if self.resolved else ""
         where = f" in {self.file}" if self.file else ""
-        return f"{self.key}[{self.index}] {self.value}{where}"
+        return f"{self.key}[{self.index}] {self.value}{address}{where}"
+
+
+Entries = Mapping[tuple[str, str], Entry]
+"""(key, a CIDR as rendered) -> the config entry it comes from."""
+
+
+def entries_of(
+    config: MasqConfig,
+    answers: Mapping[str, Answer] | None = None,
+    origins: tuple[Origin, ...] = (),
+    file: str = "",
+) -> dict[tuple[str, str], Entry]:
+    """What each CIDR our rules can hold stands for in the config: its list, its place there,
+    the DNS name it resolved from (with `answers`), and the file (with --config-dir, each
+    entry's own, from `origins`; else `file`)."""
+    sources = {(o.key, o.entry): o.source for o in origins}
+    found: dict[tuple[str, str], Entry] = {}
+    for key in KEYS:
+        listed = config.masquerade_cidrs if key == KEYS[0] else config.non_masquerade_cidrs
+        first = {entry: i for i, entry in reversed(list(enumerate(listed)))}
+        for network, entry in expansion(listed, answers or {}):
+            resolved = str(network) if network != entry else ""
+            where = sources.get((key, entry), file)
+            found.setdefault(
+                (key, str(network)), Entry(key, first[entry], str(entry), where, resolved)
+            )
+    return found
 
 
 @dataclass(frozen=True)
@@ -79,10 +112,10 @@ class Decision:
 
 
 def named(
-    stop: Stop, config: MasqConfig, family: Family, source: IPAddress | None, file: str = ""
+    stop: Stop, config: MasqConfig, family: Family, source: IPAddress | None, entries: Entries
 ) -> Decision:
-    """Our rule that stopped a walk of our chain (or its end), in the config's words; `file`
-    is the config file, named in the entry."""
+    """Our rule that stopped a walk of our chain (or its end), in the config's words
+    (`entries`: see entries_of)."""
     met = stop.at
     if met is None or stop.kind not in (*NAT_VERDICTS, ACCEPT, RETURN):
         return _fell_through(config, family, source)
@@ -90,7 +123,7 @@ def named(
     fields = {m.field: m for m in met.rule.matches}
     if stop.kind in (MASQUERADE, SNAT):
         to = met.rule.verdict.to
-        entry = _entry(config, "masqueradeCIDRs", met, file)
+        entry = _entry(entries, "masqueradeCIDRs", met)
         if entry is None and DADDR not in fields and met.element is None:
             out = "masqOutBound" if family == 4 else "masqOutBoundIPv6"
             return Decision(stop.kind, f"the catch-all ({out}: true)", rule, snat_to=to)
@@ -106,7 +139,7 @@ def named(
     if daddr is not None and daddr.networks == (link_local,) and met.element is None:
         key = "masqLinkLocal" if family == 4 else "masqLinkLocalIPv6"
         return Decision(NONE_ACTION, f"the link-local rule {link_local} ({key}: false)", rule)
-    entry = _entry(config, "nonMasqueradeCIDRs", met, file)
+    entry = _entry(entries, "nonMasqueradeCIDRs", met)
     return Decision(NONE_ACTION, _label(entry, met), rule, entry=entry)
 
 
@@ -119,19 +152,14 @@ def _fell_through(config: MasqConfig, family: Family, source: IPAddress | None) 
     return Decision(NONE_ACTION, f"no entry ({out}: false)")
 
 
-def _entry(config: MasqConfig, key: str, met: Met, file: str) -> Entry | None:
+def _entry(entries: Entries, key: str, met: Met) -> Entry | None:
     """The config entry a rule (or the set element it matched) stands for."""
     if met.element is not None:
         named, _, value = met.element.comment.partition(": ")
         key, cidrs = (named, [value]) if named in KEYS else (key, [met.element.key])
     else:
         cidrs = [str(n) for m in met.rule.matches if m.field == DADDR for n in m.networks]
-    entries = config.masquerade_cidrs if key == KEYS[0] else config.non_masquerade_cidrs
-    for cidr in cidrs:
-        for i, entry in enumerate(entries):
-            if str(entry) == cidr:
-                return Entry(key, i, cidr, file)
-    return None
+    return next((entries[key, c] for c in cidrs if (key, c) in entries), None)
 
 
 def _label(entry: Entry | None, met: Met) -> str:

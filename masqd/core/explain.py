@@ -20,8 +20,10 @@ from masqd.core.attribution import (
     LOCAL_DESTINATION,
     NONE_ACTION,
     Decision,
+    Entries,
     Entry,
     Ours,
+    entries_of,
     named,
 )
 from masqd.core.errors import RequestError
@@ -34,7 +36,16 @@ from masqd.core.rules import FIRST, source_elements
 if TYPE_CHECKING:
     from masqd.core.config import IPAddress, MasqConfig
 
-__all__ = ["Decision", "Entry", "Explanation", "Ours", "explain", "packet_of", "unheld"]
+__all__ = [
+    "Decision",
+    "Entry",
+    "Explanation",
+    "Ours",
+    "entries_of",
+    "explain",
+    "packet_of",
+    "unheld",
+]
 
 
 @dataclass(frozen=True)
@@ -65,14 +76,23 @@ class Explanation:
         return self.fate.owner
 
 
-def explain(path: NatPath, ours: Ours, config: MasqConfig, packet: Packet) -> Explanation:
-    """The connection's fate along the path, masqd's own decision, and what differs."""
+def explain(
+    path: NatPath,
+    ours: Ours,
+    config: MasqConfig,
+    packet: Packet,
+    entries: Entries | None = None,
+) -> Explanation:
+    """The connection's fate along the path, masqd's own decision, and what differs.
+    `entries` names the config entries (entries_of: DNS names, --config-dir's files); by
+    default the config's own CIDRs, in ours.config_path."""
     given: list[str] = []
     if packet.source is None and (source := representative_source(config, path.family)):
         packet = Packet(packet.destination, source, packet.mark)
         given.append(f"source {source}: an address of sourceCIDRs (give --source for another)")
     judging = Judging(path, ours, packet)
-    mine = _masqd_decision(judging, config)
+    named_as = entries if entries is not None else entries_of(config, file=ours.config_path)
+    mine = _masqd_decision(judging, config, named_as)
     fate = effective(judging, mine)
     if fate.action == SNAT and fate.owner == "masqd" and path.local:
         judging.warnings += unheld(config, path.family, path.local)  # offline: not known
@@ -119,7 +139,7 @@ def representative_source(config: MasqConfig, family: Family) -> IPAddress | Non
 # -- masqd's own decision ----------------------------------------------------------------------
 
 
-def _masqd_decision(ctx: Judging, config: MasqConfig) -> Decision:
+def _masqd_decision(ctx: Judging, config: MasqConfig, entries: Entries) -> Decision:
     """What our chain (or table) alone gives the connection: what the config decides."""
     if ctx.local():
         return Decision(NONE_ACTION, LOCAL_DESTINATION)
@@ -136,8 +156,7 @@ def _masqd_decision(ctx: Judging, config: MasqConfig) -> Decision:
         )
         return Decision(NONE_ACTION, "not in our chain: our jump is missing from POSTROUTING")
     walked = walk(hook, ctx.packet, ctx.path, ctx.ours.chain if iptables else "")
-    source, file = ctx.packet.source, ctx.ours.config_path
-    return named(walked.stop, config, ctx.path.family, source, file)
+    return named(walked.stop, config, ctx.path.family, ctx.packet.source, entries)
 
 
 def _jumps(hook: Hook, chain: str) -> list[int]:

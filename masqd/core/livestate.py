@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from masqd.core.errors import Kind
+from masqd.core.leftovers import Leftovers
 from masqd.core.nftlive import LiveTable
 
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")
@@ -45,6 +46,8 @@ class LiveChain:
     first_rule: str = ""
     """POSTROUTING's first rule (empty when it has none): where --jump-position first wants
     our jump."""
+    leftovers: Leftovers = field(default_factory=Leftovers, compare=False)
+    """What an earlier masqd left under another chain name, to remove with our next write."""
 
     @property
     def specs(self) -> list[str]:

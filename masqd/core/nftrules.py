@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from masqd.core.cidrs import collapse, covered_warnings
+from masqd.core.entries import Entry, HostName
 from masqd.core.model import Family
 from masqd.core.rules import LINK_LOCAL, PORT_PROTOCOLS, PortRange, RenderOptions
 
@@ -160,12 +161,18 @@ def desired_table(config: MasqConfig, family: Family, opts: RenderOptions) -> Ta
     sets: list[NftSet] = []
     covered: list[tuple[str, str, str]] = []
     warnings: list[str] = []
-    lists = {MASQ: config.masquerade_cidrs, NOMASQ: config.non_masquerade_cidrs}
+    lists: dict[str, tuple[Entry, ...]] = {
+        MASQ: config.masquerade_cidrs,
+        NOMASQ: config.non_masquerade_cidrs,
+    }
     if config.source_cidrs:
         lists[SOURCES] = config.source_cidrs
     for name, cidrs in lists.items():
         key = SET_KEYS[name]
-        collapsed = collapse(c for c in cidrs if c.version == family)
+        # A DNS name still in the config renders nothing: expand it first (core/names.py).
+        collapsed = collapse(
+            c for c in cidrs if not isinstance(c, HostName) and c.version == family
+        )
         keys = tuple(element_key(c) for c in collapsed.elements)
         comments = tuple(f"{key}: {c}" for c in collapsed.elements)
         sets.append(NftSet(name, set_declaration(family), keys, comments))

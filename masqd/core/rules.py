@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from masqd.core.cidrs import collapse
+from masqd.core.entries import Entry, HostName, IPNetwork
 from masqd.core.model import Family
 
 if TYPE_CHECKING:  # workers import this module; they need no YAML parser
-    from masqd.core.config import IPAddress, IPNetwork, MasqConfig
+    from masqd.core.config import IPAddress, MasqConfig
 
 DEFAULT_CHAIN = "IP-MASQ-AGENT"
 DEFAULT_TABLE = "masqd"
@@ -130,23 +131,20 @@ def desired_rules(config: MasqConfig, family: Family, opts: RenderOptions) -> li
     source matches nothing and leaves the chain untouched. With --jump-position first, a
     connection kube-proxy marked for masquerade is left to it, and a kept source address is
     final (ACCEPT ends POSTROUTING's walk, so no rule after our jump masquerades it).
+
+    A DNS name still in the config renders nothing: expand it first (core/names.py).
     """
     chain = opts.chain
     masquerade = _masquerade_target(config.snat_to(family), opts)
-    decisions = [
-        (cidr, COMMENT_MASQ_SPECIFIC, masquerade)
+    rules = [
+        rule
         for cidr in _of_family(config.masquerade_cidrs, family)
+        for rule in masquerade_rules(cidr, config, family, opts)
     ]
     masq_link_local = config.masq_link_local if family == 4 else config.masq_link_local_ipv6
-    keeps = [] if masq_link_local else [LINK_LOCAL[family]]
-    keeps += _of_family(config.non_masquerade_cidrs, family)
-    keep = "ACCEPT" if opts.first else "RETURN"
-    decisions += [(cidr, COMMENT_NON_MASQ, keep) for cidr in keeps]
-    rules = [
-        f'-A {chain}{source}{_destination(cidr)} -m comment --comment "{comment}" -j {target}'
-        for cidr, comment, target in decisions
-        for source in _sources(config, family)
-    ]
+    returns = [] if masq_link_local else [LINK_LOCAL[family]]
+    returns += _of_family(config.non_masquerade_cidrs, family)
+    rules += [rule for cidr in returns for rule in return_rules(cidr, config, family, opts)]
     out_bound = config.masq_out_bound if family == 4 else config.masq_out_bound_ipv6
     if out_bound:
         for source in _sources(config, family):
@@ -195,16 +193,24 @@ def _masquerade_target(snat_to: IPAddress | None, opts: RenderOptions, ports: st
 
 
 def render_restore(
-    rules: list[str], chain: str, *, with_jump: bool = True, first: bool = False, moved: int = 0
+    rules: list[str],
+    chain: str,
+    *,
+    with_jump: bool = True,
+    first: bool = False,
+    moved: int = 0,
+    removals: list[str] | None = None,
 ) -> str:
     """The iptables-restore --noflush input that replaces our chain (and adds the jump).
 
     Declaring `:CHAIN - [0:0]` creates the chain or flushes it, so the chain is rewritten
-    atomically and nothing else in the table is touched. The jump is appended, or with first
-    inserted as POSTROUTING's first rule, after deleting the `moved` copies of it found
-    elsewhere in POSTROUTING (all in the one transaction: no packet sees it missing).
+    atomically and nothing else in the table is touched but the `removals` lines (what an
+    earlier masqd left behind, core/leftovers.py), in the same transaction. The jump is
+    appended, or with first inserted as POSTROUTING's first rule, after deleting the `moved`
+    copies of it found elsewhere in POSTROUTING (all in the one transaction: no packet sees it
+    missing).
     """
-    lines = ["*nat", f":{chain} - [0:0]", *rules]
+    lines = ["*nat", f":{chain} - [0:0]", *rules, *(removals or ())]
     if with_jump:
         jump = jump_rule(chain)
         lines += ["-D" + jump[2:]] * moved
@@ -219,8 +225,33 @@ def render(config: MasqConfig, family: Family, opts: RenderOptions) -> str:
     return render_restore(rules, opts.chain, first=opts.first)
 
 
-def _of_family(cidrs: tuple[IPNetwork, ...], family: Family) -> list[IPNetwork]:
-    return [c for c in cidrs if c.version == family]
+def masquerade_rules(
+    cidr: IPNetwork, config: MasqConfig, family: Family, opts: RenderOptions
+) -> list[str]:
+    """The rules a masqueradeCIDRs entry renders to (one per source of sourceCIDRs)."""
+    target = _masquerade_target(config.snat_to(family), opts)
+    return [
+        f"-A {opts.chain}{source}{_destination(cidr)} -m comment --comment "
+        f'"{COMMENT_MASQ_SPECIFIC}" -j {target}'
+        for source in _sources(config, family)
+    ]
+
+
+def return_rules(
+    cidr: IPNetwork, config: MasqConfig, family: Family, opts: RenderOptions
+) -> list[str]:
+    """The rules a nonMasqueradeCIDRs entry (or the link-local range) renders to: RETURN, or
+    with --jump-position first a final ACCEPT."""
+    keep = "ACCEPT" if opts.first else "RETURN"
+    return [
+        f'-A {opts.chain}{source}{_destination(cidr)} -m comment --comment "{COMMENT_NON_MASQ}"'
+        f" -j {keep}"
+        for source in _sources(config, family)
+    ]
+
+
+def _of_family(cidrs: tuple[Entry, ...], family: Family) -> list[IPNetwork]:
+    return [c for c in cidrs if not isinstance(c, HostName) and c.version == family]
 
 
 def _destination(cidr: IPNetwork) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from masqd.core.config import LoadedConfig
+from masqd.core.merge import FileOutcome
 from masqd.core.model import Family, Reason, SyncResult
+from masqd.core.names import Answer
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,13 @@ class ConfigState:
     loaded_at: float = 0.0
     """Wall-clock time the config in force was loaded."""
     error: str = ""
-    """Why the file on disk was last rejected; empty once a good one is in force."""
+    """Why the file on disk was last rejected; empty once a good one is in force. With
+    --config-dir: every refused file's reason, while any is refused."""
     error_at: float = 0.0
+    directory: bool = False
+    """The path is a config directory (--config-dir)."""
+    files: tuple[FileOutcome, ...] = ()
+    """--config-dir: each file, in name order, and what became of it."""
     rendering_warnings: tuple[str, ...] = ()
     """What rendering the config in force found odd (nftables: an entry inside another)."""
 
@@ -105,6 +112,8 @@ class Status:
     """Our nftables table (the nftables backend); empty on the iptables backend."""
     backend_choice: str = ""
     """Why this backend, in a few words (`--backend auto` says what it saw)."""
+    names: tuple[Answer, ...] = ()
+    """The DNS names of the config in force and what is known of each."""
 
     def family(self, family: Family) -> FamilyStatus | None:
         return next((f for f in self.families if f.family == family), None)

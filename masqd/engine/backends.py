@@ -9,6 +9,7 @@ tools stays in `masqd.host`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from masqd.core import nftlive
 from masqd.core.desired import Desired, Live
 from masqd.core.errors import ApplyError
+from masqd.core.leftovers import find_leftovers
 from masqd.core.livestate import LiveChain, parse_save
 from masqd.core.model import NFTABLES
 from masqd.core.nftrules import Table
@@ -35,6 +37,8 @@ class Write(NamedTuple):
     with_jump: bool
     """It puts in itself what sends traffic through our rules (iptables: our POSTROUTING
     jump; nftables: our base chain), so whatever is there afterwards came from it."""
+    removed: tuple[str, ...] = ()
+    """What it takes out that an earlier masqd left (chains, then jumps)."""
 
 
 class Backend(Protocol):
@@ -96,20 +100,29 @@ class IptablesBackend:
     settles_at_once: bool = False
 
     def read(self, *, counters: bool = False) -> LiveChain:
-        return parse_save(self.host.save_nat(counters=counters, timeout=self.timeout), self.chain)
+        """Our chain and jump, with what an earlier --masq-chain left (core/leftovers.py)."""
+        text = self.host.save_nat(counters=counters, timeout=self.timeout)
+        live = parse_save(text, self.chain)
+        return dataclasses.replace(live, leftovers=find_leftovers(text, self.chain))
 
     def change(self, live: Live, wanted: Desired) -> Write | None:
         assert isinstance(live, LiveChain) and not isinstance(wanted, Table)
         jump = jump_rule(self.chain)
-        if live.matches(list(wanted), jump, self.first):
+        leftovers = live.leftovers
+        if live.matches(list(wanted), jump, self.first) and not leftovers:
             return None
         with_jump = not live.jump_in_place(jump, self.first)
         # A jump that is there but not first moves: its copies go, one comes back first.
         moved = live.jump_rules.count(jump) if with_jump and self.first else 0
         text = render_restore(
-            list(wanted), self.chain, with_jump=with_jump, first=self.first, moved=moved
+            list(wanted),
+            self.chain,
+            with_jump=with_jump,
+            first=self.first,
+            moved=moved,
+            removals=leftovers.restore_lines(),
         )
-        return Write(text, with_jump)
+        return Write(text, with_jump, (*leftovers.chains, *leftovers.jumps))
 
     def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         assert not isinstance(wanted, Table)

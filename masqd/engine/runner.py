@@ -256,6 +256,12 @@ class FamilyRunner:
         self, reason: Reason, outcome: worker.SyncOutcome, since: float | None
     ) -> SyncResult:
         """Count a sync, log it, publish it; its result is in status before anyone hears."""
+        if outcome.removed:
+            log.info(
+                "%s: removed what an earlier --masq-chain left in the nat table: %s",
+                self.family.label,
+                "; ".join(outcome.removed),
+            )
         result = SyncResult(
             family=self.family,
             ok=outcome.ok,

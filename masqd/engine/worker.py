@@ -104,6 +104,8 @@ class SyncOutcome:
     generation: int | None = None
     """nft: the ruleset generation at which the chain was verified as desired; while the
     kernel's stays there, nothing changed (the runner's drift check then asks no one)."""
+    removed: tuple[str, ...] = ()
+    """Leftovers of an earlier --masq-chain removed by this sync (chains, then jumps)."""
 
 
 @dataclass
@@ -227,10 +229,11 @@ def sync(
     known = known if known is not None else Known()
     wanted: Desired = rules if isinstance(rules, (tuple, Table)) else tuple(rules)
     changed = False
+    removed: tuple[str, ...] = ()
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> None:
-        nonlocal changed
+        nonlocal changed, removed
         step = plan(known, wanted, probe, time.monotonic(), blind_writes=backend.blind_writes)
         if step == Step.IN_SYNC:
             return
@@ -243,7 +246,7 @@ def sync(
         if write is None:
             return
         _write(backend, probe, known, wanted, write)
-        changed = True
+        changed, removed = True, write.removed
 
     try:
         try:
@@ -259,7 +262,9 @@ def sync(
         settle(probe, known)
     verified_at = known.generation if known.verified else None
     duration = time.monotonic() - start
-    return SyncOutcome(True, changed, duration, in_sync=True, generation=verified_at)
+    return SyncOutcome(
+        True, changed, duration, in_sync=True, generation=verified_at, removed=removed
+    )
 
 
 def _retry(attempt: Callable[[], None], failure: ApplyError, deadline: float) -> None:

@@ -108,7 +108,14 @@ class ControlServicer(pb_grpc.ControlServicer):
             outcome = await _read_live(self.sup, family)
             desired = self.sup.desired(family)
             response.families.append(
-                convert.family_rules(family, self.sup.settings.render.chain, outcome, desired)
+                convert.family_rules(
+                    family,
+                    self.sup.settings.render.chain,
+                    outcome,
+                    desired,
+                    self.sup.rule_origins(family),
+                    first=self.sup.settings.render.first,
+                )
             )
         return response
 
@@ -149,7 +156,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         except MasqdError as e:
             await _abort(context, e, str(e))
             raise
-        return explanation_message(explanation, self.sup.mode, self.sup.settings.config_path)
+        return explanation_message(explanation, self.sup.mode, self.sup.settings.config_source)
 
     async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.Event]:
         loop = asyncio.get_running_loop()

@@ -117,7 +117,7 @@ def test_config_explain_names_the_entry_and_the_file(
         f"nonMasqueradeCIDRs[0] 10.0.0.0/8 in {path}",
     )
     assert data["entry"] == {"key": "nonMasqueradeCIDRs", "index": 0, "value": "10.0.0.0/8",
-                             "file": str(path)}  # fmt: skip
+                             "file": str(path), "resolved": ""}  # fmt: skip
     assert data["source"] == "10.244.0.1"  # from sourceCIDRs
     code, out, _ = masqctl("config", "explain", str(path), "203.0.113.9", "--backend", "nftables")
     assert out.startswith("203.0.113.9 from 10.244.0.1 (ipv4): snat to 192.0.2.100")

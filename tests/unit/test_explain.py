@@ -143,7 +143,11 @@ FOREIGN = "-A POSTROUTING -s 10.244.0.0/16 -m comment --comment foreign -j MASQU
 
 def test_a_foreign_masquerade_before_our_jump_decides_and_warns() -> None:
     answer = explain(iptables_path(CONFIG, FOREIGN), IPTABLES, CONFIG, packet("172.16.0.10"))
-    assert (answer.action, answer.owner, answer.fate.rule) == ("masquerade", "iptables-nft", FOREIGN)
+    assert (answer.action, answer.owner, answer.fate.rule) == (
+        "masquerade",
+        "iptables-nft",
+        FOREIGN,
+    )
     assert answer.masqd.entry is not None and answer.masqd.entry.index == 1
     assert answer.warnings == (
         f"iptables-nft nat: {FOREIGN} masquerades this connection before masqd's rules "
@@ -301,3 +305,25 @@ def test_a_bad_request_says_what_is_wrong(
 ) -> None:
     with pytest.raises(RequestError, match=message):
         packet_of(destination, source, family)
+
+
+def test_a_dns_name_and_its_file_name_the_entry() -> None:
+    """A rule rendered from a name's answer is that name's entry; with --config-dir, in the
+    file it came from."""
+    from masqd.core.config import Origin
+    from masqd.core.explain import entries_of
+    from masqd.core.names import Answer, expand
+
+    loaded = parse_config("masqueradeCIDRs: [db.example.com]\nnonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    name = loaded.config.masquerade_cidrs[0]
+    answers = {
+        "db.example.com": Answer("db.example.com", (ipaddress.ip_network("10.1.2.3/32"),), 1.0)
+    }
+    config = expand(loaded.config, answers)
+    origins = (Origin("masqueradeCIDRs", name, "ip-masq-db"),)
+    entries = entries_of(loaded.config, answers, origins, "/etc/config")
+    answer = explain(iptables_path(config), IPTABLES, config, packet("10.1.2.3"), entries)
+    assert answer.action == "masquerade"
+    assert answer.decided_by == "masqueradeCIDRs[0] db.example.com (10.1.2.3/32) in ip-masq-db"
+    other = explain(iptables_path(config), IPTABLES, config, packet("10.9.9.9"), entries)
+    assert other.decided_by == "nonMasqueradeCIDRs[0] 10.0.0.0/8 in /etc/config"
