@@ -160,7 +160,7 @@ def test_source_cidrs_leave_another_source_unmasqueraded(
 
 
 def test_snat_to_source_is_the_address_the_destination_sees(
-    topo: netns.Topology, start: Callable[..., Masqd]
+    topo: netns.Topology, start: Callable[..., Masqd], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """snatToSource instead of MASQUERADE's choice; an address the node does not hold is a
     warning in status (not an error), gone once the node holds it."""
@@ -171,6 +171,8 @@ def test_snat_to_source_is_the_address_the_destination_sees(
     warnings = {f.family: list(f.warnings) for f in daemon.status().families}
     assert "snatToSource 192.0.2.100 is not an address of this node" in warnings[1][0]
     assert "snatToSourceIPv6 2001:db8:ff::100 is not an address" in warnings[2][0]
+    assert main(["--socket", daemon.socket, "status"]) == 0
+    assert "ipv4 warning: snatToSource 192.0.2.100 is not an address" in capsys.readouterr().out
     answer = explain(daemon, netns.DEST_V4["internet"], netns.POD_V4)
     assert (answer.action, answer.snat_to) == ("snat", "192.0.2.100")
     assert any("not an address of this node" in w for w in answer.warnings)

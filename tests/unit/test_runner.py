@@ -16,10 +16,17 @@ import pytest
 from masqd.core.errors import Kind, NoConfig, Stopping
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Family, Reason
+from masqd.core.natpath import NatPath, PathOutcome
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Process
 from masqd.engine.runner import FamilyRunner
-from masqd.engine.worker import ReadCommand, SyncCommand, SyncOutcome, WorkerOptions
+from masqd.engine.worker import (
+    PathCommand,
+    ReadCommand,
+    SyncCommand,
+    SyncOutcome,
+    WorkerOptions,
+)
 from tests.support.daemon import wait_until
 
 _FORK = multiprocessing.get_context("fork")
@@ -39,6 +46,8 @@ def _serve(conn: Connection, outcome: Callable[[], SyncOutcome]) -> None:
             conn.send(outcome())
         elif isinstance(command, ReadCommand):
             conn.send(ReadOutcome(None, "a stand-in reads nothing"))
+        elif isinstance(command, PathCommand):
+            conn.send(PathOutcome(NatPath(Family.IPV4, ()), "a stand-in's empty path"))
 
 
 def _answer(conn: Connection, delay: float) -> None:
@@ -53,6 +62,14 @@ def _answer(conn: Connection, delay: float) -> None:
 
 def _crash(conn: Connection, delay: float) -> None:
     os._exit(3)
+
+
+def _die_on_a_read(conn: Connection, delay: float) -> None:
+    """Syncs succeed; a read of the nat path kills it before it answers."""
+    while (command := conn.recv()) is not None:
+        if isinstance(command, PathCommand):
+            os._exit(3)
+        conn.send(SyncOutcome(True, False, 0.0, in_sync=True))
 
 
 def launcher(
@@ -219,3 +236,14 @@ def test_reads_go_through_the_runner(make_runner: Callable[..., FamilyRunner]) -
     runner = make_runner()
     outcome = runner.read_live().result(5)
     assert outcome.live is None and outcome.error == "a stand-in reads nothing"
+    path = runner.read_path().result(5)
+    assert path.path == NatPath(Family.IPV4, ()) and path.error == "a stand-in's empty path"
+
+
+def test_a_read_of_the_nat_path_fails_as_data_when_the_worker_is_gone(
+    make_runner: Callable[..., FamilyRunner],
+) -> None:
+    """explain's read, like the live chain's, answers WORKER_GONE instead of raising."""
+    runner = make_runner(_die_on_a_read)
+    outcome = runner.read_path().result(10)
+    assert outcome.path is None and outcome.kind == Kind.WORKER_GONE
