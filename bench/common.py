@@ -216,3 +216,15 @@ def require_own_namespace() -> None:
     ).stdout.strip()
     if not name.startswith(NAMESPACE_PREFIX):
         raise SystemExit("bench figures write iptables rules; run them through `python -m bench`")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a child the bench started: SIGTERM, and SIGKILL if it is not gone within 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -31,6 +31,7 @@ from bench.common import (
     require_own_namespace,
     restore,
     save_nat,
+    stop,
 )
 
 CONFIG_KEY = "ip-masq-agent"
@@ -89,13 +90,7 @@ def masqd(mode: str, volume: ConfigMapVolume, *flags: str) -> Iterator[subproces
                 _wait_for(lambda: _in_sync(mode) and (work / "masqd.sock").exists(), 20, proc, work)
                 yield proc
             finally:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+                stop(proc)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import cgroup
-from bench.common import CHAIN, Report, Row, Stats, require_own_namespace, restore, tool
+from bench.common import CHAIN, Report, Row, Stats, require_own_namespace, restore, stop, tool
 
 KUBE_RULES = 10000
 TICK_CIDRS = 10000
@@ -130,12 +130,7 @@ def measure_case(role: str, mode: str, case: Case, seconds: float) -> dict[str, 
                 if proc.poll() is not None:
                     raise RuntimeError(f"{role} exited:\n{(work / 'log').read_text()[-2000:]}")
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop(proc)
     return {"cpu": cpu, "wall": wall}
 
 

@@ -1,9 +1,11 @@
 """`masqctl config validate|render`: masqd's own parser and renderer, with no daemon and no gRPC.
 
 The file is read and judged exactly as masqd would (same size limit, same flags), so a file that
-validates here is one masqd accepts. `-` reads standard input. Where nft is installed, validate
-also has the kernel check the nftables backend's transactions (`nft --check`, in a network
-namespace of its own, so nothing of the node's ruleset is read or touched).
+validates here is one masqd accepts. `-` reads standard input. `render` looks the file's DNS
+names up through this machine's resolver, now, and says what each resolved to (or why not).
+Where nft is installed, validate also has the kernel check the nftables backend's transactions
+(`nft --check`, in a network namespace of its own, so nothing of the node's ruleset is read or
+touched).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 from masqctl.errors import CommandError, Exit
 from masqd.core import flags
 from masqd.core.config import LoadedConfig, config_to_dict, parse_config
+from masqd.core.entries import HostName
 from masqd.core.errors import ConfigError
 from masqd.core.model import Family
+from masqd.core.names import Answer, expand, settle
 from masqd.core.nftrules import desired_table
 from masqd.core.nftrules import render as render_nftables
 from masqd.core.rules import render
-from masqd.host import configfile, nftables
+from masqd.host import configfile, dns, nftables
 
 FAMILIES = {family.label: family for family in Family}
 
@@ -44,7 +48,7 @@ def load(path: str, args: argparse.Namespace) -> LoadedConfig:
 def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The verdict for a person, and the same for a machine (valid, warnings, the config,
     and what `nft --check` said of the nftables transactions). CommandError (exit 1) when
-    the kernel refuses them."""
+    the kernel refuses them. DNS names are not looked up here: they render nothing."""
     loaded = load(args.file, args)
     options = flags.render_options(args)
     families = _families(args)
@@ -52,6 +56,9 @@ def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     warnings = [*loaded.warnings, *(w for t in tables for w in t.warnings)]
     text = f"{args.file}: valid" + (" (all defaults)" if loaded.using_defaults else "")
     text += "".join(f"\nwarning: {w}" for w in warnings)
+    names = [n.name for n in loaded.config.names()]
+    if names:
+        text += f"\nDNS names (masqd resolves them as it runs): {', '.join(names)}"
     checked = [nftables.check(render_nftables(loaded.config, f, options)) for f in families]
     refused = next((c for c in checked if c.accepted is False), None)
     if refused is not None:
@@ -73,10 +80,29 @@ def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 def render_families(args: argparse.Namespace) -> dict[str, str]:
     """Each asked family's input for the backend (iptables-restore or nft -f), by label."""
+    families = _families(args)
     loaded = load(args.file, args)
     options = flags.render_options(args)
+    answers = resolve(loaded.config.names())
+    notes = "".join(_note(a) + "\n" for a in answers.values())
+    config = expand(loaded.config, answers)
     renderer = render_nftables if args.backend == "nftables" else render
-    return {f.label: renderer(loaded.config, f, options) for f in _families(args)}
+    return {f.label: notes + renderer(config, f, options) for f in families}
+
+
+def resolve(names: tuple[HostName, ...]) -> dict[str, Answer]:
+    """Each name looked up once, now, through this machine's resolver."""
+    import time
+
+    return {n.name: settle(Answer(n.name), dns.lookup(n.name), time.time()) for n in names}
+
+
+def _note(answer: Answer) -> str:
+    """A comment line (iptables-restore skips it) saying what a name renders to."""
+    if not answer.resolved:
+        return f"# {answer.name}: could not resolve ({answer.error}); it renders no rule"
+    addresses = ", ".join(str(n.network_address) for n in answer.addresses)
+    return f"# {answer.name} resolves to {addresses}"
 
 
 def render_text(rendered: dict[str, str], backend: str = "iptables") -> str:

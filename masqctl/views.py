@@ -34,7 +34,9 @@ def status(st: pb.Status, now: float | None = None) -> str:
         kept = f"generation {cfg.generation} stays in force" if cfg.generation else "nothing"
         lines.append(f"          REJECTED {_when(cfg.error_at, now)}: {cfg.error} ({kept})")
     lines += [f"          warning: {w}" for w in cfg.warnings]
+    lines += _files(cfg.files)
     lines.append(interval(st, now))
+    lines += _names(st.names, now)
     rows = [("FAMILY", "BACKEND", "STATE", "PID", "RESTARTS", "IN SYNC", "LAST SYNC", "SYNCS")]
     for f in st.families:
         rows.append(
@@ -50,6 +52,36 @@ def status(st: pb.Status, now: float | None = None) -> str:
             )
         )
     return "\n".join([*lines, "", *_align(rows)])
+
+
+def _files(files: Sequence[pb.ConfigFile]) -> list[str]:
+    """--config-dir: one line per file, what became of it and why."""
+    fates = {
+        pb.ConfigFile.APPLIED: "applied",
+        pb.ConfigFile.KEPT: "REFUSED, its last good content stays in force",
+        pb.ConfigFile.IGNORED: "REFUSED, contributes nothing",
+    }
+    lines = []
+    for f in files:
+        line = f"  file    {f.name}: {fates.get(f.state, 'unknown')}"
+        lines.append(line + (f": {f.error}" if f.error else ""))
+    return lines
+
+
+def _names(names: Sequence[pb.DnsName], now: float) -> list[str]:
+    """One line per DNS name: what it resolves to, how old that answer is, what failed."""
+    lines = []
+    for n in names:
+        if not n.resolved:
+            text = f"never resolved, renders no rule: {n.error or 'looking it up'}"
+        else:
+            addresses = ", ".join(a.split("/")[0] for a in n.addresses) or "no address"
+            text = f"{addresses} (answered {_ago(_seconds(n.answered_at), now)}"
+            text += f", ttl {_duration(n.ttl)})" if n.HasField("ttl") else ")"
+            if n.error:
+                text += f"; last look-up FAILED: {n.error}"
+        lines.append(f"dns       {n.name}: {text}")
+    return lines
 
 
 def interval(st: pb.Status, now: float | None = None) -> str:
@@ -116,7 +148,9 @@ def _family_rules(fr: pb.FamilyRules) -> str:
         lines.append("  the chain does not exist")
     else:
         live = [(r.packets, r.bytes, r.spec) for r in fr.live]
-        lines += listing.table(live, OF_VALUE[fr.family].value)
+        table = listing.table(live, OF_VALUE[fr.family].value)
+        origins = [""] + [r.origin for r in fr.live]
+        lines += [f"{row}  <- {o}" if o else row for row, o in zip(table, origins, strict=True)]
     if not fr.in_sync:
         lines += _differences([r.spec for r in fr.live], list(fr.desired), fr.jump_present)
     elif not fr.jump_present:

@@ -54,7 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
         "and IPv6.",
         epilog="`masqd cleanup` removes our chains, jump rules and tables from both families.",
     )
-    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="the policy file (YAML/JSON)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG_PATH,
+        help=f"the policy file, YAML or JSON (default {DEFAULT_CONFIG_PATH})",
+    )
+    source.add_argument(
+        "--config-dir",
+        default="",
+        metavar="DIR",
+        help="merge every regular file in DIR whose name starts with ip-masq, in name order, "
+        "instead of --config",
+    )
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help="control API unix socket")
     parser.add_argument(
         "--socket-mode", default=0o600, type=_mode, help="socket permissions (0600)"
@@ -131,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("masqd")
     settings = Settings(
         config_path=args.config,
+        config_dir=args.config_dir,
         socket=args.socket,
         socket_mode=args.socket_mode,
         socket_group=args.socket_group,

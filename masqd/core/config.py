@@ -1,7 +1,8 @@
 """The agent's policy file: parsing, defaults and strict validation. Pure: text in, config out.
 
 Compatible with cce-ip-masq-agent and upstream ip-masq-agent: a key that is absent takes its
-default (not its previous value), and an empty or missing file means all defaults.
+default (not its previous value), and an empty or missing file means all defaults. As in CCE's
+agent, a CIDR list may hold DNS names; a name stays a name here (see core/entries.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 import yaml
 
 from masqd.core.durations import format_duration, parse_duration
+from masqd.core.entries import Entry, host_name
+from masqd.core.entries import HostName as HostName
+from masqd.core.entries import IPNetwork as IPNetwork
 from masqd.core.errors import ConfigError
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 # What --nomasq-all-reserved-ranges adds, in upstream ip-masq-agent's order.
@@ -44,9 +46,9 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class MasqConfig:
     """The policy in force: which destinations keep the pod's address and which are masqueraded."""
 
-    non_masquerade_cidrs: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(c) for c in RFC1918)
-    """Destinations that keep the pod's own source address (both families, file order)."""
-    masquerade_cidrs: tuple[IPNetwork, ...] = ()
+    non_masquerade_cidrs: tuple[Entry, ...] = tuple(ipaddress.ip_network(c) for c in RFC1918)
+    """Destinations that keep the pod's own source address (both families, names, file order)."""
+    masquerade_cidrs: tuple[Entry, ...] = ()
     """Destinations always masqueraded; their rules come first."""
     masq_out_bound: bool = False
     """IPv4: masquerade everything not matched above."""
@@ -59,7 +61,23 @@ class MasqConfig:
     resync_interval: float = 60.0
     """Seconds between re-reading the file and re-checking the rules."""
     cidr_limit: int = DEFAULT_CIDR_LIMIT
-    """The most nonMasqueradeCIDRs entries accepted."""
+    """The most nonMasqueradeCIDRs entries accepted (a name counts as one, as in CCE)."""
+
+    def names(self) -> tuple[HostName, ...]:
+        """The DNS names of both lists, each once, in the order they first appear."""
+        entries = (*self.masquerade_cidrs, *self.non_masquerade_cidrs)
+        return tuple(dict.fromkeys(e for e in entries if isinstance(e, HostName)))
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an entry of the config in force came from (--config-dir: which file)."""
+
+    key: str
+    """nonMasqueradeCIDRs or masqueradeCIDRs."""
+    entry: Entry
+    source: str
+    """The file's name."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,10 @@ class LoadedConfig:
     config: MasqConfig
     warnings: tuple[str, ...] = ()
     using_defaults: bool = False
+    present: frozenset[str] = frozenset()
+    """The keys the file sets (a merge tells a key set to its default from one left out)."""
+    origins: tuple[Origin, ...] = ()
+    """Which file each entry came from, when the config was merged from several."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,23 @@ _KEYS = (
 
 def parse_config(text: str | bytes, options: ParseOptions | None = None) -> LoadedConfig:
     """Parse the policy file's text (YAML or JSON). Raise ConfigError naming key, entry, reason."""
+    loaded = parse_document(text, options)
+    check_cidr_limit(loaded.config)
+    return loaded
+
+
+def check_cidr_limit(config: MasqConfig, what: str = "") -> None:
+    """ConfigError when nonMasqueradeCIDRs holds more entries than cidrLimit allows."""
+    count, limit = len(config.non_masquerade_cidrs), config.cidr_limit
+    if count > limit:
+        raise ConfigError(
+            f"nonMasqueradeCIDRs: {count} entries{what}, more than cidrLimit ({limit}); "
+            "raise cidrLimit if this many are intended"
+        )
+
+
+def parse_document(text: str | bytes, options: ParseOptions | None = None) -> LoadedConfig:
+    """Parse one file without judging its cidrLimit, which a merge applies to the total."""
     opts = options or ParseOptions()
     if isinstance(text, bytes):
         try:
@@ -130,11 +169,6 @@ def parse_config(text: str | bytes, options: ParseOptions | None = None) -> Load
     )
     masq = _cidr_list(doc, "masqueradeCIDRs", opts) if "masqueradeCIDRs" in doc else ()
     cidr_limit = _int(doc, "cidrLimit", defaults.cidr_limit)
-    if len(non_masq) > cidr_limit:
-        raise ConfigError(
-            f"nonMasqueradeCIDRs: {len(non_masq)} entries, more than cidrLimit ({cidr_limit}); "
-            "raise cidrLimit if this many are intended"
-        )
     warnings += _duplicate_warnings("nonMasqueradeCIDRs", non_masq)
     warnings += _duplicate_warnings("masqueradeCIDRs", masq)
 
@@ -148,7 +182,7 @@ def parse_config(text: str | bytes, options: ParseOptions | None = None) -> Load
         resync_interval=_interval(doc, defaults.resync_interval),
         cidr_limit=cidr_limit,
     )
-    return LoadedConfig(config, tuple(warnings))
+    return LoadedConfig(config, tuple(warnings), present=frozenset(k for k in _KEYS if k in doc))
 
 
 def config_to_dict(config: MasqConfig) -> dict[str, Any]:
@@ -175,7 +209,7 @@ def _present(doc: dict[Any, Any], key: str) -> Any:
     return value
 
 
-def _cidr_list(doc: dict[Any, Any], key: str, opts: ParseOptions) -> tuple[IPNetwork, ...]:
+def _cidr_list(doc: dict[Any, Any], key: str, opts: ParseOptions) -> tuple[Entry, ...]:
     value = _present(doc, key)
     if not isinstance(value, list):
         raise ConfigError(f"{key}: must be a list of CIDRs, not {_kind(value)}")
@@ -183,31 +217,57 @@ def _cidr_list(doc: dict[Any, Any], key: str, opts: ParseOptions) -> tuple[IPNet
     for i, entry in enumerate(value):
         if not isinstance(entry, str):
             raise ConfigError(f"{key}[{i}]: {entry!r} must be a CIDR string, not {_kind(entry)}")
-        result.append(_cidr(key, i, entry, opts))
+        result.append(_entry(key, i, entry, opts))
     return tuple(result)
 
 
-def _cidr(key: str, i: int, entry: str, opts: ParseOptions) -> IPNetwork:
+def _entry(key: str, i: int, entry: str, opts: ParseOptions) -> Entry:
+    """A CIDR or a DNS name. The reason comes first, CCE's own wording (Go's net.ParseCIDR, as
+    its agent prints it) after it in brackets, for those who search their logs for it."""
     where = f"{key}[{i}] {entry!r}"
     text = entry.strip()
+    cce_unparsed = f'[CIDR "{entry}" could not be parsed, invalid CIDR address: {entry}]'
     if "/" not in text:
-        raise ConfigError(f"{where}: not a CIDR, the prefix length is missing (e.g. {text}/32)")
+        name = host_name(text)
+        if isinstance(name, HostName):
+            return name
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: not a CIDR, the prefix length is missing, nor a DNS name: {name} "
+                + cce_unparsed
+            ) from None
+        raise ConfigError(
+            f"{where}: not a CIDR, the prefix length is missing (e.g. {text}/32) {cce_unparsed}"
+        )
     address, _, prefix = text.partition("/")
     # Python would also take a netmask or hostmask here (10.0.0.0/255.0.0.0); Go does not.
     if not (prefix.isascii() and prefix.isdigit()):
-        raise ConfigError(f"{where}: not a CIDR, the prefix must be a length such as /8")
+        raise ConfigError(
+            f"{where}: not a CIDR, the prefix must be a length such as /8 {cce_unparsed}"
+        )
     if "%" in address:
-        raise ConfigError(f"{where}: not a CIDR, a scoped address (%zone) has no network")
+        raise ConfigError(
+            f"{where}: not a CIDR, a scoped address (%zone) has no network {cce_unparsed}"
+        )
     try:
         net = ipaddress.ip_network(text)
     except ValueError as e:
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ConfigError(f"{where}: not a valid CIDR ({e})") from e
-        raise ConfigError(f"{where}: host bits are set; the network is {network}") from e
+            raise ConfigError(f"{where}: not a valid CIDR ({e}) {cce_unparsed}") from e
+        raise ConfigError(
+            f"{where}: host bits are set; the network is {network} "
+            f'[CIDR "{entry}" is not aligned to a CIDR block, ip: "{address}" '
+            f'network: "{network}"]'
+        ) from e
     if net.version == 6 and not opts.enable_ipv6:
-        raise ConfigError(f"{where}: an IPv6 entry, but IPv6 is disabled (--enable-ipv6=false)")
+        raise ConfigError(
+            f"{where}: an IPv6 entry, but IPv6 is disabled (--enable-ipv6=false) "
+            f"[ipv6 is not enabled, but ipv6 cidr {entry} provided]"
+        )
     return net
 
 
@@ -274,8 +334,8 @@ def _duplicate_key_warnings(node: yaml.Node | None) -> list[str]:
     return [f"key {k!r} is given more than once; the last value is used" for k in repeated]
 
 
-def _duplicate_warnings(key: str, cidrs: tuple[IPNetwork, ...]) -> list[str]:
-    seen: set[IPNetwork] = set()
+def _duplicate_warnings(key: str, cidrs: tuple[Entry, ...]) -> list[str]:
+    seen: set[Entry] = set()
     dups = []
     for c in cidrs:
         if c in seen:

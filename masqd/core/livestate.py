@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from masqd.core.errors import Kind
+from masqd.core.leftovers import Leftovers
 from masqd.core.nftlive import LiveTable
 
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")
@@ -42,6 +43,8 @@ class LiveChain:
     rules: tuple[LiveRule, ...]
     jump_rules: tuple[str, ...]
     """POSTROUTING rules that jump to our chain, as iptables-save prints them."""
+    leftovers: Leftovers = field(default_factory=Leftovers)
+    """What an earlier --masq-chain left in the table (filled in by the worker's read)."""
 
     @property
     def specs(self) -> list[str]:

@@ -28,6 +28,8 @@ class Reason(enum.Enum):
 
     STARTUP = "startup"
     CONFIG_CHANGE = "config_change"
+    DNS_CHANGE = "dns_change"
+    """A DNS name of the config resolves to other addresses."""
     CNI = "cni"
     API = "api"
     INTERVAL = "interval"

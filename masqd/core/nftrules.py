@@ -18,15 +18,18 @@ Like the iptables rules, everything is rendered exactly as `nft list table` prin
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from masqd.core.cidrs import collapse, covered_warnings
+from masqd.core.entries import HostName
 from masqd.core.model import Family
 from masqd.core.rules import LINK_LOCAL, PORT_PROTOCOLS, PortRange, RenderOptions
 
 if TYPE_CHECKING:  # workers import this module; they need no YAML parser
-    from masqd.core.config import IPNetwork, MasqConfig
+    from masqd.core.config import MasqConfig
+    from masqd.core.entries import IPNetwork
 
 BASE_CHAIN = "postrouting"
 # After iptables-nft's nat POSTROUTING (srcnat) and kube-proxy's nft srcnat chains, as the
@@ -122,8 +125,14 @@ def element_key(cidr: IPNetwork) -> str:
     return str(cidr.network_address) if cidr.prefixlen == cidr.max_prefixlen else str(cidr)
 
 
-def desired_table(config: MasqConfig, family: Family, opts: RenderOptions) -> Table:
-    """Our table for one family."""
+def desired_table(
+    config: MasqConfig,
+    family: Family,
+    opts: RenderOptions,
+    names: Mapping[IPNetwork, str] | None = None,
+) -> Table:
+    """Our table for one family, from a config whose DNS names are resolved (`names.expand`);
+    `names` says which name an address came from, for its element's comment."""
     proto = _PROTOCOL[family]
     fully = " fully-random" if opts.random_fully else ""
     masq_link_local = config.masq_link_local if family == 4 else config.masq_link_local_ipv6
@@ -146,9 +155,12 @@ def desired_table(config: MasqConfig, family: Family, opts: RenderOptions) -> Ta
     lists = {MASQ: config.masquerade_cidrs, NOMASQ: config.non_masquerade_cidrs}
     for name, cidrs in lists.items():
         key = SET_KEYS[name]
-        collapsed = collapse(c for c in cidrs if c.version == family)
+        # A DNS name still unresolved renders nothing (`names.expand` replaced the others).
+        collapsed = collapse(
+            c for c in cidrs if not isinstance(c, HostName) and c.version == family
+        )
         keys = tuple(element_key(c) for c in collapsed.elements)
-        comments = tuple(f"{key}: {c}" for c in collapsed.elements)
+        comments = tuple(f"{key}: {(names or {}).get(c, c)}" for c in collapsed.elements)
         sets.append(NftSet(name, set_declaration(family), keys, comments))
         covered += [(name, str(entry), element_key(outer)) for entry, outer in collapsed.covered]
         warnings += covered_warnings(key, collapsed)

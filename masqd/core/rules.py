@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from masqd.core.entries import Entry, HostName, IPNetwork
 from masqd.core.model import Family
 
 if TYPE_CHECKING:  # workers import this module; they need no YAML parser
-    from masqd.core.config import IPNetwork, MasqConfig
+    from masqd.core.config import MasqConfig
 
 DEFAULT_CHAIN = "IP-MASQ-AGENT"
 DEFAULT_TABLE = "masqd"
@@ -93,20 +94,15 @@ def jump_rule(chain: str) -> str:
 
 
 def desired_rules(config: MasqConfig, family: Family, opts: RenderOptions) -> list[str]:
-    """Our chain's rules for one family, in order, as `iptables-save` prints them."""
+    """Our chain's rules for one family, in order, as `iptables-save` prints them.
+
+    A DNS name still in the config renders nothing: expand it first (core/names.py)."""
     chain = opts.chain
-    rules = [
-        f'-A {chain}{_destination(cidr)} -m comment --comment "{COMMENT_MASQ_SPECIFIC}" '
-        "-j MASQUERADE" + _random_fully(opts)
-        for cidr in _of_family(config.masquerade_cidrs, family)
-    ]
+    rules = [masquerade_rule(cidr, opts) for cidr in _of_family(config.masquerade_cidrs, family)]
     masq_link_local = config.masq_link_local if family == 4 else config.masq_link_local_ipv6
     returns = [] if masq_link_local else [LINK_LOCAL[family]]
     returns += _of_family(config.non_masquerade_cidrs, family)
-    rules += [
-        f'-A {chain}{_destination(cidr)} -m comment --comment "{COMMENT_NON_MASQ}" -j RETURN'
-        for cidr in returns
-    ]
+    rules += [return_rule(cidr, chain) for cidr in returns]
     out_bound = config.masq_out_bound if family == 4 else config.masq_out_bound_ipv6
     if out_bound:
         rules += _port_spreading_rules(opts)
@@ -117,13 +113,16 @@ def desired_rules(config: MasqConfig, family: Family, opts: RenderOptions) -> li
     return rules
 
 
-def render_restore(rules: list[str], chain: str, *, with_jump: bool = True) -> str:
+def render_restore(
+    rules: list[str], chain: str, *, with_jump: bool = True, removals: list[str] | None = None
+) -> str:
     """The iptables-restore --noflush input that replaces our chain (and adds the jump).
 
     Declaring `:CHAIN - [0:0]` creates the chain or flushes it, so the chain is rewritten
-    atomically and nothing else in the table is touched.
+    atomically and nothing else in the table is touched but the `removals` lines (what an
+    earlier masqd left behind, core/leftovers.py), in the same transaction.
     """
-    lines = ["*nat", f":{chain} - [0:0]", *rules]
+    lines = ["*nat", f":{chain} - [0:0]", *rules, *(removals or ())]
     if with_jump:
         lines.append(jump_rule(chain))
     lines.append("COMMIT")
@@ -135,8 +134,21 @@ def render(config: MasqConfig, family: Family, opts: RenderOptions) -> str:
     return render_restore(desired_rules(config, family, opts), opts.chain)
 
 
-def _of_family(cidrs: tuple[IPNetwork, ...], family: Family) -> list[IPNetwork]:
-    return [c for c in cidrs if c.version == family]
+def masquerade_rule(cidr: IPNetwork, opts: RenderOptions) -> str:
+    """The rule a masqueradeCIDRs entry renders to."""
+    return (
+        f'-A {opts.chain}{_destination(cidr)} -m comment --comment "{COMMENT_MASQ_SPECIFIC}" '
+        "-j MASQUERADE" + _random_fully(opts)
+    )
+
+
+def return_rule(cidr: IPNetwork, chain: str) -> str:
+    """The rule a nonMasqueradeCIDRs entry (or the link-local range) renders to."""
+    return f'-A {chain}{_destination(cidr)} -m comment --comment "{COMMENT_NON_MASQ}" -j RETURN'
+
+
+def _of_family(cidrs: tuple[Entry, ...], family: Family) -> list[IPNetwork]:
+    return [c for c in cidrs if not isinstance(c, HostName) and c.version == family]
 
 
 def _destination(cidr: IPNetwork) -> str:

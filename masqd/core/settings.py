@@ -15,6 +15,8 @@ class Settings:
 
     config_path: str = DEFAULT_CONFIG_PATH
     """The policy file (a ConfigMap volume on a node)."""
+    config_dir: str = ""
+    """A directory whose `ip-masq*` files are merged instead (--config-dir); empty: none."""
     socket: str = DEFAULT_SOCKET
     """Unix socket of the control API; empty serves no API."""
     socket_mode: int = 0o600
@@ -43,6 +45,11 @@ class Settings:
     """Seconds iptables-restore waits for the xtables lock (-w)."""
     retry_deadline: float = 30.0
     """How long a worker retries a retryable failure before reporting it."""
+
+    @property
+    def config_source(self) -> str:
+        """The path the policy is read from: the directory, else the file."""
+        return self.config_dir or self.config_path
 
     @property
     def families(self) -> tuple[Family, ...]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from masqd.core.config import LoadedConfig
+from masqd.core.merge import FileOutcome
 from masqd.core.model import Family, Reason, SyncResult
+from masqd.core.names import Answer
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,13 @@ class ConfigState:
     loaded_at: float = 0.0
     """Wall-clock time the config in force was loaded."""
     error: str = ""
-    """Why the file on disk was last rejected; empty once a good one is in force."""
+    """Why the file on disk was last rejected; empty once a good one is in force. With
+    --config-dir: every refused file's reason, while any is refused."""
     error_at: float = 0.0
+    directory: bool = False
+    """The path is a config directory (--config-dir)."""
+    files: tuple[FileOutcome, ...] = ()
+    """--config-dir: each file, in name order, and what became of it."""
     rendering_warnings: tuple[str, ...] = ()
     """What rendering the config in force found odd (nftables: an entry inside another)."""
 
@@ -98,6 +105,8 @@ class Status:
     mode: str
     """The data plane: legacy or nft (the iptables backend), or nftables."""
     chain: str
+    names: tuple[Answer, ...] = ()
+    """The DNS names of the config in force and what is known of each."""
     table: str = ""
     """Our nftables table (the nftables backend); empty on the iptables backend."""
     backend_choice: str = ""

@@ -9,6 +9,7 @@ tools stays in `masqd.host`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from masqd.core import nftlive
 from masqd.core.desired import Desired, Live
 from masqd.core.errors import ApplyError
+from masqd.core.leftovers import find_leftovers
 from masqd.core.livestate import LiveChain, parse_save
 from masqd.core.model import NFTABLES
 from masqd.core.nftrules import Table
@@ -35,6 +37,8 @@ class Write(NamedTuple):
     with_jump: bool
     """It puts in itself what sends traffic through our rules (iptables: our POSTROUTING
     jump; nftables: our base chain), so whatever is there afterwards came from it."""
+    removed: tuple[str, ...] = ()
+    """What it removes that an earlier --masq-chain left (chains, then jumps)."""
 
 
 class Backend(Protocol):
@@ -94,14 +98,21 @@ class IptablesBackend:
     settles_at_once: bool = False
 
     def read(self, *, counters: bool = False) -> LiveChain:
-        return parse_save(self.host.save_nat(counters=counters, timeout=self.timeout), self.chain)
+        """Our chain and jump, and what an earlier --masq-chain left in the nat table."""
+        text = self.host.save_nat(counters=counters, timeout=self.timeout)
+        live = parse_save(text, self.chain)
+        return dataclasses.replace(live, leftovers=find_leftovers(text, self.chain))
 
     def change(self, live: Live, wanted: Desired) -> Write | None:
         assert isinstance(live, LiveChain) and not isinstance(wanted, Table)
         jump = jump_rule(self.chain)
-        if live.matches(list(wanted), jump):
+        leftovers = live.leftovers
+        if live.matches(list(wanted), jump) and not leftovers:
             return None
-        return self.change_from(wanted, wanted, with_jump=jump not in live.jump_rules)
+        with_jump = jump not in live.jump_rules
+        removals = leftovers.restore_lines()
+        text = render_restore(list(wanted), self.chain, with_jump=with_jump, removals=removals)
+        return Write(text, with_jump, (*leftovers.chains, *leftovers.jumps))
 
     def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         assert not isinstance(wanted, Table)

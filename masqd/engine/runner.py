@@ -38,9 +38,9 @@ log = logging.getLogger("masqd.runner")
 
 NO_CONFIG = "no valid configuration has been loaded yet; the rules are left as they are"
 GATHER = 0.01
-"""Seconds a sync waits for more requests when some arrived during the sync before it: a
+"""The least time between the starts of two requested syncs while requests keep coming: a
 burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
---figures 4`). A request that finds the runner idle is served at once."""
+--figures 4`). A request that finds no sync started within it is served at once."""
 
 
 class FamilyRunner:
@@ -67,6 +67,7 @@ class FamilyRunner:
         self._events = events
         self._drift_interval = drift_check_interval
         self._gather = gather
+        self._last_start = float("-inf")  # when the last requested sync started
         self._clock = clock
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.queue = RequestQueue(self._notify, clock)
@@ -166,6 +167,7 @@ class FamilyRunner:
                     if not self._replace_worker():
                         break
                     next_check = self._clock()  # the new worker checks the chain first
+                self._gather_burst()
                 work = self.queue.take()
                 if work is not None:
                     if work.batch is not None:
@@ -173,8 +175,6 @@ class FamilyRunner:
                     if work.read is not None:
                         work.read.set_result(self._read())
                     next_check = self._clock() + self._drift_interval
-                    if work.batch is not None and self.queue.oldest() is not None:
-                        self._stop.wait(self._gather)  # they arrived during that sync: a burst
                 elif self._clock() >= next_check:
                     self._check()
                     next_check = self._clock() + self._drift_interval
@@ -185,6 +185,16 @@ class FamilyRunner:
             raise
         finally:
             self.queue.close(Stopping("masqd is shutting down"))
+
+    def _gather_burst(self) -> None:
+        """Sync requests waiting within `gather` of the last sync's start are a burst: let it
+        gather until `gather` after that start. A request that finds no sync started lately
+        goes at once."""
+        if self.queue.oldest() is None:
+            return
+        left = self._last_start + self._gather - self._clock()
+        if left > 0:
+            self._stop.wait(left)
 
     def _idle(self, timeout: float) -> None:
         """Wait for a request, the worker's death, or the timeout."""
@@ -208,6 +218,7 @@ class FamilyRunner:
                     self._failed_since = batch.since
             batch.fail(NoConfig(NO_CONFIG))
             return
+        self._last_start = self._clock()
         self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
         with self._lock:
             self._state, self._taken_since = "syncing", batch.since
@@ -251,6 +262,12 @@ class FamilyRunner:
         self, reason: Reason, outcome: worker.SyncOutcome, since: float | None
     ) -> SyncResult:
         """Count a sync, log it, publish it; its result is in status before anyone hears."""
+        if outcome.removed:
+            log.info(
+                "%s: removed what an earlier --masq-chain left in the nat table: %s",
+                self.family.label,
+                "; ".join(outcome.removed),
+            )
         result = SyncResult(
             family=self.family,
             ok=outcome.ok,

@@ -1,8 +1,9 @@
 """The supervisor: owns the config and the schedule, and runs one FamilyRunner per family.
 
-Threads, not asyncio: one config loop watches the file and the schedule; each family has a
-runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4. What the API needs
-is here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
+Threads, not asyncio: one config loop watches the file (or directory) and the schedule; each
+family has a runner of its own, so a stuck or crashing IPv6 worker never holds up IPv4; the
+resolver keeps the config's DNS names resolved on threads of its own. What the API needs is
+here and nothing deeper: `resync` returns futures, `status` a frozen snapshot.
 """
 
 from __future__ import annotations
@@ -14,21 +15,27 @@ import os
 import select
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 
 from masqd.core import choice
 from masqd.core.config import LoadedConfig, ParseOptions
 from masqd.core.desired import Desired
+from masqd.core.entries import HostName, IPNetwork
 from masqd.core.errors import RequestError
 from masqd.core.livestate import ReadOutcome
+from masqd.core.merge import FileOutcome
 from masqd.core.model import NFTABLES, Event, EventKind, Family, Reason, SyncResult
+from masqd.core.names import Answer, expand, expansion
 from masqd.core.nftrules import Table, desired_table
+from masqd.core.origins import rule_origins
 from masqd.core.rules import desired_rules
 from masqd.core.settings import Settings
 from masqd.core.status import ConfigState, Override, Status
-from masqd.engine.configwatch import ConfigWatcher, Loaded, Rejected
+from masqd.engine.configwatch import PREFIX, ConfigWatcher, DirectoryWatcher, Loaded, Rejected
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Launcher, fork_worker, spawn_worker
+from masqd.engine.resolver import Resolver
 from masqd.engine.runner import FamilyRunner
 from masqd.engine.schedule import Schedule
 from masqd.engine.worker import WorkerOptions
@@ -37,6 +44,8 @@ from masqd.host.filewatch import FileWatch
 
 log = logging.getLogger("masqd.supervisor")
 
+FILE_SETTLE = 0.05
+"""Seconds the config file must be quiet after an inotify event before it is read."""
 SAFETY_POLL = 10.0
 """Seconds between looks at the config file's identity while inotify watches it: for what
 inotify cannot see (without inotify, Settings.file_poll_interval applies)."""
@@ -57,13 +66,16 @@ class Supervisor:
         self.mode = mode or _mode(settings, self.choice)
         self.events = EventBus()
         self.schedule = Schedule()
-        self._watcher = ConfigWatcher(
-            settings.config_path,
-            ParseOptions(settings.enable_ipv6, settings.all_reserved_ranges),
+        options = ParseOptions(settings.enable_ipv6, settings.all_reserved_ranges)
+        self._watcher: ConfigWatcher | DirectoryWatcher = (
+            DirectoryWatcher(settings.config_dir, options)
+            if settings.config_dir
+            else ConfigWatcher(settings.config_path, options)
         )
+        self.resolver = Resolver(self._names_changed)
         self._lock = threading.Lock()  # the config in force and its rules, swapped together
         self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
-        self._config = ConfigState(settings.config_path)
+        self._config = ConfigState(settings.config_source, directory=bool(settings.config_dir))
         self._desired: dict[Family, Desired] = {}
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._stopping = False
@@ -101,7 +113,7 @@ class Supervisor:
     def start(self) -> None:
         log.info(
             "masqd starting: config %s, backend %s (%s), families %s, %s",
-            self.settings.config_path,
+            self.settings.config_source,
             self.mode,
             self.choice.why,
             ",".join(f.label for f in self.settings.families),
@@ -125,6 +137,7 @@ class Supervisor:
             return
         self._stopping = True
         self._wake()
+        self.resolver.stop()
         for runner in self.runners.values():
             runner.stop(grace)
         self.events.close()
@@ -138,12 +151,14 @@ class Supervisor:
     def status(self) -> Status:
         with self._lock:
             config = self._config
+        answers = self.resolver.answers()
         return Status(
             config=config,
             interval=self.schedule.interval(),
             families=tuple(r.status() for r in self.runners.values()),
             mode=self.mode,
             chain=self.settings.render.chain,
+            names=tuple(answers[n] for n in sorted(answers)),
             table=self.settings.render.table if self.mode == NFTABLES else "",
             backend_choice=self.choice.why,
         )
@@ -158,6 +173,14 @@ class Supervisor:
         was ever loaded."""
         with self._lock:
             return self._desired.get(family)
+
+    def rule_origins(self, family: Family) -> dict[str, str]:
+        """Which config entry (and file) each desired rule of the family comes from."""
+        with self._lock:
+            loaded = self._config.loaded
+        if loaded is None:
+            return {}
+        return rule_origins(loaded, self.resolver.answers(), family, self.settings.render)
 
     def resync(
         self, families: tuple[Family, ...], reason: Reason
@@ -196,7 +219,13 @@ class Supervisor:
     def _loop(self) -> None:
         """Wait for the schedule, the file (inotify, and a look every `poll` seconds for what
         it cannot see), or a wake-up (a new override, stop)."""
-        watch = FileWatch(self.settings.config_path)
+        # A config directory is watched as the directory of a file in it: its files' writes,
+        # renames and the kubelet's ..data swap are all events there.
+        watch = FileWatch(
+            os.path.join(self.settings.config_dir, PREFIX)
+            if self.settings.config_dir
+            else self.settings.config_path
+        )
         poll = SAFETY_POLL if watch.active else self.settings.file_poll_interval
         next_look = time.monotonic() + poll
         try:
@@ -208,9 +237,11 @@ class Supervisor:
                     os.eventfd_read(self._wake_fd)
                 if self._stopping:
                     return
-                told = watch.active and watch.fileno() in ready
-                if told:
+                if watch.active and watch.fileno() in ready:
                     watch.drain()
+                    # A file being written in place is an event per write: look once the
+                    # writes have stopped for a moment, never at half a file.
+                    next_look = time.monotonic() + FILE_SETTLE
                 if self.schedule.expire() is not None:
                     log.info("resync interval override expired")
                     self._publish(EventKind.OVERRIDE_EXPIRED, "override expired")
@@ -218,12 +249,11 @@ class Supervisor:
                     self._load(Reason.INTERVAL)
                     self.resync(self.settings.families, Reason.INTERVAL)
                     self.schedule.ran()
-                elif told or time.monotonic() >= next_look:
+                elif time.monotonic() >= next_look:
                     next_look = time.monotonic() + poll
+                    watch.rearm()  # the symlinks may point elsewhere now
                     if self._watcher.changed():
                         self._load(Reason.CONFIG_CHANGE)
-                if told:
-                    watch.rearm()  # the symlinks may point elsewhere now
                 self._trim_after_activity()
         finally:
             watch.close()
@@ -253,7 +283,8 @@ class Supervisor:
             previous = self._desired
             if changed:
                 # Rendered once here, not on the apply path.
-                self._desired = {f: self._render(loaded, f) for f in self.settings.families}
+                self._desired = self._render_all(loaded)
+            error = _refusals(outcome.files)
             rendering = tuple(
                 w for d in self._desired.values() if isinstance(d, Table) for w in d.warnings
             )
@@ -262,20 +293,27 @@ class Supervisor:
                 loaded=loaded,
                 generation=old.generation + (1 if changed else 0),
                 loaded_at=time.time() if changed else old.loaded_at,
+                error=error,
+                error_at=(old.error_at if error == old.error else time.time()) if error else 0.0,
+                directory=old.directory,
+                files=outcome.files,
                 rendering_warnings=rendering,
             )
             generation = self._config.generation
             desired = self._desired
+        source = self.settings.config_source
+        self._report_refused(outcome.refused, kept=True)
         if outcome.missing:
-            log.debug("no config file at %s; using defaults", self.settings.config_path)
+            log.debug("no config at %s; using defaults", source)
         if not changed:
             return {}
-        for warning in self.config_state.warnings:
-            log.warning("config %s: %s", self.settings.config_path, warning)
+        self.resolver.track(loaded.config.names(), loaded.config.resync_interval)
+        for warning in loaded.warnings + self._config.rendering_warnings:
+            log.warning("config %s: %s", source, warning)
         log.info(
             "config generation %d loaded from %s%s",
             generation,
-            self.settings.config_path,
+            source,
             " (defaults)" if loaded.using_defaults else "",
         )
         self.schedule.configure(loaded.config.resync_interval)
@@ -288,25 +326,62 @@ class Supervisor:
             return {}
         return self.resync(affected, Reason.CONFIG_CHANGE)
 
-    def _render(self, loaded: LoadedConfig, family: Family) -> Desired:
+    def _render_all(self, loaded: LoadedConfig) -> dict[Family, Desired]:
+        """Each family's rules (nftables: table), with the DNS names as they resolve now (the
+        caller holds the lock, so a config and an answer arriving together render in one
+        order)."""
+        answers = self.resolver.answers()
+        config = expand(loaded.config, answers)
+        opts = self.settings.render
         if self.mode == NFTABLES:
-            return desired_table(loaded.config, family, self.settings.render)
-        return tuple(desired_rules(loaded.config, family, self.settings.render))
+            names = _names(loaded, answers)
+            return {f: desired_table(config, f, opts, names) for f in self.settings.families}
+        return {f: tuple(desired_rules(config, f, opts)) for f in self.settings.families}
+
+    def _names_changed(self) -> None:
+        """A name resolves to other addresses: sync the families whose rules moved."""
+        with self._lock:
+            loaded = self._config.loaded
+            if loaded is None or self._stopping:
+                return
+            previous = self._desired
+            self._desired = desired = self._render_all(loaded)
+        affected = tuple(f for f in self.settings.families if desired[f] != previous.get(f))
+        if affected:
+            self.resync(affected, Reason.DNS_CHANGE)
 
     def _reject(self, outcome: Rejected) -> None:
         with self._lock:
             self._config = dataclasses.replace(
-                self._config, error=outcome.error, error_at=time.time()
+                self._config,
+                error=outcome.error,
+                error_at=time.time(),
+                files=outcome.files or self._config.files,
             )
             kept = self._config.loaded is not None
-        if outcome.new:  # once per distinct bad content
+        if outcome.refused:
+            self._report_refused(outcome.refused, kept=kept)
+        elif outcome.new:  # once per distinct bad content
             log.error(
                 "config %s rejected: %s; %s",
-                self.settings.config_path,
+                self.settings.config_source,
                 outcome.error,
                 "the last good config stays in force" if kept else "no rules written",
             )
             self._publish(EventKind.CONFIG_REJECTED, outcome.error)
+
+    def _report_refused(self, refused: tuple[FileOutcome, ...], *, kept: bool) -> None:
+        """--config-dir: each file refused for a new reason, once."""
+        for file in refused:
+            fate = {
+                "kept": "its last good content stays in force",
+                "ignored": "it contributes nothing",
+            }.get(file.state.value, "")
+            if not kept:
+                fate += "; no valid config at all yet, no rules written"
+            path = f"{self.settings.config_source.rstrip('/')}/{file.name}"
+            log.error("config %s rejected: %s; %s", path, file.error, fate)
+            self._publish(EventKind.CONFIG_REJECTED, f"{file.name}: {file.error}")
 
     def _wake(self) -> None:
         """Have the config loop look again now (the schedule changed, or stop)."""
@@ -315,6 +390,23 @@ class Supervisor:
     def _publish(self, kind: EventKind, message: str) -> None:
         generation = self.config_state.generation
         self.events.publish(Event(kind, time.time(), message, None, None, generation))
+
+
+def _refusals(files: tuple[FileOutcome, ...]) -> str:
+    """Every refused file's reason, as one status line ("" when none is refused)."""
+    return "; ".join(f"{f.name}: {f.error}" for f in files if f.error)
+
+
+def _names(loaded: LoadedConfig, answers: Mapping[str, Answer]) -> dict[IPNetwork, str]:
+    """The DNS name each resolved address stands for, so an element's comment names the
+    config entry it is (the first name, where two resolve to one address)."""
+    config = loaded.config
+    names: dict[IPNetwork, str] = {}
+    for entries in (config.masquerade_cidrs, config.non_masquerade_cidrs):
+        for network, entry in expansion(entries, answers):
+            if isinstance(entry, HostName):
+                names.setdefault(network, entry.name)
+    return names
 
 
 def _mode(settings: Settings, chosen: choice.Choice) -> str:

@@ -89,6 +89,8 @@ class SyncOutcome:
     generation: int | None = None
     """nft: the ruleset generation at which the chain was verified as desired; while the
     kernel's stays there, nothing changed (the runner's drift check then asks no one)."""
+    removed: tuple[str, ...] = ()
+    """Leftovers of an earlier --masq-chain removed by this sync (chains, then jumps)."""
 
 
 @dataclass
@@ -212,10 +214,11 @@ def sync(
     known = known if known is not None else Known()
     wanted: Desired = rules if isinstance(rules, (tuple, Table)) else tuple(rules)
     changed = False
+    removed: tuple[str, ...] = ()
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> None:
-        nonlocal changed
+        nonlocal changed, removed
         step = plan(known, wanted, probe, time.monotonic(), blind_writes=backend.blind_writes)
         if step == Step.IN_SYNC:
             return
@@ -228,7 +231,7 @@ def sync(
         if write is None:
             return
         _write(backend, probe, known, wanted, write)
-        changed = True
+        changed, removed = True, write.removed
 
     try:
         try:
@@ -244,7 +247,14 @@ def sync(
         settle(probe, known)
     verified_at = known.generation if known.verified else None
     duration = time.monotonic() - start
-    return SyncOutcome(True, changed, duration, in_sync=True, generation=verified_at)
+    return SyncOutcome(
+        True,
+        changed,
+        duration,
+        in_sync=True,
+        generation=verified_at,
+        removed=removed,
+    )
 
 
 def _retry(attempt: Callable[[], None], failure: ApplyError, deadline: float) -> None:
@@ -271,8 +281,9 @@ def _retry(attempt: Callable[[], None], failure: ApplyError, deadline: float) ->
 def _read_and_compare(
     backend: Backend, probe: Probe, known: Known, wanted: Desired
 ) -> Write | None:
-    """Read the chain; None when it is as desired (and now verified), else the write that
-    makes it so (iptables: with our jump when it is missing)."""
+    """Read ours; None when it is as desired (and now verified) with nothing left by an earlier
+    --masq-chain, else the write that makes it so (iptables: with our jump when it is missing,
+    removing the leftovers)."""
     # Probed before the read: a change during the read shows up next time.
     generation, shape = probe.generation(), probe.shape()
     before = probe.fingerprint()
@@ -297,9 +308,9 @@ def _read_and_compare(
 
 
 def _write(backend: Backend, probe: Probe, known: Known, wanted: Desired, write: Write) -> None:
-    """One atomic transaction (iptables-restore of our chain and jump, or nft -f).
-    Fingerprinting the result is left to `settle`, which the worker runs after it has
-    answered (or, a backend that settles at once, before)."""
+    """One atomic transaction (iptables-restore of our chain and jump, removing an earlier
+    --masq-chain's leftovers; or nft -f). Fingerprinting the result is left to `settle`, which
+    the worker runs after it has answered (or, a backend that settles at once, before)."""
     jumps = known.jumps  # without the jump in the write, it must still be this one
     known.forget()  # unknown until the transaction succeeds
     before = probe.generation()

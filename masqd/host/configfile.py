@@ -1,4 +1,5 @@
-"""The config file on disk: reading it safely and noticing when it changes (incl. ..data swaps)."""
+"""The config on disk: reading a file safely, listing a config directory, and noticing when they
+change (incl. the kubelet's ..data swaps)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,28 @@ def identity(path: str) -> FileIdentity | None:
         # another is noticed too, and read() explains it.
         return FileIdentity(f"{os.path.realpath(path)}: {e.strerror}", -1, -1, -1, e.errno or -1)
     return FileIdentity(real, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+def config_files(directory: str, prefix: str) -> list[str] | None:
+    """The names of the regular files (through symlinks) in directory that start with prefix,
+    sorted; None when the directory does not exist. A projected volume's `..data` and its
+    timestamped directories start with '..', so only the file links themselves are seen."""
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError as e:
+        raise ConfigError(f"{directory} is not a directory") from e
+    except OSError as e:
+        raise ConfigError(f"cannot list {directory}: {e.strerror}") from e
+    names = []
+    for name in sorted(e for e in entries if e.startswith(prefix)):
+        try:
+            if stat.S_ISREG(os.stat(os.path.join(directory, name)).st_mode):
+                names.append(name)
+        except OSError:
+            continue  # gone, or a dangling link in the middle of a swap
+    return names
 
 
 def read(path: str, max_bytes: int = MAX_CONFIG_BYTES) -> bytes | None:

@@ -16,7 +16,9 @@ from masqd.core import nftlive
 from masqd.core.desired import Desired
 from masqd.core.errors import Kind
 from masqd.core.livestate import LiveChain, ReadOutcome
+from masqd.core.merge import FileOutcome, FileState
 from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
+from masqd.core.names import Answer
 from masqd.core.nftrules import Table, table_block
 from masqd.core.rules import jump_rule
 from masqd.core.status import FamilyStatus, Status
@@ -30,7 +32,9 @@ REASON = {
     Reason.API: pb.SYNC_REASON_API,
     Reason.CNI: pb.SYNC_REASON_CNI,
     Reason.DRIFT_REPAIR: pb.SYNC_REASON_DRIFT_REPAIR,
+    Reason.DNS_CHANGE: pb.SYNC_REASON_DNS_CHANGE,
 }
+FILE_STATE: dict[FileState, Any] = {s: pb.ConfigFile.State.Value(s.name) for s in FileState}
 ERROR_KIND = {
     Kind.REJECTED: pb.ERROR_KIND_REJECTED,
     Kind.LOCK: pb.ERROR_KIND_LOCK,
@@ -78,6 +82,8 @@ def status(s: Status) -> pb.Status:
         error=cfg.error,
         warnings=list(cfg.warnings),
         using_defaults=bool(cfg.loaded and cfg.loaded.using_defaults),
+        directory=cfg.directory,
+        files=[config_file(f) for f in cfg.files],
     )
     if cfg.loaded_at:
         config.loaded_at.CopyFrom(timestamp(cfg.loaded_at))
@@ -97,9 +103,31 @@ def status(s: Status) -> pb.Status:
         families=[family_status(f, s.mode) for f in s.families],
         version=__version__,
         chain=s.chain,
+        names=[dns_name(a) for a in s.names],
         table=s.table,
         backend_choice=s.backend_choice,
     )
+
+
+def config_file(f: FileOutcome) -> pb.ConfigFile:
+    return pb.ConfigFile(name=f.name, state=FILE_STATE[f.state], error=f.error)
+
+
+def dns_name(a: Answer, now: float | None = None) -> pb.DnsName:
+    msg = pb.DnsName(
+        name=a.name,
+        addresses=[str(n) for n in a.addresses],
+        resolved=a.resolved,
+        error=a.error,
+    )
+    if a.answered_at is not None:
+        msg.answered_at.CopyFrom(timestamp(a.answered_at))
+        msg.age.CopyFrom(duration(max(0.0, (now or time.time()) - a.answered_at)))
+    if a.ttl is not None:
+        msg.ttl.CopyFrom(duration(a.ttl))
+    if a.error_at is not None:
+        msg.error_at.CopyFrom(timestamp(a.error_at))
+    return msg
 
 
 def family_status(f: FamilyStatus, mode: str) -> pb.FamilyStatus:
@@ -120,7 +148,11 @@ def family_status(f: FamilyStatus, mode: str) -> pb.FamilyStatus:
 
 
 def family_rules(
-    family: Family, chain: str, outcome: ReadOutcome, desired: Desired | None
+    family: Family,
+    chain: str,
+    outcome: ReadOutcome,
+    desired: Desired | None,
+    origins: dict[str, str] | None = None,
 ) -> pb.FamilyRules:
     """A family's live rules against the desired ones: our chain (iptables) or table."""
     if isinstance(desired, Table) or isinstance(outcome.live, nftlive.LiveTable):
@@ -140,6 +172,7 @@ def family_rules(
                 target=r.target,
                 destination=r.destination,
                 comment=r.comment,
+                origin=(origins or {}).get(r.spec, ""),
             )
             for r in live.rules
         )

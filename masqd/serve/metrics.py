@@ -31,7 +31,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from masqd.core import nftlive
 from masqd.core.desired import Live, size
 from masqd.core.errors import MasqdError
+from masqd.core.merge import FileOutcome, FileState
 from masqd.core.model import Event, EventKind, Family, Reason
+from masqd.core.names import Answer
 from masqd.engine.supervisor import Supervisor
 
 LIVE_CACHE_SECONDS = 1.0
@@ -165,7 +167,8 @@ class StateCollector:
         requests = CounterMetricFamily(
             "masqd_resync_requests",
             "Sync requests queued for the family, by source: api, cni, interval, "
-            "config_change, startup, and drift (our chain found changed by someone else).",
+            "config_change, dns_change (a DNS name of the config resolves to other addresses), "
+            "startup, and drift (our chain found changed by someone else).",
             labels=["family", "source"],
         )
         now = time.monotonic()
@@ -185,6 +188,8 @@ class StateCollector:
                 )
                 requests.add_metric([label, source(reason)], count)
         yield from (rules, in_sync, pending, restarts, requests)
+        yield from _config_files(status.config.files)
+        yield from _names(status.names, time.time())
         yield from self.live.collect()
 
 
@@ -245,6 +250,49 @@ def _counters(live: Live) -> Iterator[tuple[str, str, int, int]]:
         return
     for rule in live.rules:
         yield rule.target, rule.destination, rule.packets, rule.bytes
+
+
+def _config_files(files: Iterable[FileOutcome]) -> Iterator[Metric]:
+    state = GaugeMetricFamily(
+        "masqd_config_file_state",
+        "--config-dir: 1 for each file's state (applied; kept: refused, its last good content "
+        "in force; ignored: refused, contributes nothing).",
+        labels=["file", "state"],
+    )
+    for f in files:
+        for s in FileState:
+            state.add_metric([f.name, s.value], 1 if f.state == s else 0)
+    yield state
+
+
+def _names(answers: Iterable[Answer], now: float) -> Iterator[Metric]:
+    resolved = GaugeMetricFamily(
+        "masqd_dns_name_resolved",
+        "1 when the DNS name has an answer in force (0: never resolved, it renders no rule).",
+        labels=["name"],
+    )
+    addresses = GaugeMetricFamily(
+        "masqd_dns_name_addresses",
+        "Addresses (A and AAAA) of the answer in force for the name.",
+        labels=["name"],
+    )
+    age = GaugeMetricFamily(
+        "masqd_dns_answer_age_seconds",
+        "Age of the answer in force for the name (only names that resolved).",
+        labels=["name"],
+    )
+    failing = GaugeMetricFamily(
+        "masqd_dns_lookup_failing",
+        "1 while the name's last look-up failed (its last good answer, if any, stays in force).",
+        labels=["name"],
+    )
+    for a in answers:
+        resolved.add_metric([a.name], 1 if a.resolved else 0)
+        addresses.add_metric([a.name], len(a.addresses))
+        failing.add_metric([a.name], 1 if a.error else 0)
+        if a.answered_at is not None:
+            age.add_metric([a.name], max(0.0, now - a.answered_at))
+    yield from (resolved, addresses, age, failing)
 
 
 def _cidr(destination: str, family: Family) -> str:

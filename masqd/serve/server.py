@@ -106,7 +106,13 @@ class ControlServicer(pb_grpc.ControlServicer):
             outcome = await _read_live(self.sup, family)
             desired = self.sup.desired(family)
             response.families.append(
-                convert.family_rules(family, self.sup.settings.render.chain, outcome, desired)
+                convert.family_rules(
+                    family,
+                    self.sup.settings.render.chain,
+                    outcome,
+                    desired,
+                    self.sup.rule_origins(family),
+                )
             )
         return response
 

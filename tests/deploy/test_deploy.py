@@ -399,6 +399,21 @@ def test_cni_install_can_be_turned_off() -> None:
     assert [c["name"] for c in pod["containers"]] == ["masqd"]
 
 
+def test_extra_config_maps_are_projected_and_read_as_a_directory() -> None:
+    """With extraConfigMaps, /etc/config is a projected volume of every ConfigMap (each
+    optional) and masqd merges the directory instead of reading one file."""
+    ds = by_kind(render({"extraConfigMaps": ["cloud-ip-masq-agent"]}))["DaemonSet"]
+    sources = volume_for(ds, "/etc/config")["projected"]["sources"]
+    assert [s["configMap"]["name"] for s in sources] == ["cce-ip-masq-agent", "cloud-ip-masq-agent"]
+    assert all(s["configMap"]["optional"] is True for s in sources)
+    assert sources[0]["configMap"]["items"] == [{"key": "ip-masq-agent", "path": "ip-masq-agent"}]
+    args = container(ds, "masqd")["args"]
+    assert "--config-dir=/etc/config" in args
+    assert not any(a.startswith("--config=") for a in args)
+    for obj in render({"extraConfigMaps": ["cloud-ip-masq-agent"]}):
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
 def test_configmap_can_be_left_to_someone_else() -> None:
     assert sorted(by_kind(render({"configMap": {"create": False}}))) == ["DaemonSet"]
 
@@ -538,3 +553,12 @@ def test_dockerfile_runtime_is_slim_debian_running_masqd() -> None:
     final = "\n".join(lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :])
     assert "iptables" in final and "ipset" in final and "tini" in final
     assert 'CMD ["tini", "--", "masqd"' in final
+
+
+def test_the_chart_ships_masqds_own_version() -> None:
+    """The version is written once (masqd/__init__.py; pyproject reads it), and the chart's
+    appVersion must say the same."""
+    from masqd import __version__
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__

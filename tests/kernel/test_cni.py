@@ -458,13 +458,7 @@ class Node:
         return netns.Topology(self.name, pod, self.dest).source_seen(dst)
 
     def cni_syncs(self) -> int:
-        counts = [
-            c.count
-            for f in self.masqd.status().families
-            for c in f.sync_counts
-            if c.reason == pb.SYNC_REASON_CNI
-        ]
-        return min(counts) if counts else 0
+        return self.masqd.sync_count(pb.SYNC_REASON_CNI)
 
 
 @contextlib.contextmanager

@@ -77,13 +77,7 @@ class Node:
         return self.calls.read_text().splitlines() if self.calls.exists() else []
 
     def cni_syncs(self) -> int:
-        counts = [
-            c.count
-            for f in self.masqd.status().families
-            for c in f.sync_counts
-            if c.reason == pb.SYNC_REASON_CNI
-        ]
-        return min(counts) if counts else 0
+        return self.masqd.sync_count(pb.SYNC_REASON_CNI)
 
     def source_seen(self, netns_path: str, dst: str) -> str:
         """UDP from the sandbox's network namespace to dst; the source dest saw."""

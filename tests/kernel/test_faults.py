@@ -234,6 +234,26 @@ def kubelet_volume(volume: Path, content: str, stamp: str) -> None:
         put_symlink(key, Path("..data/ip-masq-agent"))
 
 
+@pytest.mark.parametrize("backend", ["nft"])
+def test_a_file_written_in_place_in_pieces_is_read_once_whole(
+    topo: netns.Topology, start_masqd: Callable[..., Masqd]
+) -> None:
+    """inotify tells of every write; masqd reads the file once the writes have stopped, so a
+    half-written file (here not even valid YAML) is never taken, nor rejected."""
+    daemon = start_masqd(GOOD)
+    before = daemon.status().config.generation
+    with open(daemon.config, "r+") as f:
+        f.truncate(0)
+        f.write(GOOD_NEXT[:20])  # "nonMasqueradeCIDRs: ": a config without its value
+        f.flush()
+        time.sleep(0.02)
+        f.write(GOOD_NEXT[20:])
+    wait_until(lambda: topo.chain(4) == desired(GOOD_NEXT, 4), CONFIG_CHANGE_BOUND + 3)
+    status = daemon.status()
+    assert status.config.error == "" and status.config.generation == before + 1
+    assert "rejected" not in daemon.log()
+
+
 def test_kubelet_data_symlink_swap_is_applied_within_2s(
     topo: netns.Topology, start_masqd: Callable[..., Masqd]
 ) -> None:

@@ -36,7 +36,8 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: fl
 class Masqd:
     """A masqd process in a namespace, with its socket, log and a gRPC stub."""
 
-    def __init__(self, netns: str, workdir: Path, config: Path, *flags: str) -> None:
+    def __init__(self, netns: str, workdir: Path, config: Path | None, *flags: str) -> None:
+        """config None: pass no --config (say --config-dir in flags instead)."""
         self.netns = netns
         self.config = config
         self.socket = str(workdir / "masqd.sock")
@@ -47,7 +48,8 @@ class Masqd:
 
     def start(self, wait_synced: bool = True) -> Masqd:
         argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "masqd"]
-        argv += ["--config", str(self.config), "--socket", self.socket, *self.flags]
+        argv += ["--config", str(self.config)] if self.config is not None else []
+        argv += ["--socket", self.socket, *self.flags]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, 15)
@@ -67,6 +69,13 @@ class Masqd:
 
     def status(self) -> pb.Status:
         return self.stub().GetStatus(pb.GetStatusRequest(), timeout=5)
+
+    def sync_count(self, reason: int) -> int:
+        """Syncs run for reason so far, in the family that ran fewest."""
+        counts = [
+            c.count for f in self.status().families for c in f.sync_counts if c.reason == reason
+        ]
+        return min(counts) if counts else 0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -90,7 +99,7 @@ class Masqd:
 
 @contextlib.contextmanager
 def running(
-    netns: str, workdir: Path, config: Path, *flags: str, wait_synced: bool = True
+    netns: str, workdir: Path, config: Path | None, *flags: str, wait_synced: bool = True
 ) -> Iterator[Masqd]:
     daemon = Masqd(netns, workdir, config, *flags)
     try:

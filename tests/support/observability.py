@@ -42,15 +42,16 @@ def fetch(ns: str, path: str, address: str = DEFAULT_ADDRESS) -> tuple[int, str]
 class Samples(dict[tuple[str, frozenset[tuple[str, str]]], float]):
     """One scrape: sample values by name and labels."""
 
-    def get_value(self, name: str, **labels: str) -> float | None:
+    # The metric's name is positional only, so that `name` can be a label too.
+    def get_value(self, name: str, /, **labels: str) -> float | None:
         return self.get((name, frozenset(labels.items())))
 
-    def value(self, name: str, **labels: str) -> float:
+    def value(self, name: str, /, **labels: str) -> float:
         found = self.get_value(name, **labels)
         assert found is not None, f"no sample {name}{labels} in the scrape"
         return found
 
-    def matching(self, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+    def matching(self, name: str, /, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
         want = set(labels.items())
         return {k[1]: v for k, v in self.items() if k[0] == name and want <= k[1]}
 

@@ -63,6 +63,25 @@ def put_symlink(path: Path, target: Path) -> None:
     os.replace(tmp, path)
 
 
+def project(root: Path, files: dict[str, str], generation: int) -> None:
+    """Lay files out in root as the kubelet projects a ConfigMap volume: a timestamped
+    directory, `..data` pointing at it (swapped atomically by a rename), and one link per file
+    through `..data`; links whose file is gone from the new generation are removed."""
+    stamp = root / f"..2024_01_01_00_00_{generation:02d}.000000000"
+    stamp.mkdir()
+    for name, text in files.items():
+        (stamp / name).write_text(text)
+    tmp = root / "..data_tmp"
+    tmp.symlink_to(stamp.name)
+    os.replace(tmp, root / "..data")
+    for name in files:
+        if not (root / name).is_symlink():
+            (root / name).symlink_to(f"..data/{name}")
+    for name in os.listdir(root):
+        if not name.startswith("..") and not (root / "..data" / name).exists():
+            (root / name).unlink()
+
+
 def time_until(condition: Callable[[], bool], timeout: float) -> float:
     """Seconds until condition holds (polled every 20 ms); fails after timeout."""
     start = time.monotonic()

@@ -11,6 +11,7 @@ from masqd.core.config import (
     OTHER_RESERVED,
     RFC1918,
     ConfigError,
+    HostName,
     MasqConfig,
     ParseOptions,
     config_to_dict,
@@ -368,3 +369,74 @@ def test_yaml_one_one_booleans_are_booleans() -> None:
     """YAML 1.1 spellings (yes/no/on/off) are booleans, as in upstream's YAML decoder."""
     assert parse_config("masqOutBound: yes").config.masq_out_bound is True
     assert parse_config("masqOutBoundIPv6: off").config.masq_out_bound_ipv6 is False
+
+
+# -- DNS names where a CIDR goes (CCE) ---------------------------------------------------------
+
+
+def test_a_dns_name_is_kept_as_a_name_in_both_lists() -> None:
+    """A name parses to a HostName in file order; resolving it is not the parser's business."""
+    loaded = parse_config(
+        "masqueradeCIDRs: [DB.Example.com., 10.10.10.10/32]\n"
+        "nonMasqueradeCIDRs: [10.0.0.0/8, api.example.com]\n"
+    )
+    config = loaded.config
+    assert config.masquerade_cidrs == (HostName("db.example.com"), *nets("10.10.10.10/32"))
+    assert config.non_masquerade_cidrs == (*nets("10.0.0.0/8"), HostName("api.example.com"))
+    assert config.names() == (HostName("db.example.com"), HostName("api.example.com"))
+    assert config_to_dict(config)["masqueradeCIDRs"] == ["db.example.com", "10.10.10.10/32"]
+
+
+def test_a_name_counts_as_one_entry_against_cidr_limit() -> None:
+    """As in CCE, a name is one entry of nonMasqueradeCIDRs, whatever it resolves to."""
+    assert parse_config("cidrLimit: 1\nnonMasqueradeCIDRs: [many.example.com]\n")
+    assert "2 entries" in error_of("cidrLimit: 1\nnonMasqueradeCIDRs: [a.example.com, b.example]")
+
+
+def test_the_same_name_twice_warns_like_a_cidr_twice() -> None:
+    loaded = parse_config("masqueradeCIDRs: [db.example.com, DB.example.com.]\n")
+    assert loaded.warnings == ("masqueradeCIDRs: db.example.com is listed more than once",)
+
+
+def test_present_lists_the_keys_the_file_sets() -> None:
+    """A merge needs to tell a key set to its default from one left out."""
+    loaded = parse_config("masqOutBound: false\nnonMasqueradeCIDRs: []\nbogus: 1\n")
+    assert loaded.present == {"masqOutBound", "nonMasqueradeCIDRs"}
+
+
+NOT_NAMES = [
+    ("foo_bar", "nor a DNS name: '_' is not allowed in a name"),
+    ("localhost", "nor a DNS name: a single label"),
+    ("-db.example.com", "starts or ends with '-'"),
+    ("db..example.com", "an empty label"),
+    ("db.example.123", "its last label is all digits"),
+    ("dé.example.com", "not ASCII"),
+    ("a" * 64 + ".example.com", "longer than 63 characters"),
+    (".".join(["abcdefgh"] * 32), "longer than 253 characters"),
+]
+
+
+@pytest.mark.parametrize(("entry", "reason"), NOT_NAMES)
+def test_an_entry_neither_cidr_nor_name_is_refused_with_both_wordings(
+    entry: str, reason: str
+) -> None:
+    """The real reason first, then CCE's own wording for an entry it cannot parse."""
+    message = error_of(f"masqueradeCIDRs: ['{entry}']")
+    assert f"masqueradeCIDRs[0] {entry!r}: not a CIDR, the prefix length is missing" in message
+    assert reason in message
+    assert f'[CIDR "{entry}" could not be parsed, invalid CIDR address: {entry}]' in message
+
+
+def test_host_bits_carry_cces_alignment_wording() -> None:
+    message = error_of("nonMasqueradeCIDRs: [10.0.0.1/8]")
+    assert message == (
+        "nonMasqueradeCIDRs[0] '10.0.0.1/8': host bits are set; the network is 10.0.0.0/8 "
+        '[CIDR "10.0.0.1/8" is not aligned to a CIDR block, ip: "10.0.0.1" network: '
+        '"10.0.0.0/8"]'
+    )
+
+
+def test_an_address_without_prefix_is_not_taken_for_a_name() -> None:
+    message = error_of("masqueradeCIDRs: [10.10.10.10]")
+    assert "not a CIDR, the prefix length is missing (e.g. 10.10.10.10/32)" in message
+    assert "DNS name" not in message

@@ -3,13 +3,18 @@ never parsed again, a rejected content is reported as new once and retried when 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from masqd.core import config
 from masqd.core.config import ParseOptions
 from masqd.core.errors import ConfigError
+from masqd.core.merge import FileState
 from masqd.engine import configwatch
-from masqd.engine.configwatch import ConfigWatcher, Loaded, Rejected
+from masqd.engine.configwatch import ConfigWatcher, DirectoryWatcher, Loaded, Rejected
+from masqd.host import configfile
+from tests.support.scenario import project
 
 GOOD = b"nonMasqueradeCIDRs: [10.0.0.0/8]\n"
 OTHER = b"nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n"
@@ -121,3 +126,98 @@ def test_an_unreadable_file_is_rejected_with_the_reason_and_retried_when_it_chan
     assert isinstance(repeated, Rejected) and not repeated.new
     file.write(OTHER)
     assert isinstance(w.load(), Loaded)
+
+
+# -- a config directory (--config-dir) -------------------------------------------------------
+
+
+def dir_watcher(root: Path) -> DirectoryWatcher:
+    return DirectoryWatcher(str(root), ParseOptions())
+
+
+def test_a_directory_merges_its_ip_masq_files_and_ignores_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-b").write_text("masqueradeCIDRs: [192.0.2.2/32]\n")
+    (tmp_path / "ip-masq-a").write_text("masqueradeCIDRs: [192.0.2.1/32]\n")
+    (tmp_path / "other").write_text("masqOutBound: maybe\n")
+    (tmp_path / "ip-masq-dir").mkdir()
+    w = dir_watcher(tmp_path)
+    loaded = w.load()
+    assert isinstance(loaded, Loaded)
+    assert [str(c) for c in loaded.loaded.config.masquerade_cidrs] == [
+        "192.0.2.1/32",
+        "192.0.2.2/32",
+    ]
+    assert [f.name for f in loaded.files] == ["ip-masq-a", "ip-masq-b"]
+    assert not w.changed() and w.load() is None
+
+
+def test_a_bad_file_keeps_its_last_good_content_and_is_reported_once(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("masqueradeCIDRs: [192.0.2.1/32]\n")
+    (tmp_path / "ip-masq-b").write_text("masqueradeCIDRs: [192.0.2.2/32]\n")
+    w = dir_watcher(tmp_path)
+    w.load()
+    (tmp_path / "ip-masq-b").write_text("masqOutBound: maybe\n")
+    (tmp_path / "ip-masq-a").write_text("masqueradeCIDRs: [192.0.2.9/32]\n")
+    loaded = w.load()
+    assert isinstance(loaded, Loaded)
+    assert [str(c) for c in loaded.loaded.config.masquerade_cidrs] == [
+        "192.0.2.9/32",
+        "192.0.2.2/32",
+    ]
+    assert [(f.name, f.state) for f in loaded.refused] == [("ip-masq-b", FileState.KEPT)]
+    (tmp_path / "ip-masq-a").write_text("masqueradeCIDRs: [192.0.2.8/32]\n")
+    again = w.load()
+    assert isinstance(again, Loaded) and again.refused == ()  # the same refusal, not again
+    assert again.files[1].state == FileState.KEPT
+
+
+def test_files_appearing_and_disappearing_are_seen(tmp_path: Path) -> None:
+    w = dir_watcher(tmp_path)
+    first = w.load()
+    assert isinstance(first, Loaded) and first.missing and first.loaded.using_defaults
+    (tmp_path / "ip-masq-a").write_text("masqOutBound: true\n")
+    assert w.changed()
+    second = w.load()
+    assert isinstance(second, Loaded) and second.loaded.config.masq_out_bound is True
+    (tmp_path / "ip-masq-a").unlink()
+    assert w.changed()
+    third = w.load()
+    assert isinstance(third, Loaded) and third.loaded.config.masq_out_bound is False
+
+
+def test_the_kubelets_data_swap_is_seen(tmp_path: Path) -> None:
+    project(tmp_path, {"ip-masq-a": "masqOutBound: true\n"}, 1)
+    w = dir_watcher(tmp_path)
+    first = w.load()
+    assert isinstance(first, Loaded) and first.loaded.config.masq_out_bound is True
+    project(tmp_path, {"ip-masq-a": "masqOutBound: false\n", "ip-masq-b": "cidrLimit: 9\n"}, 2)
+    assert w.changed()
+    second = w.load()
+    assert isinstance(second, Loaded)
+    assert second.loaded.config.masq_out_bound is False and second.loaded.config.cidr_limit == 9
+
+
+def test_a_directory_of_bad_files_only_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("masqOutBound: maybe\n")
+    rejected = dir_watcher(tmp_path).load()
+    assert isinstance(rejected, Rejected) and rejected.new
+    assert rejected.error.startswith("ip-masq-a: masqOutBound: must be true or false")
+
+
+def test_a_directory_that_cannot_be_listed_is_rejected_until_it_can(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("masqOutBound: true\n")
+    broken = {"on": False}
+
+    def list_files(path: str, prefix: str) -> list[str] | None:
+        if broken["on"]:
+            raise ConfigError(f"cannot list {path}: Permission denied")
+        return configfile.config_files(path, prefix)
+
+    w = DirectoryWatcher(str(tmp_path), ParseOptions(), list_files=list_files)
+    assert isinstance(w.load(), Loaded)
+    broken["on"] = True
+    rejected = w.load()
+    assert isinstance(rejected, Rejected) and "Permission denied" in rejected.error
+    broken["on"] = False
+    again = w.load()
+    assert isinstance(again, Loaded) and again.loaded.config.masq_out_bound is True

@@ -26,19 +26,19 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amasqd/api/v1/control.proto\x12\x0cmasqd.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\rResyncRequest\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\x0f\n\x07no_wait\x18\x02 \x01(\x08\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.masqd.api.v1.SyncReason\"\x93\x02\n\nSyncResult\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06reason\x18\x07 \x01(\x0e\x32\x18.masqd.api.v1.SyncReason\x12+\n\nerror_kind\x18\x08 \x01(\x0e\x32\x17.masqd.api.v1.ErrorKind\";\n\x0eResyncResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.masqd.api.v1.SyncResult\"\x12\n\x10GetStatusRequest\"\xc6\x01\n\x0c\x43onfigStatus\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12-\n\tloaded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12,\n\x08\x65rror_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08warnings\x18\x06 \x03(\t\x12\x16\n\x0eusing_defaults\x18\x07 \x01(\x08\"\xb6\x01\n\x0eIntervalStatus\x12,\n\teffective\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nconfigured\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x37\n\x13override_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\tSyncCount\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.masqd.api.v1.SyncReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xdf\x01\n\x0c\x46\x61milyStatus\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12+\n\tlast_sync\x18\x05 \x01(\x0b\x32\x18.masqd.api.v1.SyncResult\x12\x0f\n\x07in_sync\x18\x06 \x01(\x08\x12,\n\x0bsync_counts\x18\x07 \x03(\x0b\x32\x17.masqd.api.v1.SyncCount\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\"\xd9\x01\n\x06Status\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.masqd.api.v1.ConfigStatus\x12.\n\x08interval\x18\x02 \x01(\x0b\x32\x1c.masqd.api.v1.IntervalStatus\x12,\n\x08\x66\x61milies\x18\x03 \x03(\x0b\x32\x1a.masqd.api.v1.FamilyStatus\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\r\n\x05\x63hain\x18\x05 \x01(\t\x12\r\n\x05table\x18\x06 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_choice\x18\x07 \x01(\t\"7\n\x0fGetRulesRequest\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\"n\n\x08LiveRule\x12\x0c\n\x04spec\x18\x01 \x01(\t\x12\x0f\n\x07packets\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x05 \x01(\t\x12\x0f\n\x07\x63omment\x18\x06 \x01(\t\"\xee\x01\n\x0b\x46\x61milyRules\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\x14\n\x0c\x63hain_exists\x18\x03 \x01(\x08\x12\x14\n\x0cjump_present\x18\x04 \x01(\x08\x12$\n\x04live\x18\x05 \x03(\x0b\x32\x16.masqd.api.v1.LiveRule\x12\x0f\n\x07\x64\x65sired\x18\x06 \x03(\t\x12\x0f\n\x07in_sync\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\'\n\x05table\x18\t \x01(\x0b\x32\x18.masqd.api.v1.TableRules\"h\n\nSetElement\x12\x0b\n\x03set\x18\x01 \x01(\t\x12\x0c\n\x04\x63idr\x18\x02 \x01(\t\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x0f\n\x07packets\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x0e\n\x06\x63overs\x18\x06 \x03(\t\"H\n\tTableRule\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x0f\n\x07packets\x18\x03 \x01(\x04\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\"\xb1\x01\n\nTableRules\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65xists\x18\x02 \x01(\x08\x12*\n\x08\x65lements\x18\x03 \x03(\x0b\x32\x18.masqd.api.v1.SetElement\x12&\n\x05rules\x18\x04 \x03(\x0b\x32\x17.masqd.api.v1.TableRule\x12\x0f\n\x07listing\x18\x05 \x01(\t\x12\x0f\n\x07\x64\x65sired\x18\x06 \x01(\t\x12\x0f\n\x07pending\x18\x07 \x01(\t\"?\n\x10GetRulesResponse\x12+\n\x08\x66\x61milies\x18\x01 \x03(\x0b\x32\x19.masqd.api.v1.FamilyRules\"q\n\x1aSetIntervalOverrideRequest\x12+\n\x08interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1e\n\x1c\x43learIntervalOverrideRequest\"\x0e\n\x0cWatchRequest\"\xa6\x03\n\x05\x45vent\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.masqd.api.v1.Event.Kind\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06\x66\x61mily\x18\x03 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x06result\x18\x05 \x01(\x0b\x32\x18.masqd.api.v1.SyncResult\x12\x19\n\x11\x63onfig_generation\x18\x06 \x01(\x03\"\xce\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rCONFIG_LOADED\x10\x01\x12\x13\n\x0f\x43ONFIG_REJECTED\x10\x02\x12\x10\n\x0cSYNC_STARTED\x10\x03\x12\x11\n\rSYNC_FINISHED\x10\x04\x12\x0f\n\x0bSYNC_FAILED\x10\x05\x12\x14\n\x10WORKER_RESTARTED\x10\x06\x12\x10\n\x0cOVERRIDE_SET\x10\x07\x12\x14\n\x10OVERRIDE_EXPIRED\x10\x08\x12\x14\n\x10OVERRIDE_CLEARED\x10\t*B\n\x06\x46\x61mily\x12\x16\n\x12\x46\x41MILY_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46\x41MILY_IPV4\x10\x01\x12\x0f\n\x0b\x46\x41MILY_IPV6\x10\x02*\xc3\x01\n\nSyncReason\x12\x1b\n\x17SYNC_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13SYNC_REASON_STARTUP\x10\x01\x12\x18\n\x14SYNC_REASON_INTERVAL\x10\x02\x12\x1d\n\x19SYNC_REASON_CONFIG_CHANGE\x10\x03\x12\x13\n\x0fSYNC_REASON_API\x10\x04\x12\x13\n\x0fSYNC_REASON_CNI\x10\x05\x12\x1c\n\x18SYNC_REASON_DRIFT_REPAIR\x10\x06*\xba\x01\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45RROR_KIND_REJECTED\x10\x01\x12\x13\n\x0f\x45RROR_KIND_LOCK\x10\x02\x12\x16\n\x12\x45RROR_KIND_TIMEOUT\x10\x03\x12\x16\n\x12\x45RROR_KIND_MISSING\x10\x04\x12\x1a\n\x16\x45RROR_KIND_WORKER_GONE\x10\x05\x12\x17\n\x13\x45RROR_KIND_INTERNAL\x10\x06\x32\xca\x03\n\x07\x43ontrol\x12\x43\n\x06Resync\x12\x1b.masqd.api.v1.ResyncRequest\x1a\x1c.masqd.api.v1.ResyncResponse\x12\x41\n\tGetStatus\x12\x1e.masqd.api.v1.GetStatusRequest\x1a\x14.masqd.api.v1.Status\x12I\n\x08GetRules\x12\x1d.masqd.api.v1.GetRulesRequest\x1a\x1e.masqd.api.v1.GetRulesResponse\x12U\n\x13SetIntervalOverride\x12(.masqd.api.v1.SetIntervalOverrideRequest\x1a\x14.masqd.api.v1.Status\x12Y\n\x15\x43learIntervalOverride\x12*.masqd.api.v1.ClearIntervalOverrideRequest\x1a\x14.masqd.api.v1.Status\x12:\n\x05Watch\x12\x1a.masqd.api.v1.WatchRequest\x1a\x13.masqd.api.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amasqd/api/v1/control.proto\x12\x0cmasqd.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\rResyncRequest\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\x0f\n\x07no_wait\x18\x02 \x01(\x08\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.masqd.api.v1.SyncReason\"\x93\x02\n\nSyncResult\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06reason\x18\x07 \x01(\x0e\x32\x18.masqd.api.v1.SyncReason\x12+\n\nerror_kind\x18\x08 \x01(\x0e\x32\x17.masqd.api.v1.ErrorKind\";\n\x0eResyncResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.masqd.api.v1.SyncResult\"\x12\n\x10GetStatusRequest\"\x82\x02\n\x0c\x43onfigStatus\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12-\n\tloaded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12,\n\x08\x65rror_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08warnings\x18\x06 \x03(\t\x12\x16\n\x0eusing_defaults\x18\x07 \x01(\x08\x12\x11\n\tdirectory\x18\x08 \x01(\x08\x12\'\n\x05\x66iles\x18\t \x03(\x0b\x32\x18.masqd.api.v1.ConfigFile\"\x9c\x01\n\nConfigFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.masqd.api.v1.ConfigFile.State\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"B\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\x08\n\x04KEPT\x10\x02\x12\x0b\n\x07IGNORED\x10\x03\"\xfa\x01\n\x07\x44nsName\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\x12\x10\n\x08resolved\x18\x03 \x01(\x08\x12/\n\x0b\x61nswered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03\x61ge\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12,\n\x08\x65rror_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x0eIntervalStatus\x12,\n\teffective\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nconfigured\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x37\n\x13override_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\tSyncCount\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.masqd.api.v1.SyncReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xdf\x01\n\x0c\x46\x61milyStatus\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12+\n\tlast_sync\x18\x05 \x01(\x0b\x32\x18.masqd.api.v1.SyncResult\x12\x0f\n\x07in_sync\x18\x06 \x01(\x08\x12,\n\x0bsync_counts\x18\x07 \x03(\x0b\x32\x17.masqd.api.v1.SyncCount\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\"\xff\x01\n\x06Status\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.masqd.api.v1.ConfigStatus\x12.\n\x08interval\x18\x02 \x01(\x0b\x32\x1c.masqd.api.v1.IntervalStatus\x12,\n\x08\x66\x61milies\x18\x03 \x03(\x0b\x32\x1a.masqd.api.v1.FamilyStatus\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\r\n\x05\x63hain\x18\x05 \x01(\t\x12$\n\x05names\x18\x06 \x03(\x0b\x32\x15.masqd.api.v1.DnsName\x12\r\n\x05table\x18\x07 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_choice\x18\x08 \x01(\t\"7\n\x0fGetRulesRequest\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\"~\n\x08LiveRule\x12\x0c\n\x04spec\x18\x01 \x01(\t\x12\x0f\n\x07packets\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x05 \x01(\t\x12\x0f\n\x07\x63omment\x18\x06 \x01(\t\x12\x0e\n\x06origin\x18\x07 \x01(\t\"\xee\x01\n\x0b\x46\x61milyRules\x12$\n\x06\x66\x61mily\x18\x01 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\x14\n\x0c\x63hain_exists\x18\x03 \x01(\x08\x12\x14\n\x0cjump_present\x18\x04 \x01(\x08\x12$\n\x04live\x18\x05 \x03(\x0b\x32\x16.masqd.api.v1.LiveRule\x12\x0f\n\x07\x64\x65sired\x18\x06 \x03(\t\x12\x0f\n\x07in_sync\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\'\n\x05table\x18\t \x01(\x0b\x32\x18.masqd.api.v1.TableRules\"h\n\nSetElement\x12\x0b\n\x03set\x18\x01 \x01(\t\x12\x0c\n\x04\x63idr\x18\x02 \x01(\t\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x0f\n\x07packets\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x0e\n\x06\x63overs\x18\x06 \x03(\t\"H\n\tTableRule\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x0f\n\x07packets\x18\x03 \x01(\x04\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\"\xb1\x01\n\nTableRules\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65xists\x18\x02 \x01(\x08\x12*\n\x08\x65lements\x18\x03 \x03(\x0b\x32\x18.masqd.api.v1.SetElement\x12&\n\x05rules\x18\x04 \x03(\x0b\x32\x17.masqd.api.v1.TableRule\x12\x0f\n\x07listing\x18\x05 \x01(\t\x12\x0f\n\x07\x64\x65sired\x18\x06 \x01(\t\x12\x0f\n\x07pending\x18\x07 \x01(\t\"?\n\x10GetRulesResponse\x12+\n\x08\x66\x61milies\x18\x01 \x03(\x0b\x32\x19.masqd.api.v1.FamilyRules\"q\n\x1aSetIntervalOverrideRequest\x12+\n\x08interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1e\n\x1c\x43learIntervalOverrideRequest\"\x0e\n\x0cWatchRequest\"\xa6\x03\n\x05\x45vent\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.masqd.api.v1.Event.Kind\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06\x66\x61mily\x18\x03 \x01(\x0e\x32\x14.masqd.api.v1.Family\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x06result\x18\x05 \x01(\x0b\x32\x18.masqd.api.v1.SyncResult\x12\x19\n\x11\x63onfig_generation\x18\x06 \x01(\x03\"\xce\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rCONFIG_LOADED\x10\x01\x12\x13\n\x0f\x43ONFIG_REJECTED\x10\x02\x12\x10\n\x0cSYNC_STARTED\x10\x03\x12\x11\n\rSYNC_FINISHED\x10\x04\x12\x0f\n\x0bSYNC_FAILED\x10\x05\x12\x14\n\x10WORKER_RESTARTED\x10\x06\x12\x10\n\x0cOVERRIDE_SET\x10\x07\x12\x14\n\x10OVERRIDE_EXPIRED\x10\x08\x12\x14\n\x10OVERRIDE_CLEARED\x10\t*B\n\x06\x46\x61mily\x12\x16\n\x12\x46\x41MILY_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46\x41MILY_IPV4\x10\x01\x12\x0f\n\x0b\x46\x41MILY_IPV6\x10\x02*\xdf\x01\n\nSyncReason\x12\x1b\n\x17SYNC_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13SYNC_REASON_STARTUP\x10\x01\x12\x18\n\x14SYNC_REASON_INTERVAL\x10\x02\x12\x1d\n\x19SYNC_REASON_CONFIG_CHANGE\x10\x03\x12\x13\n\x0fSYNC_REASON_API\x10\x04\x12\x13\n\x0fSYNC_REASON_CNI\x10\x05\x12\x1c\n\x18SYNC_REASON_DRIFT_REPAIR\x10\x06\x12\x1a\n\x16SYNC_REASON_DNS_CHANGE\x10\x07*\xba\x01\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45RROR_KIND_REJECTED\x10\x01\x12\x13\n\x0f\x45RROR_KIND_LOCK\x10\x02\x12\x16\n\x12\x45RROR_KIND_TIMEOUT\x10\x03\x12\x16\n\x12\x45RROR_KIND_MISSING\x10\x04\x12\x1a\n\x16\x45RROR_KIND_WORKER_GONE\x10\x05\x12\x17\n\x13\x45RROR_KIND_INTERNAL\x10\x06\x32\xca\x03\n\x07\x43ontrol\x12\x43\n\x06Resync\x12\x1b.masqd.api.v1.ResyncRequest\x1a\x1c.masqd.api.v1.ResyncResponse\x12\x41\n\tGetStatus\x12\x1e.masqd.api.v1.GetStatusRequest\x1a\x14.masqd.api.v1.Status\x12I\n\x08GetRules\x12\x1d.masqd.api.v1.GetRulesRequest\x1a\x1e.masqd.api.v1.GetRulesResponse\x12U\n\x13SetIntervalOverride\x12(.masqd.api.v1.SetIntervalOverrideRequest\x1a\x14.masqd.api.v1.Status\x12Y\n\x15\x43learIntervalOverride\x12*.masqd.api.v1.ClearIntervalOverrideRequest\x1a\x14.masqd.api.v1.Status\x12:\n\x05Watch\x12\x1a.masqd.api.v1.WatchRequest\x1a\x13.masqd.api.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'masqd.api.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAMILY']._serialized_start=2907
-  _globals['_FAMILY']._serialized_end=2973
-  _globals['_SYNCREASON']._serialized_start=2976
-  _globals['_SYNCREASON']._serialized_end=3171
-  _globals['_ERRORKIND']._serialized_start=3174
-  _globals['_ERRORKIND']._serialized_end=3360
+  _globals['_FAMILY']._serialized_start=3433
+  _globals['_FAMILY']._serialized_end=3499
+  _globals['_SYNCREASON']._serialized_start=3502
+  _globals['_SYNCREASON']._serialized_end=3725
+  _globals['_ERRORKIND']._serialized_start=3728
+  _globals['_ERRORKIND']._serialized_end=3914
   _globals['_RESYNCREQUEST']._serialized_start=109
   _globals['_RESYNCREQUEST']._serialized_end=221
   _globals['_SYNCRESULT']._serialized_start=224
@@ -48,39 +48,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_start=562
   _globals['_GETSTATUSREQUEST']._serialized_end=580
   _globals['_CONFIGSTATUS']._serialized_start=583
-  _globals['_CONFIGSTATUS']._serialized_end=781
-  _globals['_INTERVALSTATUS']._serialized_start=784
-  _globals['_INTERVALSTATUS']._serialized_end=966
-  _globals['_SYNCCOUNT']._serialized_start=968
-  _globals['_SYNCCOUNT']._serialized_end=1036
-  _globals['_FAMILYSTATUS']._serialized_start=1039
-  _globals['_FAMILYSTATUS']._serialized_end=1262
-  _globals['_STATUS']._serialized_start=1265
-  _globals['_STATUS']._serialized_end=1482
-  _globals['_GETRULESREQUEST']._serialized_start=1484
-  _globals['_GETRULESREQUEST']._serialized_end=1539
-  _globals['_LIVERULE']._serialized_start=1541
-  _globals['_LIVERULE']._serialized_end=1651
-  _globals['_FAMILYRULES']._serialized_start=1654
-  _globals['_FAMILYRULES']._serialized_end=1892
-  _globals['_SETELEMENT']._serialized_start=1894
-  _globals['_SETELEMENT']._serialized_end=1998
-  _globals['_TABLERULE']._serialized_start=2000
-  _globals['_TABLERULE']._serialized_end=2072
-  _globals['_TABLERULES']._serialized_start=2075
-  _globals['_TABLERULES']._serialized_end=2252
-  _globals['_GETRULESRESPONSE']._serialized_start=2254
-  _globals['_GETRULESRESPONSE']._serialized_end=2317
-  _globals['_SETINTERVALOVERRIDEREQUEST']._serialized_start=2319
-  _globals['_SETINTERVALOVERRIDEREQUEST']._serialized_end=2432
-  _globals['_CLEARINTERVALOVERRIDEREQUEST']._serialized_start=2434
-  _globals['_CLEARINTERVALOVERRIDEREQUEST']._serialized_end=2464
-  _globals['_WATCHREQUEST']._serialized_start=2466
-  _globals['_WATCHREQUEST']._serialized_end=2480
-  _globals['_EVENT']._serialized_start=2483
-  _globals['_EVENT']._serialized_end=2905
-  _globals['_EVENT_KIND']._serialized_start=2699
-  _globals['_EVENT_KIND']._serialized_end=2905
-  _globals['_CONTROL']._serialized_start=3363
-  _globals['_CONTROL']._serialized_end=3821
+  _globals['_CONFIGSTATUS']._serialized_end=841
+  _globals['_CONFIGFILE']._serialized_start=844
+  _globals['_CONFIGFILE']._serialized_end=1000
+  _globals['_CONFIGFILE_STATE']._serialized_start=934
+  _globals['_CONFIGFILE_STATE']._serialized_end=1000
+  _globals['_DNSNAME']._serialized_start=1003
+  _globals['_DNSNAME']._serialized_end=1253
+  _globals['_INTERVALSTATUS']._serialized_start=1256
+  _globals['_INTERVALSTATUS']._serialized_end=1438
+  _globals['_SYNCCOUNT']._serialized_start=1440
+  _globals['_SYNCCOUNT']._serialized_end=1508
+  _globals['_FAMILYSTATUS']._serialized_start=1511
+  _globals['_FAMILYSTATUS']._serialized_end=1734
+  _globals['_STATUS']._serialized_start=1737
+  _globals['_STATUS']._serialized_end=1992
+  _globals['_GETRULESREQUEST']._serialized_start=1994
+  _globals['_GETRULESREQUEST']._serialized_end=2049
+  _globals['_LIVERULE']._serialized_start=2051
+  _globals['_LIVERULE']._serialized_end=2177
+  _globals['_FAMILYRULES']._serialized_start=2180
+  _globals['_FAMILYRULES']._serialized_end=2418
+  _globals['_SETELEMENT']._serialized_start=2420
+  _globals['_SETELEMENT']._serialized_end=2524
+  _globals['_TABLERULE']._serialized_start=2526
+  _globals['_TABLERULE']._serialized_end=2598
+  _globals['_TABLERULES']._serialized_start=2601
+  _globals['_TABLERULES']._serialized_end=2778
+  _globals['_GETRULESRESPONSE']._serialized_start=2780
+  _globals['_GETRULESRESPONSE']._serialized_end=2843
+  _globals['_SETINTERVALOVERRIDEREQUEST']._serialized_start=2845
+  _globals['_SETINTERVALOVERRIDEREQUEST']._serialized_end=2958
+  _globals['_CLEARINTERVALOVERRIDEREQUEST']._serialized_start=2960
+  _globals['_CLEARINTERVALOVERRIDEREQUEST']._serialized_end=2990
+  _globals['_WATCHREQUEST']._serialized_start=2992
+  _globals['_WATCHREQUEST']._serialized_end=3006
+  _globals['_EVENT']._serialized_start=3009
+  _globals['_EVENT']._serialized_end=3431
+  _globals['_EVENT_KIND']._serialized_start=3225
+  _globals['_EVENT_KIND']._serialized_end=3431
+  _globals['_CONTROL']._serialized_start=3917
+  _globals['_CONTROL']._serialized_end=4375
 # @@protoc_insertion_point(module_scope)

@@ -26,6 +26,7 @@ class SyncReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SYNC_REASON_API: _ClassVar[SyncReason]
     SYNC_REASON_CNI: _ClassVar[SyncReason]
     SYNC_REASON_DRIFT_REPAIR: _ClassVar[SyncReason]
+    SYNC_REASON_DNS_CHANGE: _ClassVar[SyncReason]
 
 class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ SYNC_REASON_CONFIG_CHANGE: SyncReason
 SYNC_REASON_API: SyncReason
 SYNC_REASON_CNI: SyncReason
 SYNC_REASON_DRIFT_REPAIR: SyncReason
+SYNC_REASON_DNS_CHANGE: SyncReason
 ERROR_KIND_UNSPECIFIED: ErrorKind
 ERROR_KIND_REJECTED: ErrorKind
 ERROR_KIND_LOCK: ErrorKind
@@ -95,7 +97,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ConfigStatus(_message.Message):
-    __slots__ = ("path", "generation", "loaded_at", "error", "error_at", "warnings", "using_defaults")
+    __slots__ = ("path", "generation", "loaded_at", "error", "error_at", "warnings", "using_defaults", "directory", "files")
     PATH_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +105,8 @@ class ConfigStatus(_message.Message):
     ERROR_AT_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     USING_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
     path: str
     generation: int
     loaded_at: _timestamp_pb2.Timestamp
@@ -110,7 +114,49 @@ class ConfigStatus(_message.Message):
     error_at: _timestamp_pb2.Timestamp
     warnings: _containers.RepeatedScalarFieldContainer[str]
     using_defaults: bool
-    def __init__(self, path: _Optional[str] = ..., generation: _Optional[int] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., using_defaults: _Optional[bool] = ...) -> None: ...
+    directory: bool
+    files: _containers.RepeatedCompositeFieldContainer[ConfigFile]
+    def __init__(self, path: _Optional[str] = ..., generation: _Optional[int] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., using_defaults: _Optional[bool] = ..., directory: _Optional[bool] = ..., files: _Optional[_Iterable[_Union[ConfigFile, _Mapping]]] = ...) -> None: ...
+
+class ConfigFile(_message.Message):
+    __slots__ = ("name", "state", "error")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[ConfigFile.State]
+        APPLIED: _ClassVar[ConfigFile.State]
+        KEPT: _ClassVar[ConfigFile.State]
+        IGNORED: _ClassVar[ConfigFile.State]
+    STATE_UNSPECIFIED: ConfigFile.State
+    APPLIED: ConfigFile.State
+    KEPT: ConfigFile.State
+    IGNORED: ConfigFile.State
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: ConfigFile.State
+    error: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ConfigFile.State, str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DnsName(_message.Message):
+    __slots__ = ("name", "addresses", "resolved", "answered_at", "age", "ttl", "error", "error_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_AT_FIELD_NUMBER: _ClassVar[int]
+    AGE_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    resolved: bool
+    answered_at: _timestamp_pb2.Timestamp
+    age: _duration_pb2.Duration
+    ttl: _duration_pb2.Duration
+    error: str
+    error_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., resolved: _Optional[bool] = ..., answered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., error: _Optional[str] = ..., error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class IntervalStatus(_message.Message):
     __slots__ = ("effective", "configured", "source", "override_expires_at")
@@ -153,12 +199,13 @@ class FamilyStatus(_message.Message):
     def __init__(self, family: _Optional[_Union[Family, str]] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., last_sync: _Optional[_Union[SyncResult, _Mapping]] = ..., in_sync: _Optional[bool] = ..., sync_counts: _Optional[_Iterable[_Union[SyncCount, _Mapping]]] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("config", "interval", "families", "version", "chain", "table", "backend_choice")
+    __slots__ = ("config", "interval", "families", "version", "chain", "names", "table", "backend_choice")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     FAMILIES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_CHOICE_FIELD_NUMBER: _ClassVar[int]
     config: ConfigStatus
@@ -166,9 +213,10 @@ class Status(_message.Message):
     families: _containers.RepeatedCompositeFieldContainer[FamilyStatus]
     version: str
     chain: str
+    names: _containers.RepeatedCompositeFieldContainer[DnsName]
     table: str
     backend_choice: str
-    def __init__(self, config: _Optional[_Union[ConfigStatus, _Mapping]] = ..., interval: _Optional[_Union[IntervalStatus, _Mapping]] = ..., families: _Optional[_Iterable[_Union[FamilyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., chain: _Optional[str] = ..., table: _Optional[str] = ..., backend_choice: _Optional[str] = ...) -> None: ...
+    def __init__(self, config: _Optional[_Union[ConfigStatus, _Mapping]] = ..., interval: _Optional[_Union[IntervalStatus, _Mapping]] = ..., families: _Optional[_Iterable[_Union[FamilyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., chain: _Optional[str] = ..., names: _Optional[_Iterable[_Union[DnsName, _Mapping]]] = ..., table: _Optional[str] = ..., backend_choice: _Optional[str] = ...) -> None: ...
 
 class GetRulesRequest(_message.Message):
     __slots__ = ("family",)
@@ -177,20 +225,22 @@ class GetRulesRequest(_message.Message):
     def __init__(self, family: _Optional[_Union[Family, str]] = ...) -> None: ...
 
 class LiveRule(_message.Message):
-    __slots__ = ("spec", "packets", "bytes", "target", "destination", "comment")
+    __slots__ = ("spec", "packets", "bytes", "target", "destination", "comment", "origin")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PACKETS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     spec: str
     packets: int
     bytes: int
     target: str
     destination: str
     comment: str
-    def __init__(self, spec: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., target: _Optional[str] = ..., destination: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, spec: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., target: _Optional[str] = ..., destination: _Optional[str] = ..., comment: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class FamilyRules(_message.Message):
     __slots__ = ("family", "chain", "chain_exists", "jump_present", "live", "desired", "in_sync", "error", "table")

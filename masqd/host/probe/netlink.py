@@ -42,9 +42,7 @@ _COUNTERS = [
         re.compile(re.escape(head) + rb".{8}" + re.escape(_PACKETS) + rb".{8}", re.DOTALL),
         head + bytes(8) + _PACKETS + bytes(8),
     )
-    for head in (
-        _COUNTER_NAME + NLATTR.pack(28, data) + _BYTES for data in (0x0002, 0x8002)
-    )
+    for head in (_COUNTER_NAME + NLATTR.pack(28, data) + _BYTES for data in (0x0002, 0x8002))
 ]
 
 

@@ -27,7 +27,11 @@ app.kubernetes.io/part-of: masqd
 {{/* masqd's command line. */}}
 {{- define "masqd.args" -}}
 {{- $m := .Values.masqd -}}
+{{- if .Values.extraConfigMaps -}}
+- --config-dir=/etc/config
+{{- else -}}
 - --config=/etc/config/ip-masq-agent
+{{- end }}
 - --socket=/run/masqd/masqd.sock
 - --backend={{ $m.backend }}
 - --iptables-mode={{ $m.iptablesMode }}
