@@ -1,11 +1,11 @@
 """`masqctl config validate|render`: masqd's own parser and renderer, with no daemon and no gRPC.
 
 The file is read and judged exactly as masqd would (same size limit, same flags), so a file that
-validates here is one masqd accepts. `-` reads standard input. Where nft is installed, validate
-also has the kernel check the nftables backend's transactions (`nft --check`, in a network
-namespace of its own, so nothing of the node's ruleset is read or touched). `render` and
-`explain` look the file's DNS names up through this machine's resolver, now, and say what each
-resolved to (or why not).
+validates here is one masqd accepts. `-` reads standard input. `render` and `explain` look the
+file's DNS names up through this machine's resolver, now, and say what each resolved to (or why
+not). Where nft is installed, validate also has the kernel check the nftables backend's
+transactions (`nft --check`, in a network namespace of its own, so nothing of the node's
+ruleset is read or touched).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def load(path: str, args: argparse.Namespace) -> LoadedConfig:
 def validate(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The verdict for a person, and the same for a machine (valid, warnings, the config,
     and what `nft --check` said of the nftables transactions). CommandError (exit 1) when
-    the kernel refuses them."""
+    the kernel refuses them. DNS names are not looked up here: they render nothing."""
     loaded = load(args.file, args)
     options = flags.render_options(args)
     families = _families(args)

@@ -155,8 +155,11 @@ def _fell_through(config: MasqConfig, family: Family, source: IPAddress | None) 
 def _entry(entries: Entries, key: str, met: Met) -> Entry | None:
     """The config entry a rule (or the set element it matched) stands for."""
     if met.element is not None:
-        named, _, value = met.element.comment.partition(": ")
-        key, cidrs = (named, [value]) if named in KEYS else (key, [met.element.key])
+        # Its comment names the entry ("nonMasqueradeCIDRs: 10.0.0.0/8"; a DNS name's address:
+        # the name), its key the address: the key finds a name's entry.
+        named, _, _ = met.element.comment.partition(": ")
+        key = named if named in KEYS else key
+        cidrs = [str(n) for n in met.element.networks]
     else:
         cidrs = [str(n) for m in met.rule.matches if m.field == DADDR for n in m.networks]
     return next((entries[key, c] for c in cidrs if (key, c) in entries), None)

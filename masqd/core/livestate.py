@@ -46,8 +46,8 @@ class LiveChain:
     first_rule: str = ""
     """POSTROUTING's first rule (empty when it has none): where --jump-position first wants
     our jump."""
-    leftovers: Leftovers = field(default_factory=Leftovers, compare=False)
-    """What an earlier masqd left under another chain name, to remove with our next write."""
+    leftovers: Leftovers = field(default_factory=Leftovers)
+    """What an earlier --masq-chain left in the table (filled in by the worker's read)."""
 
     @property
     def specs(self) -> list[str]:

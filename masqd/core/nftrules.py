@@ -18,7 +18,7 @@ Like the iptables rules, everything is rendered exactly as `nft list table` prin
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -28,7 +28,8 @@ from masqd.core.model import Family
 from masqd.core.rules import LINK_LOCAL, PORT_PROTOCOLS, PortRange, RenderOptions
 
 if TYPE_CHECKING:  # workers import this module; they need no YAML parser
-    from masqd.core.config import IPAddress, IPNetwork, MasqConfig
+    from masqd.core.config import IPAddress, MasqConfig
+    from masqd.core.entries import IPNetwork
 
 BASE_CHAIN = "postrouting"
 SRCNAT = 100
@@ -124,8 +125,14 @@ def element_key(cidr: IPNetwork) -> str:
     return str(cidr.network_address) if cidr.prefixlen == cidr.max_prefixlen else str(cidr)
 
 
-def desired_table(config: MasqConfig, family: Family, opts: RenderOptions) -> Table:
-    """Our table for one family.
+def desired_table(
+    config: MasqConfig,
+    family: Family,
+    opts: RenderOptions,
+    names: Mapping[IPNetwork, str] | None = None,
+) -> Table:
+    """Our table for one family, from a config whose DNS names are resolved (`names.expand`);
+    `names` says which name an address came from, for its element's comment.
 
     With sourceCIDRs, a connection from any other source returns at once (the `src` set; one
     with no element of this family returns every connection). With --jump-position first,
@@ -169,12 +176,12 @@ def desired_table(config: MasqConfig, family: Family, opts: RenderOptions) -> Ta
         lists[SOURCES] = config.source_cidrs
     for name, cidrs in lists.items():
         key = SET_KEYS[name]
-        # A DNS name still in the config renders nothing: expand it first (core/names.py).
+        # A DNS name still unresolved renders nothing (`names.expand` replaced the others).
         collapsed = collapse(
             c for c in cidrs if not isinstance(c, HostName) and c.version == family
         )
         keys = tuple(element_key(c) for c in collapsed.elements)
-        comments = tuple(f"{key}: {c}" for c in collapsed.elements)
+        comments = tuple(f"{key}: {(names or {}).get(c, c)}" for c in collapsed.elements)
         sets.append(NftSet(name, set_declaration(family), keys, comments))
         covered += [(name, str(entry), element_key(outer)) for entry, outer in collapsed.covered]
         warnings += covered_warnings(key, collapsed)

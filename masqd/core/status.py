@@ -108,12 +108,12 @@ class Status:
     mode: str
     """The data plane: legacy or nft (the iptables backend), or nftables."""
     chain: str
+    names: tuple[Answer, ...] = ()
+    """The DNS names of the config in force and what is known of each."""
     table: str = ""
     """Our nftables table (the nftables backend); empty on the iptables backend."""
     backend_choice: str = ""
     """Why this backend, in a few words (`--backend auto` says what it saw)."""
-    names: tuple[Answer, ...] = ()
-    """The DNS names of the config in force and what is known of each."""
 
     def family(self, family: Family) -> FamilyStatus | None:
         return next((f for f in self.families if f.family == family), None)

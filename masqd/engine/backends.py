@@ -38,7 +38,7 @@ class Write(NamedTuple):
     """It puts in itself what sends traffic through our rules (iptables: our POSTROUTING
     jump; nftables: our base chain), so whatever is there afterwards came from it."""
     removed: tuple[str, ...] = ()
-    """What it takes out that an earlier masqd left (chains, then jumps)."""
+    """What it removes that an earlier --masq-chain left (chains, then jumps)."""
 
 
 class Backend(Protocol):
@@ -100,7 +100,7 @@ class IptablesBackend:
     settles_at_once: bool = False
 
     def read(self, *, counters: bool = False) -> LiveChain:
-        """Our chain and jump, with what an earlier --masq-chain left (core/leftovers.py)."""
+        """Our chain and jump, and what an earlier --masq-chain left in the nat table."""
         text = self.host.save_nat(counters=counters, timeout=self.timeout)
         live = parse_save(text, self.chain)
         return dataclasses.replace(live, leftovers=find_leftovers(text, self.chain))

@@ -39,9 +39,9 @@ log = logging.getLogger("masqd.runner")
 
 NO_CONFIG = "no valid configuration has been loaded yet; the rules are left as they are"
 GATHER = 0.01
-"""Seconds a sync waits for more requests when some arrived during the sync before it: a
+"""The least time between the starts of two requested syncs while requests keep coming: a
 burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
---figures 4`). A request that finds the runner idle is served at once."""
+--figures 4`). A request that finds no sync started within it is served at once."""
 
 
 class FamilyRunner:
@@ -68,6 +68,7 @@ class FamilyRunner:
         self._events = events
         self._drift_interval = drift_check_interval
         self._gather = gather
+        self._last_start = float("-inf")  # when the last requested sync started
         self._clock = clock
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.queue = RequestQueue(self._notify, clock)
@@ -171,6 +172,7 @@ class FamilyRunner:
                     if not self._replace_worker():
                         break
                     next_check = self._clock()  # the new worker checks the chain first
+                self._gather_burst()
                 work = self.queue.take()
                 if work is not None:
                     if work.batch is not None:
@@ -178,8 +180,6 @@ class FamilyRunner:
                     for command, future in work.reads.items():
                         future.set_result(self._read(command))
                     next_check = self._clock() + self._drift_interval
-                    if work.batch is not None and self.queue.oldest() is not None:
-                        self._stop.wait(self._gather)  # they arrived during that sync: a burst
                 elif self._clock() >= next_check:
                     self._check()
                     next_check = self._clock() + self._drift_interval
@@ -190,6 +190,16 @@ class FamilyRunner:
             raise
         finally:
             self.queue.close(Stopping("masqd is shutting down"))
+
+    def _gather_burst(self) -> None:
+        """Sync requests waiting within `gather` of the last sync's start are a burst: let it
+        gather until `gather` after that start. A request that finds no sync started lately
+        goes at once."""
+        if self.queue.oldest() is None:
+            return
+        left = self._last_start + self._gather - self._clock()
+        if left > 0:
+            self._stop.wait(left)
 
     def _idle(self, timeout: float) -> None:
         """Wait for a request, the worker's death, or the timeout."""
@@ -213,6 +223,7 @@ class FamilyRunner:
                     self._failed_since = batch.since
             batch.fail(NoConfig(NO_CONFIG))
             return
+        self._last_start = self._clock()
         self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
         with self._lock:
             self._state, self._taken_since = "syncing", batch.since

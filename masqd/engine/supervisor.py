@@ -15,17 +15,19 @@ import os
 import select
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 
 from masqd.core import choice
 from masqd.core.config import LoadedConfig, ParseOptions
 from masqd.core.desired import Desired
+from masqd.core.entries import HostName, IPNetwork
 from masqd.core.errors import RequestError
 from masqd.core.explain import Explanation, unheld
 from masqd.core.livestate import ReadOutcome
 from masqd.core.merge import FileOutcome
 from masqd.core.model import NFTABLES, Event, EventKind, Family, Reason, SyncResult
-from masqd.core.names import expand
+from masqd.core.names import Answer, expand, expansion
 from masqd.core.natpath import Packet, PathOutcome
 from masqd.core.nftrules import Table, desired_table
 from masqd.core.origins import rule_origins
@@ -168,9 +170,9 @@ class Supervisor:
             families=families,
             mode=self.mode,
             chain=self.settings.render.chain,
+            names=tuple(answers[n] for n in sorted(answers)),
             table=self.settings.render.table if self.mode == NFTABLES else "",
             backend_choice=self.choice.why,
-            names=tuple(answers[n] for n in sorted(answers)),
         )
 
     @property
@@ -324,20 +326,20 @@ class Supervisor:
             if changed:
                 # Rendered once here, not on the apply path.
                 self._desired = self._render_all(loaded)
+            error = _refusals(outcome.files)
             rendering = tuple(
                 w for d in self._desired.values() if isinstance(d, Table) for w in d.warnings
             )
-            error = _refusals(outcome.files)
             self._config = ConfigState(
                 path=old.path,
                 loaded=loaded,
                 generation=old.generation + (1 if changed else 0),
                 loaded_at=time.time() if changed else old.loaded_at,
-                rendering_warnings=rendering,
                 error=error,
                 error_at=(old.error_at if error == old.error else time.time()) if error else 0.0,
                 directory=old.directory,
                 files=outcome.files,
+                rendering_warnings=rendering,
             )
             generation = self._config.generation
             desired = self._desired
@@ -349,7 +351,7 @@ class Supervisor:
             return {}
         self._check_node()
         self.resolver.track(loaded.config.names(), loaded.config.resync_interval)
-        for warning in self.config_state.warnings:
+        for warning in loaded.warnings + self._config.rendering_warnings:
             log.warning("config %s: %s", source, warning)
         log.info(
             "config generation %d loaded from %s%s",
@@ -388,11 +390,13 @@ class Supervisor:
         """Each family's rules (nftables: table), with the DNS names as they resolve now (the
         caller holds the lock, so a config and an answer arriving together render in one
         order)."""
-        config = expand(loaded.config, self.resolver.answers())
-        render = self.settings.render
+        answers = self.resolver.answers()
+        config = expand(loaded.config, answers)
+        opts = self.settings.render
         if self.mode == NFTABLES:
-            return {f: desired_table(config, f, render) for f in self.settings.families}
-        return {f: tuple(desired_rules(config, f, render)) for f in self.settings.families}
+            names = _names(loaded, answers)
+            return {f: desired_table(config, f, opts, names) for f in self.settings.families}
+        return {f: tuple(desired_rules(config, f, opts)) for f in self.settings.families}
 
     def _names_changed(self) -> None:
         """A name resolves to other addresses: sync the families whose rules moved."""
@@ -448,6 +452,23 @@ class Supervisor:
         self.events.publish(Event(kind, time.time(), message, None, None, generation))
 
 
+def _refusals(files: tuple[FileOutcome, ...]) -> str:
+    """Every refused file's reason, as one status line ("" when none is refused)."""
+    return "; ".join(f"{f.name}: {f.error}" for f in files if f.error)
+
+
+def _names(loaded: LoadedConfig, answers: Mapping[str, Answer]) -> dict[IPNetwork, str]:
+    """The DNS name each resolved address stands for, so an element's comment names the
+    config entry it is (the first name, where two resolve to one address)."""
+    config = loaded.config
+    names: dict[IPNetwork, str] = {}
+    for entries in (config.masquerade_cidrs, config.non_masquerade_cidrs):
+        for network, entry in expansion(entries, answers):
+            if isinstance(entry, HostName):
+                names.setdefault(network, entry.name)
+    return names
+
+
 def _mode(settings: Settings, chosen: choice.Choice) -> str:
     """nftables, or the iptables backend's mode (auto: the one the node uses)."""
     if chosen.backend == NFTABLES:
@@ -465,8 +486,3 @@ def choose(settings: Settings) -> choice.Choice:
         needed |= choice.PORT_EXTENSIONS
     facts = choice.NodeFacts() if settings.backend == NFTABLES else nodefacts.gather(needed)
     return choice.choose_backend(settings.backend, facts)
-
-
-def _refusals(files: tuple[FileOutcome, ...]) -> str:
-    """Every refused file's reason, as one status line ("" when none is refused)."""
-    return "; ".join(f"{f.name}: {f.error}" for f in files if f.error)

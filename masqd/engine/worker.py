@@ -263,7 +263,12 @@ def sync(
     verified_at = known.generation if known.verified else None
     duration = time.monotonic() - start
     return SyncOutcome(
-        True, changed, duration, in_sync=True, generation=verified_at, removed=removed
+        True,
+        changed,
+        duration,
+        in_sync=True,
+        generation=verified_at,
+        removed=removed,
     )
 
 
@@ -291,8 +296,9 @@ def _retry(attempt: Callable[[], None], failure: ApplyError, deadline: float) ->
 def _read_and_compare(
     backend: Backend, probe: Probe, known: Known, wanted: Desired
 ) -> Write | None:
-    """Read the chain; None when it is as desired (and now verified), else the write that
-    makes it so (iptables: with our jump when it is missing)."""
+    """Read ours; None when it is as desired (and now verified) with nothing left by an earlier
+    --masq-chain, else the write that makes it so (iptables: with our jump when it is missing,
+    removing the leftovers)."""
     # Probed before the read: a change during the read shows up next time.
     generation, shape = probe.generation(), probe.shape()
     before = probe.fingerprint()
@@ -317,9 +323,9 @@ def _read_and_compare(
 
 
 def _write(backend: Backend, probe: Probe, known: Known, wanted: Desired, write: Write) -> None:
-    """One atomic transaction (iptables-restore of our chain and jump, or nft -f).
-    Fingerprinting the result is left to `settle`, which the worker runs after it has
-    answered (or, a backend that settles at once, before)."""
+    """One atomic transaction (iptables-restore of our chain and jump, removing an earlier
+    --masq-chain's leftovers; or nft -f). Fingerprinting the result is left to `settle`, which
+    the worker runs after it has answered (or, a backend that settles at once, before)."""
     jumps = known.jumps  # without the jump in the write, it must still be this one
     known.forget()  # unknown until the transaction succeeds
     before = probe.generation()

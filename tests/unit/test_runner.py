@@ -107,12 +107,14 @@ def make_runner() -> Iterator[Callable[..., FamilyRunner]]:
         backoff: Backoff | None = None,
         refused: str = "",
         drift_check_interval: float = 3600.0,
+        gather: float = 0.0,
     ) -> FamilyRunner:
         runner = FamilyRunner(
             WorkerOptions(family, "nft", "IP-MASQ-AGENT", 1.0, 1, 1.0),
             desired=lambda: rules,
             events=bus or EventBus(),
             drift_check_interval=drift_check_interval,
+            gather=gather,
             backoff=backoff,
             launcher=launcher(target, delay),
             refused=refused,
@@ -247,3 +249,21 @@ def test_a_read_of_the_nat_path_fails_as_data_when_the_worker_is_gone(
     runner = make_runner(_die_on_a_read)
     outcome = runner.read_path().result(10)
     assert outcome.path is None and outcome.kind == Kind.WORKER_GONE
+
+
+def test_a_burst_is_gathered_and_a_lone_request_goes_at_once(
+    make_runner: Callable[..., FamilyRunner],
+) -> None:
+    """A request within `gather` of the last sync's start waits until `gather` after it;
+    one that comes after a quiet spell is served at once."""
+    runner = make_runner(gather=0.3)
+    start = time.monotonic()
+    runner.queue.sync(Reason.API).result(5)
+    first = time.monotonic() - start
+    runner.queue.sync(Reason.API).result(5)  # right after: the same burst
+    second = time.monotonic() - start
+    assert first < 0.25 and second >= 0.3
+    time.sleep(0.35)
+    lone = time.monotonic()
+    runner.queue.sync(Reason.API).result(5)
+    assert time.monotonic() - lone < 0.25
