@@ -85,6 +85,9 @@ class LiveTable:
     """Anything else in the table (maps, flowtables, named objects, stray lines)."""
     listing: str = field(default="", compare=False)
     """The listing itself, for people."""
+    leftovers: tuple[str, ...] = ()
+    """Tables of the family with our comment under another name: what an earlier --nft-table
+    left (filled in by the worker's read, as the iptables backend's leftovers are)."""
 
     def matches(self, desired: Table) -> bool:
         """True when the table holds exactly the desired sets, elements and chains."""
@@ -164,10 +167,13 @@ def parse_listing(text: str, family: Family, name: str) -> LiveTable:
 
 
 def change(live: LiveTable, desired: Table) -> str | None:
-    """The `nft -f` input that makes the live table the desired one; None when it is."""
+    """The `nft -f` input that makes the live table the desired one, and removes the tables an
+    earlier --nft-table left; None when there is nothing to do."""
+    protocol = desired.spec.split()[0]
+    removals = [f"delete table {protocol} {name}" for name in live.leftovers]
     if not live.exists or _table_differs(live, desired):
-        return create(desired)
-    commands: list[str] = []
+        return "\n".join([*removals, create(desired)])
+    commands: list[str] = [*removals]
     if _chains(live) != _wanted_chains(desired):
         commands += [f"flush chain {desired.spec} {c.name}" for c in live.chains]
         commands += [f"delete chain {desired.spec} {c.name}" for c in live.chains]

@@ -20,9 +20,10 @@ from masqd.core.errors import ApplyError
 from masqd.core.leftovers import find_leftovers
 from masqd.core.livestate import LiveChain, parse_save
 from masqd.core.model import NFTABLES
-from masqd.core.nftrules import Table
+from masqd.core.nftrules import TABLE_COMMENT, Table
 from masqd.core.rules import jump_rule, render_restore
 from masqd.host import iptables, nftables
+from masqd.host.probe import nfttable
 
 if TYPE_CHECKING:
     from masqd.engine.worker import WorkerOptions
@@ -162,12 +163,23 @@ class NftablesBackend:
     _took_over: bool = field(default=False, repr=False)
 
     def read(self, *, counters: bool = False) -> nftlive.LiveTable:
+        """Our table, and the family's other tables with our comment (an earlier
+        --nft-table's)."""
         text = self.host.list_table(timeout=self.timeout)  # counters come with every listing
-        return nftlive.parse_listing(text, self.host.family, self.host.table)
+        live = nftlive.parse_listing(text, self.host.family, self.host.table)
+        try:
+            named = nfttable.named_like(self.host.family, TABLE_COMMENT)
+        except OSError:
+            named = []  # could not tell: leave them for the next read
+        leftovers = tuple(n for n in named if n != self.host.table)
+        return dataclasses.replace(live, leftovers=leftovers)
 
     def change(self, live: Live, wanted: Desired) -> Write | None:
         assert isinstance(live, nftlive.LiveTable) and isinstance(wanted, Table)
-        return _nft_write(nftlive.change(live, wanted))
+        write = _nft_write(nftlive.change(live, wanted))
+        protocol = wanted.spec.split()[0]
+        removed = tuple(f"table {protocol} {name}" for name in live.leftovers)
+        return write._replace(removed=removed) if write is not None and removed else write
 
     def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         assert isinstance(known, Table) and isinstance(wanted, Table)

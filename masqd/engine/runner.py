@@ -269,7 +269,7 @@ class FamilyRunner:
         """Count a sync, log it, publish it; its result is in status before anyone hears."""
         if outcome.removed:
             log.info(
-                "%s: removed what an earlier --masq-chain left in the nat table: %s",
+                "%s: removed what an earlier --masq-chain or --nft-table left: %s",
                 self.family.label,
                 "; ".join(outcome.removed),
             )

@@ -467,3 +467,17 @@ def test_status_rules_and_metrics_show_the_table_with_element_counters(
     )
     code, body = fetch(topo.node, "/readyz")
     assert code == 200 and json.loads(body)["ready"] is True
+
+
+def test_a_table_left_by_an_earlier_nft_table_is_removed(
+    topo: netns.Topology, start: Callable[..., Masqd]
+) -> None:
+    """After --nft-table changes, the next masqd deletes the old tables (they carry our comment)
+    in the transaction that writes its own; a table of that name without our comment stays."""
+    start(GOOD, "--nft-table", "masqd-old").stop()
+    netns.run(topo.node, "nft", "add", "table", "ip", "masqd-foreign")
+    assert set(tables(topo.node)) >= {"ip masqd-old", "ip6 masqd-old"}
+    daemon = start()
+    assert set(tables(topo.node)) == {"ip masqd", "ip6 masqd", "ip masqd-foreign"}
+    assert "table ip masqd-old" in daemon.log() and "table ip6 masqd-old" in daemon.log()
+    assert topo.source_seen(netns.DEST_V4["internet"]) == netns.NODE_UPLINK_V4

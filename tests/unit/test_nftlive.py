@@ -5,6 +5,8 @@ touching the sets, the whole table replaced only when its frame changed."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from masqd.core import nftlive
 from masqd.core.config import parse_config
 from masqd.core.model import Family
@@ -209,3 +211,11 @@ def test_counters_read_as_the_iptables_backend_words_them() -> None:
     assert counted[("RETURN", "10.0.0.0/8")] == 7
     assert counted[("RETURN", "169.254.0.0/16")] == 2
     assert counted[("MASQUERADE", "")] == 5
+
+
+def test_a_table_an_earlier_nft_table_left_is_deleted_even_when_ours_matches() -> None:
+    left = dataclasses.replace(live(), leftovers=("masqd-old",))
+    assert nftlive.change(left, desired()) == "delete table ip masqd-old\n"
+    absent = dataclasses.replace(nftlive.parse_listing("", Family.IPV4, "masqd"), leftovers=("x",))
+    text = nftlive.change(absent, desired())
+    assert text is not None and text.startswith("delete table ip x\ntable ip masqd {\n")

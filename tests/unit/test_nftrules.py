@@ -205,3 +205,15 @@ def test_table_name_accepted(name: str) -> None:
 def test_table_name_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="invalid nftables table name"):
         validate_table_name(name)
+
+
+def test_an_element_from_a_dns_name_names_it_in_its_comment() -> None:
+    """A name's addresses become elements whose comment names the config entry: the name."""
+    config = parse_config("nonMasqueradeCIDRs: [10.0.0.0/8, 192.0.2.5/32]\n").config
+    names = {ipaddress.ip_network("192.0.2.5/32"): "metadata.example.com"}
+    t = desired_table(config, Family.IPV4, RenderOptions(), names)
+    (nomasq,) = [s for s in t.sets if s.name == NOMASQ]
+    assert dict(zip(nomasq.keys, nomasq.comments, strict=True)) == {
+        "10.0.0.0/8": "nonMasqueradeCIDRs: 10.0.0.0/8",
+        "192.0.2.5": "nonMasqueradeCIDRs: metadata.example.com",
+    }

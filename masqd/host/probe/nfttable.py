@@ -8,7 +8,8 @@ ids and counter values are left out; the rest is hashed in dump order, which is 
 own and stable while nothing changes.
 
 Also here: the names of a family's tables (one dump), which is how `auto` sees kube-proxy in
-nftables mode without exec-ing or creating anything.
+nftables mode without exec-ing or creating anything, and those with our comment (a table an
+earlier --nft-table left).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ NFT_MSG_GETRULE = 7
 NFT_MSG_GETSET = 10
 NFT_MSG_GETSETELEM = 13
 NFTA_TABLE_NAME = 1
+NFTA_TABLE_USERDATA = 6
 NFTA_CHAIN_TABLE = 1
 NFTA_CHAIN_NAME = 3
 NFTA_RULE_TABLE = 1
@@ -87,6 +89,21 @@ def read(family: Family, table: str, base_chain: str = "postrouting") -> Fingerp
                 if kind == NFTA_SET_ELEM_LIST_ELEMENTS:
                     _update(digest, netlink.blank_counters(elements))
     return Fingerprint(digest.digest(), hook)
+
+
+def named_like(family: Family, comment: str) -> list[str]:
+    """The names of the family's tables whose comment is `comment` (one dump). A table's
+    comment is its user data: a TLV of type 0 (libnftnl's NFTNL_UDATA_TABLE_COMMENT), its
+    length (with the NUL) and the text."""
+    text = comment.encode() + b"\0"
+    wanted = bytes((0, len(text))) + text
+    replies = netlink.request(NFT_MSG_GETTABLE, _FAMILIES[family], dump=True)
+    found = []
+    for reply in replies:
+        fields = dict(netlink.attrs(reply))
+        if fields.get(NFTA_TABLE_USERDATA) == wanted:
+            found.append(fields.get(NFTA_TABLE_NAME, b"").rstrip(b"\0").decode(errors="replace"))
+    return found
 
 
 def table_names(family: Family) -> list[str]:
