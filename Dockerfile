@@ -31,14 +31,15 @@ LABEL org.opencontainers.image.title="masqd" \
       org.opencontainers.image.description="IP masquerade agent for Kubernetes nodes" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# iptables brings ip6tables and both backends (nft, Debian's default, and legacy); masqd's
-# --iptables-mode=auto picks the one the node uses. tini runs as PID 1: it reaps the processes
-# a killed worker leaves behind (the iptables-restore each keeps waiting), which masqd as PID 1
-# would leave as zombies, and passes SIGTERM on. Versions follow Debian stable's security
+# iptables brings ip6tables and both its modes (nft, Debian's default, and legacy); masqd's
+# --iptables-mode=auto picks the one the node uses. nftables brings nft, which the nftables
+# backend runs (--backend nftables, or auto where the node wants it). tini runs as PID 1: it
+# reaps the processes a killed worker leaves behind (the iptables-restore or nft each keeps
+# waiting), which masqd as PID 1 would leave as zombies, and passes SIGTERM on. Versions follow Debian stable's security
 # updates, so they are not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables ipset python3 tini \
+    && apt-get install -y --no-install-recommends iptables ipset nftables python3 tini \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/*
 
 COPY --from=builder /opt/masqd /opt/masqd
@@ -46,7 +47,7 @@ COPY --from=builder /opt/masqd /opt/masqd
 COPY build/cni-dist/masq-cni.d /opt/masq-cni
 RUN CNI_COMMAND=VERSION /opt/masq-cni/masq-cni </dev/null >/dev/null \
     && ln -s /opt/masqd/bin/masqd /opt/masqd/bin/masqctl /opt/masq-cni/masq-cni /usr/local/bin/ \
-    && masqd --help > /dev/null && masqctl --help > /dev/null
+    && masqd --help > /dev/null && masqctl --help > /dev/null && nft --version > /dev/null
 
 # Python writes nothing at run time (the root filesystem may be read-only) and logs unbuffered.
 ENV PYTHONDONTWRITEBYTECODE=1 \

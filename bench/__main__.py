@@ -1,6 +1,10 @@
-"""`make bench`: every figure on both backends, each in a fresh namespace, one table at the end.
+"""`make bench`: every figure on every backend it applies to, each in a fresh namespace, one
+table at the end.
 
-    python -m bench [--quick] [--figures 1,3] [--backends nft,legacy] [--strict]
+    python -m bench [--quick] [--figures 1,3] [--backends nft,legacy,nftables] [--strict]
+
+Backends: nft and legacy are the iptables backend's modes; nftables is the nftables backend
+(figures 3, 9 and 13 only: the others time the iptables chain's own repairs and paths).
 
 Progress goes to stderr, the table to stdout. The exit code is 1 when a figure could not be
 measured (and, with --strict, when a goal is missed).
@@ -20,11 +24,13 @@ from dataclasses import dataclass
 from bench.common import Report, Row, Stats
 from bench.netns import FigureFailed, run_figure
 
-FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
+FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
 PARALLEL = (10, 11)
 """Figures whose backends run at once: they measure CPU time over minutes, which sharing the
 machine hardly touches, and one after the other they would take twice as long."""
-BACKENDS = ("nft", "legacy")
+BACKENDS = ("nft", "legacy", "nftables")
+FIGURE_BACKENDS = {3: BACKENDS, 9: BACKENDS, 13: ("nftables",)}
+"""The backends each figure runs on; nft and legacy where not listed."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Budget:
     steady_seconds: float = 120.0
     tick_seconds: float = 60.0
     start_rounds: int = 10
+    connection_rounds: int = 9
 
 
 FULL = Budget()
@@ -51,6 +58,7 @@ QUICK = Budget(
     steady_seconds=30.0,
     tick_seconds=20.0,
     start_rounds=4,
+    connection_rounds=3,
 )
 
 
@@ -73,6 +81,8 @@ def figure_command(figure: int, backend: str, budget: Budget) -> tuple[str, list
         return "steady", ["11", *mode, "--seconds", str(budget.tick_seconds)]
     if figure == 12:
         return "daemon", ["12", *mode, "--rounds", str(budget.start_rounds)]
+    if figure == 13:
+        return "conncost", ["--rounds", str(budget.connection_rounds)]
     return "daemon", ["8", *mode, "--idle-seconds", str(budget.idle_seconds)]
 
 
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--figures", default=",".join(map(str, FIGURES)), help="e.g. 1,3 (default: all)"
     )
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="nft,legacy (default)")
+    parser.add_argument(
+        "--backends", default=",".join(BACKENDS), help="nft,legacy,nftables (default)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -98,14 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     details: list[str] = []
     errors: list[str] = []
     for figure in figures:
-        print(f"bench: figure {figure} on {', '.join(backends)} ...", file=sys.stderr, flush=True)
+        on = [b for b in backends if b in FIGURE_BACKENDS.get(figure, BACKENDS[:2])]
+        if not on:
+            continue
+        print(f"bench: figure {figure} on {', '.join(on)} ...", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         if figure in PARALLEL:
-            with concurrent.futures.ThreadPoolExecutor(len(backends)) as pool:
-                futures = [pool.submit(_measure, figure, b, budget, errors) for b in backends]
+            with concurrent.futures.ThreadPoolExecutor(len(on)) as pool:
+                futures = [pool.submit(_measure, figure, b, budget, errors) for b in on]
                 reports = [f.result() for f in futures]
         else:
-            reports = [_measure(figure, backend, budget, errors) for backend in backends]
+            reports = [_measure(figure, backend, budget, errors) for backend in on]
         print(f"bench:   {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
         for report in reports:
             rows += report.rows
@@ -128,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 def _measure(figure: int, backend: str, budget: Budget, errors: list[str]) -> Report:
     module, figure_args = figure_command(figure, backend, budget)
     try:
-        return run_figure(module, figure_args, f"f{figure}{backend[0]}", timeout=900)
+        return run_figure(module, figure_args, f"f{figure}{backend[:2]}", timeout=900)
     except (FigureFailed, subprocess.TimeoutExpired) as e:
         errors.append(f"figure {figure} on {backend}: {e}")
         return Report([_error_row(figure, backend)])
@@ -140,13 +155,17 @@ def _error_row(figure: int, backend: str) -> Row:
 
 
 def header(seconds: float, quick: bool) -> str:
-    iptables = subprocess.run(
-        ["iptables-nft", "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    versions = [
+        subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
+        .stdout.strip()
+        .splitlines()[:1]
+        for tool in ("iptables-nft", "nft")
+    ]
+    tools = ", ".join(v[0] for v in versions if v)
     return (
         f"masqd bench{' (quick)' if quick else ''}: {platform.node()}, Linux "
         f"{platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{iptables}; {seconds:.0f} s. Values: median (min-max) of the rounds.\n"
+        f"{tools}; {seconds:.0f} s. Values: median (min-max) of the rounds.\n"
     )
 
 
@@ -176,7 +195,9 @@ def table(rows: list[Row]) -> str:
 def fmt_stats(s: Stats) -> str:
     """median (min-max) in one unit: ms or s for times."""
     scale, unit = 1.0, s.unit
-    if s.unit == "s" and s.median < 1:
+    if s.unit == "s" and s.median < 1e-3:
+        scale, unit = 1e6, "µs"
+    elif s.unit == "s" and s.median < 1:
         scale, unit = 1000.0, "ms"
     digits = 2 if unit in ("s", "%") else 1
     if s.unit not in ("s", "MiB", "%"):

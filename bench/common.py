@@ -1,4 +1,4 @@
-"""What every figure shares: timing statistics, result rows, and iptables inside the namespace.
+"""What every figure shares: timing statistics, result rows, iptables and nft in the namespace.
 
 A figure runs in a process of its own inside a namespace (see bench.netns); it reports its rows
 as one JSON document on stdout, which the driver (bench.__main__) collects into the table.
@@ -138,6 +138,16 @@ def save_nat(mode: str, family: int = 4) -> str:
 
 def restore(mode: str, text: str, family: int = 4) -> None:
     run([tool(mode, family, "restore"), "--noflush", "-w", "5"], text)
+
+
+def nft_apply(text: str) -> None:
+    """A bare `nft -f -` of text, started on the spot."""
+    run(["nft", "-f", "-"], text)
+
+
+def nft_list(table: str = "ip masqd") -> str:
+    """A bare `nft list table`: the least an agent that reads with nft must do."""
+    return run(["nft", "list", "table", *table.split()])
 
 
 def flush_chain(mode: str, family: int = 4) -> None:

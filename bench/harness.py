@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from masqd import logs
-from masqd.core.model import Family
+from masqd.core.model import NFTABLES, Family
+from masqd.core.nftrules import Table
 from masqd.core.rules import RenderOptions
 from masqd.core.settings import Settings
 from masqd.daemon import Daemon
@@ -52,19 +53,25 @@ def config_with_cidrs(count: int, last: str | None = None) -> str:
 class InProcessMasqd:
     """A context manager: masqd running in this process, synced, with a stub to its API."""
 
-    def __init__(self, mode: str, config: str = DEFAULT_CONFIG) -> None:
+    def __init__(self, mode: str, config: str = DEFAULT_CONFIG, *, watch: bool = True) -> None:
+        """watch=False: the config loop never looks at the file itself (no inotify, no poll),
+        so a figure that changes the file and calls `Supervisor.reload()` is the one that
+        loads it, and gets the sync it asked for."""
         self.mode = mode
+        self.watch = watch
         self._tmp = tempfile.TemporaryDirectory(prefix="masqd-bench-")
         work = Path(self._tmp.name)
         (work / "config").write_text(config)
         self.settings = Settings(
             config_path=str(work / "config"),
             socket=str(work / "masqd.sock"),
-            iptables_mode=mode,
+            backend="nftables" if mode == NFTABLES else "iptables",
+            iptables_mode="auto" if mode == NFTABLES else mode,
             render=RenderOptions(),
             # Nobody tampers during a timed round except the bench itself: a drift check
             # landing between "flush" and "Resync" would make the Resync a no-op.
             drift_check_interval=3600.0,
+            file_poll_interval=0.5 if watch else 3600.0,
         )
         self.daemon = Daemon(self.settings, mode=mode)
         self.channel: grpc.Channel | None = None
@@ -82,6 +89,10 @@ class InProcessMasqd:
         """Start masqd as its cli does (masqd.daemon)."""
         logs.setup("text", "warning")
         logging.getLogger("masqd").setLevel(logging.WARNING)
+        if not self.watch:
+            from masqd.engine import supervisor
+
+            supervisor.FileWatch = _NoWatch  # type: ignore[assignment,misc]
         self.daemon.start()
         import grpc
 
@@ -125,9 +136,16 @@ class InProcessMasqd:
         check_response(response, changed)
 
     def desired(self, family: Family = Family.IPV4) -> list[str]:
+        """Our chain's rules (the iptables backend)."""
         rules = self.supervisor.desired(family)
-        assert rules is not None
-        return rules
+        assert rules is not None and not isinstance(rules, Table)
+        return list(rules)
+
+    def table(self, family: Family = Family.IPV4) -> Table:
+        """Our table (the nftables backend)."""
+        table = self.supervisor.desired(family)
+        assert isinstance(table, Table)
+        return table
 
     def syncs(self) -> dict[Family, int]:
         """Syncs run so far per family (every reason)."""
@@ -138,6 +156,18 @@ class InProcessMasqd:
 
     def restores(self) -> dict[Family, int]:
         return {f.family: f.restores for f in self.supervisor.status().families}
+
+
+class _NoWatch:
+    """A FileWatch that watches nothing (inotify unavailable, as the loop sees it)."""
+
+    active = False
+
+    def __init__(self, path: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def check_response(response: pb.ResyncResponse, changed: bool | None) -> None:

@@ -1,6 +1,7 @@
 """Figures 1-4 and 9: masqd in this process, timed through its API against bare iptables.
 
-Run by the driver inside a fresh namespace: `python -m bench.inproc FIGURE --mode nft|legacy`.
+Run by the driver inside a fresh namespace: `python -m bench.inproc FIGURE --mode M` (nft or
+legacy, the iptables backend's modes, or nftables; figures 3 and 9 run on all three).
 The imports at the top stay light: the Supervisor spawns its workers, and a spawned worker
 re-imports this module as its `__mp_main__`; they must carry what a daemon's worker carries.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bench.common import CHAIN, Report
@@ -77,16 +79,22 @@ def figure2(m: InProcessMasqd, rounds: int, report: Report) -> None:
 
 
 def figure3(m: InProcessMasqd, rounds: int, report: Report) -> None:
-    """No-op Resync vs a bare iptables-save; and no iptables-restore at all."""
-    from bench.common import Row, Stats, interleaved, ratio_row, save_nat
+    """No-op Resync vs a bare iptables-save (nftables: nft list table); and no write at all."""
+    from bench.common import Row, Stats, interleaved, nft_list, ratio_row, save_nat
 
+    nftables = m.mode == "nftables"
+    read, tool, writer = (
+        (nft_list, "nft list table", "nft -f")
+        if nftables
+        else (lambda: save_nat(m.mode), "iptables-save", "iptables-restore")
+    )
     before = m.restores()
-    ours, bare = interleaved(rounds, [lambda: m.resync(changed=False), lambda: save_nat(m.mode)])
+    ours, bare = interleaved(rounds, [lambda: m.resync(changed=False), read])
     restores = sum(m.restores().values()) - sum(before.values())
-    report.rows.append(ratio_row("3 resync, no-op (vs iptables-save)", m.mode, ours, bare, 1.5))
+    report.rows.append(ratio_row(f"3 resync, no-op (vs {tool})", m.mode, ours, bare, 1.5))
     report.rows.append(
         Row(
-            "3 iptables-restore calls in no-op syncs",
+            f"3 {writer} calls in no-op syncs",
             m.mode,
             Stats(restores, restores, restores, 1, "calls"),
             "0",
@@ -181,38 +189,59 @@ SIZES = (64, 1000, 10000)
 
 
 def figure9(mode: str, rounds: int, report: Report) -> None:
-    """Apply time with 64 / 1,000 / 10,000 nonMasqueradeCIDRs vs a bare iptables-restore.
+    """Apply time with 64 / 1,000 / 10,000 nonMasqueradeCIDRs vs a bare iptables-restore (the
+    nftables backend: a bare nft -f).
 
     Each round is a real config change: two configs of the same size that differ in their last
     entry take turns in the file. The goal row times the apply — from the supervisor asking for
     the sync of the newly loaded config until the new rules are in the kernel — against a bare
-    iptables-restore of the same text; reading and parsing the file is shown beside it.
+    run of the same text by the same tool; reading and parsing the file is shown beside it.
     """
     for size in SIZES:
         _figure9_size(mode, size, rounds if size < 10000 else max(3, rounds // 3), report)
 
 
-def _figure9_size(mode: str, size: int, rounds: int, report: Report) -> None:
-    from bench.common import IDLE_PAUSE, Row, Stats, info_row, interleaved, ratio_row, restore
-    from bench.harness import InProcessMasqd, config_with_cidrs
+def _bare_writes(mode: str, variants: list[str]) -> tuple[list[str], Callable[[str], None]]:
+    """The text a bare tool writes to go to each variant, and the tool.
+
+    iptables: the restore masqd writes, which replaces the chain whatever it holds. nftables:
+    the element diff masqd writes, from the other variant, applied to a copy of our table
+    (`table ip bench`, created here) so that it always finds what it changes from.
+    """
+    from bench.common import nft_apply, restore
+    from masqd.core import nftlive
     from masqd.core.config import parse_config
     from masqd.core.model import Family
+    from masqd.core.nftrules import create, desired_table
     from masqd.core.rules import RenderOptions, desired_rules, render_restore
 
+    configs = [parse_config(v).config for v in variants]
+    if mode != "nftables":
+        rules = [desired_rules(c, Family.IPV4, RenderOptions()) for c in configs]
+        texts = [render_restore(r, CHAIN, with_jump=False) for r in rules]
+        return texts, lambda text: restore(mode, text)
+    tables = [desired_table(c, Family.IPV4, RenderOptions(table="bench")) for c in configs]
+    nft_apply(create(tables[0]))  # the copy starts where masqd's table does
+    texts = []
+    for i, table in enumerate(tables):
+        text = nftlive.change(nftlive.as_live(tables[1 - i]), table)
+        assert text is not None and text.startswith("delete element"), text
+        texts.append(text)
+    return texts, nft_apply
+
+
+def _figure9_size(mode: str, size: int, rounds: int, report: Report) -> None:
+    from bench.common import IDLE_PAUSE, Row, Stats, info_row, interleaved, ratio_row
+    from bench.harness import InProcessMasqd, config_with_cidrs
+    from masqd.core.model import Family
+
     variants = [config_with_cidrs(size), config_with_cidrs(size, last="192.0.2.0/24")]
-    texts = [
-        render_restore(
-            desired_rules(parse_config(v).config, Family.IPV4, RenderOptions()),
-            CHAIN,
-            with_jump=False,
-        )
-        for v in variants
-    ]
     applied: list[float] = []
     parsed: list[float] = []
     turns = {"ours": 0, "bare": 0}
 
-    with InProcessMasqd(mode, variants[0]) as m:
+    with InProcessMasqd(mode, variants[0], watch=False) as m:
+        texts, write = _bare_writes(mode, variants)
 
         def ours() -> None:
             turns["ours"] ^= 1
@@ -227,20 +256,17 @@ def _figure9_size(mode: str, size: int, rounds: int, report: Report) -> None:
 
         def bare() -> None:
             turns["bare"] ^= 1
-            restore(mode, texts[turns["bare"]])
+            write(texts[turns["bare"]])
 
         _, bare_times = interleaved(rounds, [ours, bare])
         (idle_times,) = interleaved(rounds, [bare], prepare=lambda: time.sleep(IDLE_PAUSE))
     n = len(bare_times)
+    tool = "nft -f" if mode == "nftables" else "iptables-restore"
     report.rows.append(
-        ratio_row(
-            f"9 apply {size:,} CIDRs (vs iptables-restore)", mode, applied[-n:], bare_times, 1.3
-        )
+        ratio_row(f"9 apply {size:,} CIDRs (vs {tool})", mode, applied[-n:], bare_times, 1.3)
     )
     report.rows.append(
-        info_row(
-            "9 ... vs iptables-restore after 50 ms idle (info)", mode, applied[-n:], idle_times
-        )
+        info_row(f"9 ... vs {tool} after 50 ms idle (info)", mode, applied[-n:], idle_times)
     )
     report.rows.append(
         Row("9 ... reading + parsing the file (info)", mode, Stats.of(parsed[-n:]), "-", None)
@@ -250,7 +276,7 @@ def _figure9_size(mode: str, size: int, rounds: int, report: Report) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inproc")
     parser.add_argument("figure", type=int, choices=(1, 2, 3, 4, 9))
-    parser.add_argument("--mode", required=True, choices=("nft", "legacy"))
+    parser.add_argument("--mode", required=True, choices=("nft", "legacy", "nftables"))
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args(argv)
 

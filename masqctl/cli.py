@@ -119,21 +119,39 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
         "health", _health, "exit 0 when masqd serves and every family is in sync, else 1"
     )
     _add_family(health, "check only this family")
+    explain = command(
+        "explain",
+        _explain,
+        "what a pod's new connection to DEST gets (masqueraded, SNATed, or its own address), "
+        "which rule and config entry decide, from the rules as the kernel has them (every "
+        "owner's, in the kernel's order), and what would NAT it first",
+    )
+    _add_explain_arguments(explain)
 
     config = command("config", _usage_of("config"), "check a config file offline")
     config_commands = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     validate = config_commands.add_parser(
         "validate",
         parents=[common],
-        help="exit 0 if masqd would accept FILE (warnings printed), 1 saying why not",
+        help="exit 0 if masqd would accept FILE (warnings printed), 1 saying why not; where "
+        "nft is installed (and as root), the kernel also checks the nftables rules "
+        "(nft --check, in a network namespace of its own)",
     )
     render = config_commands.add_parser(
         "render",
         parents=[common],
-        help="print the exact iptables-restore input masqd applies for FILE "
-        "(both families, each under a '# ipv4:'/'# ipv6:' comment, unless --family)",
+        help="print the exact iptables-restore (or, --backend nftables, nft -f) input masqd "
+        "applies for FILE (both families, each under a '# ipv4:'/'# ipv6:' comment, unless "
+        "--family)",
     )
-    for sub, handler in ((validate, _config_validate), (render, _config_render)):
+    offline_explain = config_commands.add_parser(
+        "explain",
+        parents=[common],
+        help="what masqd's rules for FILE alone give a new connection to DEST, and which entry "
+        "decides (no daemon: other owners' rules and the node's addresses are not seen)",
+    )
+    subs = ((validate, _config_validate), (render, _config_render))
+    for sub, handler in (*subs, (offline_explain, _config_explain)):
         sub.add_argument("file", metavar="FILE", help="the config file (YAML or JSON), - for stdin")
         sub.set_defaults(handler=handler)
         if render_flags:
@@ -141,7 +159,34 @@ def build_parser(render_flags: bool = True) -> argparse.ArgumentParser:
 
             flags.add_render_flags(sub)
     _add_family(render, "render only this family")
+    _add_explain_arguments(offline_explain)
+    for sub in (render, offline_explain):
+        sub.add_argument(
+            "--backend",
+            default="iptables",
+            choices=("iptables", "nftables"),
+            help="whose rules (default iptables)",
+        )
+    validate.add_argument(
+        "--compat",
+        choices=("cce", "upstream"),
+        help="also warn about the keys and values cce-ip-masq-agent or upstream ip-masq-agent "
+        "would not understand (they ignore unknown keys silently)",
+    )
     return parser
+
+
+def _add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "destination", metavar="DEST", help="an IP address (or a name, resolved here)"
+    )
+    parser.add_argument(
+        "--source",
+        default="",
+        metavar="SRC",
+        help="the pod's address (default: any; with sourceCIDRs, one of them)",
+    )
+    _add_family(parser, "the family to resolve a name in (default: the address's)")
 
 
 def _add_common(parser: argparse.ArgumentParser, socket: str, output: str) -> None:
@@ -281,6 +326,23 @@ def _health(args: argparse.Namespace) -> int:
     return Exit.OK if serving else Exit.FAILED
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from masqctl import offline, views
+
+    destination = offline.resolve_destination(args.destination, args.family)
+    with _client(args) as masqd:
+        explanation = masqd.explain(destination, args.source, args.family)
+    _emit(args, explanation, views.explanation)
+    return Exit.OK
+
+
+def _config_explain(args: argparse.Namespace) -> int:
+    from masqctl import offline, views
+
+    _emit(args, offline.explain(args), views.explanation)
+    return Exit.OK
+
+
 def _config_validate(args: argparse.Namespace) -> int:
     from masqctl import offline, output
 
@@ -294,7 +356,7 @@ def _config_render(args: argparse.Namespace) -> int:
 
     rendered = offline.render_families(args)
     if args.output == "table":
-        print(offline.render_text(rendered))
+        print(offline.render_text(rendered, args.backend))
     else:
         print(output.render_data(rendered, args.output))
     return Exit.OK

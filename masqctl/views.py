@@ -18,7 +18,10 @@ def status(st: pb.Status, now: float | None = None) -> str:
     """A compact summary: config, interval, then one line per family."""
     now = time.time() if now is None else now
     cfg = st.config
-    lines = [f"masqd {st.version}, chain {st.chain}"]
+    ours = f"table {st.table}" if st.table else f"chain {st.chain}"
+    backend = "nftables" if st.table else "iptables"
+    why = f" ({st.backend_choice})" if st.backend_choice else ""
+    lines = [f"masqd {st.version}, {ours}, {backend} backend{why}"]
     source = " (defaults: no file or an empty one)" if cfg.using_defaults else ""
     if cfg.generation:
         lines.append(
@@ -50,7 +53,40 @@ def status(st: pb.Status, now: float | None = None) -> str:
         )
     notes = [line for f in st.families for line in _troubles(f, now)]
     notes += [_fault("config loop", fault, now) for fault in st.faults]
+    notes += [f"{label_of_value(f.family)} warning: {w}" for f in st.families for w in f.warnings]
     return "\n".join([*lines, "", *_align(rows), *notes])
+
+
+def explanation(e: pb.Explanation) -> str:
+    """The connection's fate, who decides, and what masqd alone would do when that differs."""
+    source = f" from {e.source}" if e.source else ""
+    action = f"snat to {e.snat_to}" if e.action == "snat" else e.action
+    lines = [f"{e.destination}{source} ({label_of_value(e.family)}): {_fate(action)}"]
+    decided = e.decided_by
+    if e.owner != "masqd" and e.rule and decided.endswith(f": {e.rule}"):
+        decided = f"{decided[: -len(e.rule) - 2]} (another owner's rule, not masqd's)"
+    rows = [("decided by", decided)]
+    if e.rule:
+        rows.append(("rule", e.rule))
+    mine = e.masqd
+    if (mine.action, mine.decided_by) != (e.action, e.decided_by):
+        alone = f"snat to {mine.snat_to}" if mine.action == "snat" else mine.action
+        rows.append(("masqd alone", f"{alone} ({mine.decided_by})"))
+    backend = {"nft": "iptables-nft", "legacy": "iptables-legacy"}.get(e.backend, e.backend)
+    rows.append(("position", f"{e.position} ({backend})" if backend else e.position))
+    if e.config:
+        rows.append(("config", e.config))
+    lines += [f"  {name:<12}{value}" for name, value in rows]
+    lines += [f"  warning: {w}" for w in e.warnings]
+    lines += [f"  note: {n}" for n in e.notes]
+    return "\n".join(lines)
+
+
+def _fate(action: str) -> str:
+    return {
+        "masquerade": "masquerade (leaves with the node's address)",
+        "none": "none (leaves with the pod's own address)",
+    }.get(action, action)
 
 
 def _files(files: Sequence[pb.ConfigFile]) -> list[str]:
@@ -163,15 +199,12 @@ def _fault(where: str, fault: pb.ThreadFault, now: float) -> str:
 
 
 def _family_rules(fr: pb.FamilyRules) -> str:
+    if fr.HasField("table"):
+        return _table_rules(fr)
     label = label_of_value(fr.family)
     if fr.error:
         return f"Chain {fr.chain} ({label}): cannot read the live chain: {fr.error}"
-    verdict = (
-        "in sync with the config"
-        if fr.in_sync
-        else "OUT OF SYNC with the config (masqd repairs it within seconds)"
-    )
-    lines = [f"Chain {fr.chain} ({label}): {verdict}"]
+    lines = [f"Chain {fr.chain} ({label}): {_verdict(fr)}"]
     if not fr.chain_exists:
         lines.append("  the chain does not exist")
     else:
@@ -184,6 +217,57 @@ def _family_rules(fr: pb.FamilyRules) -> str:
     elif not fr.jump_present:
         lines.append(f"  no POSTROUTING jump to {fr.chain}")
     return "\n".join(lines)
+
+
+def _table_rules(fr: pb.FamilyRules) -> str:
+    """Our nftables table: each chain's rules and each set's elements, with their counters."""
+    label, table = label_of_value(fr.family), fr.table
+    name = table.name or fr.chain
+    if fr.error:
+        return f"Table {name} ({label}): cannot read the live table: {fr.error}"
+    lines = [f"Table {name} ({label}): {_verdict(fr)}"]
+    if not table.exists:
+        lines.append("  the table does not exist")
+    chains: dict[str, list[pb.TableRule]] = {}
+    for rule in table.rules:
+        chains.setdefault(rule.chain, []).append(rule)
+    for chain, rules in chains.items():
+        lines.append(f"  chain {chain}")
+        rows: list[tuple[str, ...]] = [("pkts", "bytes", "rule")]
+        rows += [(str(r.packets), str(r.bytes), r.rule) for r in rules]
+        lines += [f"    {row}" for row in _counted(rows)]
+    sets: dict[str, list[pb.SetElement]] = {}
+    for element in table.elements:
+        sets.setdefault(element.set, []).append(element)
+    for set_name, elements in sets.items():
+        lines.append(f"  set {set_name}")
+        rows = [("pkts", "bytes", "element", "comment")]
+        for e in elements:
+            covers = f" (covers {', '.join(e.covers)})" if e.covers else ""
+            rows.append((str(e.packets), str(e.bytes), e.cidr, e.comment + covers))
+        lines += [f"    {row}" for row in _counted(rows)]
+    if table.pending:
+        lines.append("  masqd's next sync writes:")
+        lines += [f"    {line}" for line in table.pending.splitlines()]
+    return "\n".join(lines)
+
+
+def _verdict(fr: pb.FamilyRules) -> str:
+    if fr.in_sync:
+        return "in sync with the config"
+    return "OUT OF SYNC with the config (masqd repairs it within seconds)"
+
+
+def _counted(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows whose first two columns (counters) are right-aligned, the rest left-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        " ".join(
+            c.rjust(w) if i < 2 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _differences(live: list[str], desired: list[str], jump_present: bool) -> list[str]:

@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masqd",
         description="IP masquerade agent: keeps the IP-MASQ-AGENT chain of the nat table "
-        "in line with the config, for IPv4 and IPv6.",
-        epilog="`masqd cleanup` removes our chains and jump rules from both families.",
+        "(or, with --backend nftables, a table of its own) in line with the config, for IPv4 "
+        "and IPv6.",
+        epilog="`masqd cleanup` removes our chains, jump rules and tables from both families.",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -112,7 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket-group", default="", type=_group, help="group owning the socket (a name or gid)"
     )
     parser.add_argument(
-        "--iptables-mode", default="auto", choices=("auto", "legacy", "nft"), help="backend"
+        "--backend",
+        default="auto",
+        choices=("auto", "iptables", "nftables"),
+        help="the data plane: iptables (a chain in the nat table), nftables (a table of our "
+        "own), or auto: nftables where kube-proxy runs in nftables mode or the kernel lacks "
+        "the xtables modules the iptables backend needs, else iptables (default auto)",
+    )
+    parser.add_argument(
+        "--iptables-mode",
+        default="auto",
+        choices=("auto", "legacy", "nft"),
+        help="the iptables backend's mode; auto: the one the node uses (default auto)",
     )
     flags.add_render_flags(parser)
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
@@ -191,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
         socket=args.socket,
         socket_mode=args.socket_mode,
         socket_group=args.socket_group,
+        backend=args.backend,
         iptables_mode=args.iptables_mode,
         render=flags.render_options(args),
         enable_ipv6=args.enable_ipv6,
@@ -216,22 +229,52 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cleanup_main(argv: list[str]) -> int:
+    """Remove what masqd wrote, from both families and every backend; create nothing.
+
+    A legacy nat table that does not exist is not read (reading creates it; there is nothing of
+    ours in it either); nft and iptables-nft read without creating anything (`host.cleanup`).
+    """
     from masqd.core import flags
-    from masqd.core.rules import DEFAULT_CHAIN
+    from masqd.core.rules import DEFAULT_CHAIN, DEFAULT_TABLE
     from masqd.host.cleanup import clean
     from masqd.host.iptables import MODES
 
     parser = argparse.ArgumentParser(
         prog="masqd cleanup",
-        description="Remove our chain and its POSTROUTING jump from both families and backends: "
-        "only a chain whose jump carries masqd's comment, and only from a backend whose nat "
-        "table exists here.",
+        description="Remove our chain and its POSTROUTING jump from both families and iptables "
+        "modes (only a chain whose jump carries masqd's comment, and only from a mode whose nat "
+        "table exists here), and our nftables table from both families.",
     )
     parser.add_argument("--masq-chain", default=DEFAULT_CHAIN, type=flags._chain)
+    parser.add_argument("--nft-table", default=DEFAULT_TABLE, type=flags._table)
+    parser.add_argument("--backend", default="all", choices=("all", "iptables", "nftables"))
     parser.add_argument("--iptables-mode", default="all", choices=("all", "legacy", "nft"))
     args = parser.parse_args(argv)
-    modes = MODES if args.iptables_mode == "all" else (args.iptables_mode,)
-    errors = clean(args.masq_chain, modes, print)
+    errors: list[str] = []
+    if args.backend in ("all", "iptables"):
+        modes = MODES if args.iptables_mode == "all" else (args.iptables_mode,)
+        errors += clean(args.masq_chain, modes, print)
+    if args.backend in ("all", "nftables"):
+        errors += _cleanup_nftables(args.nft_table)
     for error in errors:
         print(f"masqd cleanup: {error}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _cleanup_nftables(table: str) -> list[str]:
+    """Our table out of each family; the errors."""
+    from masqd.core.errors import ApplyError
+    from masqd.core.model import Family
+    from masqd.host import nftables
+
+    if not nftables.installed():
+        return []
+    errors = []
+    for family in Family:
+        nft = nftables.Nft(family, table)
+        try:
+            if nft.delete_table():
+                print(f"removed table {nft.spec}")
+        except ApplyError as e:
+            errors.append(str(e))
+    return errors

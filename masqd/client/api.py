@@ -111,6 +111,17 @@ class Client:
             deadline_message=f"the sync did not finish within {timeout:g}s",
         )
 
+    def explain(self, destination: str, source: str = "", family: str = "") -> pb.Explanation:
+        """What a new connection from source (empty: a pod) to destination gets, and why."""
+        from masqd.api.v1 import control_pb2 as pb
+
+        request = pb.ExplainRequest(
+            destination=destination,
+            source=source,
+            family=cast(Any, families.value_of_label(family)),
+        )
+        return self._call(self._control.Explain, request, pb.Explanation)
+
     def set_interval_override(self, interval: float, ttl: float) -> pb.Status:
         from masqd.api.v1 import control_pb2 as pb
 

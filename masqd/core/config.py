@@ -23,6 +23,8 @@ from masqd.core.entries import HostName as HostName
 from masqd.core.entries import IPNetwork as IPNetwork
 from masqd.core.errors import ConfigError
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 # What --nomasq-all-reserved-ranges adds, in upstream ip-masq-agent's order.
 OTHER_RESERVED = (
@@ -63,6 +65,16 @@ class MasqConfig:
     """Seconds between re-reading the file and re-checking the rules."""
     cidr_limit: int = DEFAULT_CIDR_LIMIT
     """The most nonMasqueradeCIDRs entries accepted (a name counts as one, as in CCE)."""
+    source_cidrs: tuple[IPNetwork, ...] = ()
+    """Sources whose connections our chain considers (both families); empty: every source."""
+    snat_to_source: IPAddress | None = None
+    """IPv4: SNAT masqueraded traffic to this address instead of MASQUERADE's choice."""
+    snat_to_source_ipv6: IPAddress | None = None
+    """The same for IPv6."""
+
+    def snat_to(self, family: int) -> IPAddress | None:
+        """The family's snatToSource address, if one is set."""
+        return self.snat_to_source if family == 4 else self.snat_to_source_ipv6
 
     def names(self) -> tuple[HostName, ...]:
         """The DNS names of both lists, each once, in the order they first appear."""
@@ -117,6 +129,9 @@ _KEYS = (
     "masqLinkLocalIPv6",
     "resyncInterval",
     "cidrLimit",
+    "sourceCIDRs",
+    "snatToSource",
+    "snatToSourceIPv6",
 )
 
 
@@ -171,6 +186,8 @@ def parse_document(text: str | bytes, options: ParseOptions | None = None) -> Lo
     cidr_limit = _int(doc, "cidrLimit", defaults.cidr_limit)
     warnings += _duplicate_warnings("nonMasqueradeCIDRs", non_masq)
     warnings += _duplicate_warnings("masqueradeCIDRs", masq)
+    sources = _source_cidrs(doc, opts)
+    warnings += _duplicate_warnings("sourceCIDRs", sources) + _source_family_warnings(sources, opts)
 
     config = MasqConfig(
         non_masquerade_cidrs=non_masq,
@@ -181,13 +198,17 @@ def parse_document(text: str | bytes, options: ParseOptions | None = None) -> Lo
         masq_link_local_ipv6=_bool(doc, "masqLinkLocalIPv6", defaults.masq_link_local_ipv6),
         resync_interval=_interval(doc, defaults.resync_interval),
         cidr_limit=cidr_limit,
+        source_cidrs=sources,
+        snat_to_source=_snat_to(doc, "snatToSource", 4, opts),
+        snat_to_source_ipv6=_snat_to(doc, "snatToSourceIPv6", 6, opts),
     )
     return LoadedConfig(config, tuple(warnings), present=frozenset(k for k in _KEYS if k in doc))
 
 
 def config_to_dict(config: MasqConfig) -> dict[str, Any]:
-    """The config as the file would spell it (for logs and `masqctl config validate`)."""
-    return {
+    """The config as the file would spell it (for logs and `masqctl config validate`); an
+    snatToSource that is not set is left out, as the file leaves it out."""
+    spelled = {
         "nonMasqueradeCIDRs": [str(c) for c in config.non_masquerade_cidrs],
         "masqueradeCIDRs": [str(c) for c in config.masquerade_cidrs],
         "masqOutBound": config.masq_out_bound,
@@ -196,6 +217,12 @@ def config_to_dict(config: MasqConfig) -> dict[str, Any]:
         "masqLinkLocalIPv6": config.masq_link_local_ipv6,
         "resyncInterval": format_duration(config.resync_interval),
         "cidrLimit": config.cidr_limit,
+        "sourceCIDRs": [str(c) for c in config.source_cidrs],
+        "snatToSource": config.snat_to_source,
+        "snatToSourceIPv6": config.snat_to_source_ipv6,
+    }
+    return {
+        key: str(v) if key.startswith("snat") else v for key, v in spelled.items() if v is not None
     }
 
 
@@ -276,6 +303,76 @@ def _entry(key: str, i: int, entry: str, opts: ParseOptions) -> Entry:
             f"[ipv6 is not enabled, but ipv6 cidr {entry} provided]"
         )
     return net
+
+
+def _source_cidrs(doc: dict[Any, Any], opts: ParseOptions) -> tuple[IPNetwork, ...]:
+    """sourceCIDRs: CIDRs like the other lists, but no DNS names (a pod's source is an address
+    of a pod CIDR, never a name's); absent or empty, every source is considered."""
+    key = "sourceCIDRs"
+    if key not in doc:
+        return ()
+    sources = []
+    for i, entry in enumerate(_cidr_list(doc, key, opts)):
+        if isinstance(entry, HostName):
+            raise ConfigError(f"{key}[{i}] {str(entry)!r}: not a CIDR (names are for destinations)")
+        sources.append(entry)
+    return tuple(sources)
+
+
+def _source_family_warnings(sources: tuple[IPNetwork, ...], opts: ParseOptions) -> list[str]:
+    """A list that leaves one family out makes that family's chain consider no connection:
+    likely a forgotten pod CIDR, worth saying (it is what the list says, so not an error)."""
+    if not sources:
+        return []
+    versions = {c.version for c in sources}
+    missing = [v for v in (4, 6) if v not in versions and (v == 4 or opts.enable_ipv6)]
+    return [
+        f"sourceCIDRs: no IPv{v} entry, so masqd masquerades no IPv{v} connection (add the "
+        f"IPv{v} pod CIDR, or {'0.0.0.0/0' if v == 4 else '::/0'} for every source)"
+        for v in missing
+    ]
+
+
+def _snat_to(doc: dict[Any, Any], key: str, version: int, opts: ParseOptions) -> IPAddress | None:
+    """snatToSource (IPv4) or snatToSourceIPv6: one unicast address of that family.
+
+    Whether the node holds it is not judged here (it may be added later): status warns."""
+    if key not in doc:
+        return None
+    value = _present(doc, key)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: must be an IPv{version} address string, not {_kind(value)}")
+    where = f"{key} {value!r}"
+    text = value.strip()
+    if "/" in text:
+        raise ConfigError(f"{where}: an address, not a CIDR (e.g. {text.partition('/')[0]})")
+    if "%" in text:
+        raise ConfigError(f"{where}: a scoped address (%zone) cannot be a source")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{where}: not an IP address") from None
+    if address.version != version:
+        other = "snatToSourceIPv6" if version == 4 else "snatToSource"
+        raise ConfigError(f"{where}: an IPv{address.version} address; it belongs in {other}")
+    if version == 6 and not opts.enable_ipv6:
+        raise ConfigError(f"{where}: IPv6 is disabled (--enable-ipv6=false)")
+    reason = _not_a_source(address)
+    if reason:
+        raise ConfigError(f"{where}: {reason}, which no packet can leave from")
+    return address
+
+
+def _not_a_source(address: IPAddress) -> str:
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    return ""
 
 
 def _bool(doc: dict[Any, Any], key: str, default: bool) -> bool:

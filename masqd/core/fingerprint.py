@@ -13,6 +13,15 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Fingerprint:
     chain: bytes | None
-    """A digest of our chain's rules, counters left out; None when the chain does not exist."""
+    """A digest of our chain's rules, counters left out; None when the chain does not exist.
+    nftables: of our whole table."""
     jumps: bytes
-    """A digest of the POSTROUTING rules that jump to our chain (empty: there are none)."""
+    """A digest of the POSTROUTING rules that jump to our chain (empty: there are none).
+    nftables: of our base chain's hook (empty: there is none)."""
+
+
+def jump_place(index: int) -> bytes:
+    """What a jump's place in POSTROUTING adds to the jumps' digest: whether it is the first
+    rule (--jump-position first must see a rule slipped in before ours), not its exact index
+    (a rule added or removed elsewhere in POSTROUTING changes nothing of ours)."""
+    return b"\x01" if index == 0 else b"\x00"

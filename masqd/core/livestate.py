@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from masqd.core.errors import Kind
+from masqd.core.leftovers import Leftovers
+from masqd.core.nftlive import LiveTable
 
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")
 
@@ -41,21 +43,30 @@ class LiveChain:
     rules: tuple[LiveRule, ...]
     jump_rules: tuple[str, ...]
     """POSTROUTING rules that jump to our chain, as iptables-save prints them."""
+    first_rule: str = ""
+    """POSTROUTING's first rule (empty when it has none): where --jump-position first wants
+    our jump."""
+    leftovers: Leftovers = field(default_factory=Leftovers)
+    """What an earlier --masq-chain left in the table (filled in by the worker's read)."""
 
     @property
     def specs(self) -> list[str]:
         return [r.spec for r in self.rules]
 
-    def matches(self, desired: list[str], jump: str) -> bool:
+    def jump_in_place(self, jump: str, first: bool = False) -> bool:
+        """Our jump is in POSTROUTING (first: as its first rule)."""
+        return self.first_rule == jump if first else jump in self.jump_rules
+
+    def matches(self, desired: list[str], jump: str, first: bool = False) -> bool:
         """True when the chain holds exactly the desired rules and our jump is in place."""
-        return self.chain_exists and self.specs == desired and jump in self.jump_rules
+        return self.chain_exists and self.specs == desired and self.jump_in_place(jump, first)
 
 
 @dataclass(frozen=True)
 class ReadOutcome:
-    """A worker's answer to a read of the live chain."""
+    """A worker's answer to a read of the live chain (nftables: the live table)."""
 
-    live: LiveChain | None
+    live: LiveChain | LiveTable | None
     """None when the read failed."""
     error: str = ""
     kind: Kind | None = None
@@ -66,6 +77,7 @@ def parse_save(text: str, chain: str) -> LiveChain:
     exists = False
     rules: list[LiveRule] = []
     jumps: list[str] = []
+    first = ""
     in_nat = False
     chain_prefix = f"-A {chain} "
     jump_suffix = f" -j {chain}"
@@ -86,9 +98,11 @@ def parse_save(text: str, chain: str) -> LiveChain:
             line = line[m.end() :]
         if line.startswith(chain_prefix):
             rules.append(LiveRule(line, packets, nbytes))
-        elif line.startswith("-A POSTROUTING ") and line.endswith(jump_suffix):
-            jumps.append(line)
-    return LiveChain(exists, tuple(rules), tuple(jumps))
+        elif line.startswith("-A POSTROUTING "):
+            first = first or line
+            if line.endswith(jump_suffix):
+                jumps.append(line)
+    return LiveChain(exists, tuple(rules), tuple(jumps), first)
 
 
 def _option(spec: str, name: str) -> str:

@@ -26,7 +26,11 @@ from masqd.core.config import LoadedConfig, MasqConfig, Origin
 from masqd.core.durations import format_duration
 from masqd.core.entries import Entry
 
-LISTS = {"nonMasqueradeCIDRs": "non_masquerade_cidrs", "masqueradeCIDRs": "masquerade_cidrs"}
+LISTS = {
+    "nonMasqueradeCIDRs": "non_masquerade_cidrs",
+    "masqueradeCIDRs": "masquerade_cidrs",
+    "sourceCIDRs": "source_cidrs",
+}
 SCALARS = {
     "masqOutBound": "masq_out_bound",
     "masqOutBoundIPv6": "masq_out_bound_ipv6",
@@ -34,6 +38,8 @@ SCALARS = {
     "masqLinkLocalIPv6": "masq_link_local_ipv6",
     "resyncInterval": "resync_interval",
     "cidrLimit": "cidr_limit",
+    "snatToSource": "snat_to_source",
+    "snatToSourceIPv6": "snat_to_source_ipv6",
 }
 
 

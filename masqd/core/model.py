@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 from masqd.core.errors import Kind
 
+NFTABLES = "nftables"
+"""The data plane a worker writes, besides the iptables backend's two modes (legacy, nft):
+the nftables backend, with a table of its own per family."""
+
 
 class Family(enum.IntEnum):
     """An address family; the value is the IP version."""

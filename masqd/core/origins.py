@@ -9,7 +9,7 @@ from masqd.core.config import LoadedConfig
 from masqd.core.entries import Entry, IPNetwork
 from masqd.core.model import Family
 from masqd.core.names import Answer, expansion
-from masqd.core.rules import RenderOptions, masquerade_rule, return_rule
+from masqd.core.rules import RenderOptions, masquerade_rules, return_rules
 
 
 def rule_origins(
@@ -18,9 +18,17 @@ def rule_origins(
     """Rule spec -> "KEY ENTRY" (+ " in FILE"), for the rules the config's entries render to."""
     config = loaded.config
     sources = {(o.key, o.entry): o.source for o in loaded.origins}
-    lists: tuple[tuple[str, tuple[Entry, ...], Callable[[IPNetwork], str]], ...] = (
-        ("masqueradeCIDRs", config.masquerade_cidrs, lambda n: masquerade_rule(n, opts)),
-        ("nonMasqueradeCIDRs", config.non_masquerade_cidrs, lambda n: return_rule(n, opts.chain)),
+    lists: tuple[tuple[str, tuple[Entry, ...], Callable[[IPNetwork], list[str]]], ...] = (
+        (
+            "masqueradeCIDRs",
+            config.masquerade_cidrs,
+            lambda n: masquerade_rules(n, config, family, opts),
+        ),
+        (
+            "nonMasqueradeCIDRs",
+            config.non_masquerade_cidrs,
+            lambda n: return_rules(n, config, family, opts),
+        ),
     )
     origins: dict[str, str] = {}
     for key, entries, render in lists:
@@ -28,7 +36,6 @@ def rule_origins(
             if network.version != family:
                 continue
             source = sources.get((key, entry))
-            origins.setdefault(
-                render(network), f"{key} {entry}" + (f" in {source}" if source else "")
-            )
+            for rule in render(network):
+                origins.setdefault(rule, f"{key} {entry}" + (f" in {source}" if source else ""))
     return origins

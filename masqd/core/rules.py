@@ -11,13 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from masqd.core.cidrs import collapse
 from masqd.core.entries import Entry, HostName, IPNetwork
 from masqd.core.model import Family
 
 if TYPE_CHECKING:  # workers import this module; they need no YAML parser
-    from masqd.core.config import MasqConfig
+    from masqd.core.config import IPAddress, MasqConfig
 
 DEFAULT_CHAIN = "IP-MASQ-AGENT"
+DEFAULT_TABLE = "masqd"
 LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network("fe80::/10")}
 
 COMMENT_NON_MASQ = "ip-masq-agent: local traffic is not subject to MASQUERADE"
@@ -25,7 +27,13 @@ COMMENT_MASQ_SPECIFIC = "ip-masq-agent: specific outbound traffic is subject to 
 COMMENT_MASQ_ALL = (
     "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)"
 )
+COMMENT_MARKED = "ip-masq-agent: connections kube-proxy marked for masquerade are left to it"
 PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+APPEND, FIRST = "append", "first"
+JUMP_POSITIONS = (APPEND, FIRST)
+DEFAULT_MASQUERADE_BIT = 14
+"""kube-proxy's --iptables-masquerade-bit: the mark (1 << 14 = 0x4000) on connections it wants
+masqueraded (service traffic from outside the cluster, hairpin)."""
 
 # iptables allows 28 characters; a leading '-' or a space would break the restore syntax.
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,27}")
@@ -49,6 +57,31 @@ class RenderOptions:
     """Add --random-fully to MASQUERADE targets (--random-fully)."""
     to_ports: tuple[PortRange, ...] = ()
     """Source port ranges for masqueraded tcp/udp/sctp (--to-ports)."""
+    table: str = DEFAULT_TABLE
+    """Name of our nftables table, one per family (--nft-table; the nftables backend)."""
+    jump_position: str = APPEND
+    """append: our decision after the other owners' POSTROUTING rules, a RETURN leaving the
+    connection to those after ours; first: before them, and final (--jump-position)."""
+    nft_priority: int | None = None
+    """Our base chain's priority relative to srcnat (--nft-priority); None: +10 with append,
+    -10 with first."""
+    masquerade_bit: int = DEFAULT_MASQUERADE_BIT
+    """kube-proxy's masquerade mark bit, whose connections `first` leaves to it."""
+
+    @property
+    def first(self) -> bool:
+        return self.jump_position == FIRST
+
+    @property
+    def priority_offset(self) -> int:
+        """Our nftables base chain's priority, as srcnat + this."""
+        if self.nft_priority is not None:
+            return self.nft_priority
+        return -10 if self.first else 10
+
+    @property
+    def masquerade_mark(self) -> int:
+        return 1 << self.masquerade_bit
 
 
 def validate_chain_name(name: str) -> str:
@@ -98,55 +131,128 @@ def jump_rule(chain: str) -> str:
 def desired_rules(config: MasqConfig, family: Family, opts: RenderOptions) -> list[str]:
     """Our chain's rules for one family, in order, as `iptables-save` prints them.
 
-    A DNS name still in the config renders nothing: expand it first (core/names.py)."""
+    With sourceCIDRs, every rule matches on each of the family's sources in turn (collapsed,
+    so no two overlap and a connection meets each decision once): a connection from any other
+    source matches nothing and leaves the chain untouched. With --jump-position first, a
+    connection kube-proxy marked for masquerade is left to it, and a kept source address is
+    final (ACCEPT ends POSTROUTING's walk, so no rule after our jump masquerades it).
+
+    A DNS name still in the config renders nothing: expand it first (core/names.py).
+    """
     chain = opts.chain
-    rules = [masquerade_rule(cidr, opts) for cidr in _of_family(config.masquerade_cidrs, family)]
+    masquerade = _masquerade_target(config.snat_to(family), opts)
+    rules = [
+        rule
+        for cidr in _of_family(config.masquerade_cidrs, family)
+        for rule in masquerade_rules(cidr, config, family, opts)
+    ]
     masq_link_local = config.masq_link_local if family == 4 else config.masq_link_local_ipv6
     returns = [] if masq_link_local else [LINK_LOCAL[family]]
     returns += _of_family(config.non_masquerade_cidrs, family)
-    rules += [return_rule(cidr, chain) for cidr in returns]
+    rules += [rule for cidr in returns for rule in return_rules(cidr, config, family, opts)]
     out_bound = config.masq_out_bound if family == 4 else config.masq_out_bound_ipv6
     if out_bound:
-        rules += _port_spreading_rules(opts)
-        rules.append(
-            f'-A {chain} -m comment --comment "{COMMENT_MASQ_ALL}" -j MASQUERADE'
-            + _random_fully(opts)
-        )
+        for source in _sources(config, family):
+            rules += _port_spreading_rules(opts, source, config.snat_to(family))
+            rules.append(
+                f'-A {chain}{source} -m comment --comment "{COMMENT_MASQ_ALL}" -j {masquerade}'
+            )
+    if opts.first and rules:
+        rules.insert(0, marked_rule(opts))
     return rules
 
 
+def marked_rule(opts: RenderOptions) -> str:
+    """--jump-position first: what kube-proxy marked for masquerade goes back to its rules."""
+    mark = f"{opts.masquerade_mark:#x}"
+    return (
+        f'-A {opts.chain} -m mark --mark {mark}/{mark} -m comment --comment "{COMMENT_MARKED}"'
+        " -j RETURN"
+    )
+
+
+def source_elements(config: MasqConfig, family: Family) -> tuple[IPNetwork, ...] | None:
+    """The family's sourceCIDRs collapsed (no two overlap); None when every source counts."""
+    if not config.source_cidrs:
+        return None
+    return collapse(_of_family(config.source_cidrs, family)).elements
+
+
+def _sources(config: MasqConfig, family: Family) -> list[str]:
+    """The -s match of each of the family's sources; [""] (no match) when every source counts."""
+    elements = source_elements(config, family)
+    if elements is None:
+        return [""]
+    return [f" -s {cidr}" if cidr.prefixlen else "" for cidr in elements]
+
+
+def _masquerade_target(snat_to: IPAddress | None, opts: RenderOptions, ports: str = "") -> str:
+    """MASQUERADE, or with snatToSource SNAT to that address; --to-ports and --random-fully
+    apply to either."""
+    if snat_to is None:
+        target = "MASQUERADE" + (f" --to-ports {ports}" if ports else "")
+    else:
+        address = f"[{snat_to}]" if snat_to.version == 6 and ports else str(snat_to)
+        target = f"SNAT --to-source {address}" + (f":{ports}" if ports else "")
+    return target + _random_fully(opts)
+
+
 def render_restore(
-    rules: list[str], chain: str, *, with_jump: bool = True, removals: list[str] | None = None
+    rules: list[str],
+    chain: str,
+    *,
+    with_jump: bool = True,
+    first: bool = False,
+    moved: int = 0,
+    removals: list[str] | None = None,
 ) -> str:
     """The iptables-restore --noflush input that replaces our chain (and adds the jump).
 
     Declaring `:CHAIN - [0:0]` creates the chain or flushes it, so the chain is rewritten
     atomically and nothing else in the table is touched but the `removals` lines (what an
-    earlier masqd left behind, core/leftovers.py), in the same transaction.
+    earlier masqd left behind, core/leftovers.py), in the same transaction. The jump is
+    appended, or with first inserted as POSTROUTING's first rule, after deleting the `moved`
+    copies of it found elsewhere in POSTROUTING (all in the one transaction: no packet sees it
+    missing).
     """
     lines = ["*nat", f":{chain} - [0:0]", *rules, *(removals or ())]
     if with_jump:
-        lines.append(jump_rule(chain))
+        jump = jump_rule(chain)
+        lines += ["-D" + jump[2:]] * moved
+        lines.append(f"-I POSTROUTING 1{jump[len('-A POSTROUTING') :]}" if first else jump)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
 def render(config: MasqConfig, family: Family, opts: RenderOptions) -> str:
     """The exact iptables-restore input masqd applies to a node with none of our rules."""
-    return render_restore(desired_rules(config, family, opts), opts.chain)
+    rules = desired_rules(config, family, opts)
+    return render_restore(rules, opts.chain, first=opts.first)
 
 
-def masquerade_rule(cidr: IPNetwork, opts: RenderOptions) -> str:
-    """The rule a masqueradeCIDRs entry renders to."""
-    return (
-        f'-A {opts.chain}{_destination(cidr)} -m comment --comment "{COMMENT_MASQ_SPECIFIC}" '
-        "-j MASQUERADE" + _random_fully(opts)
-    )
+def masquerade_rules(
+    cidr: IPNetwork, config: MasqConfig, family: Family, opts: RenderOptions
+) -> list[str]:
+    """The rules a masqueradeCIDRs entry renders to (one per source of sourceCIDRs)."""
+    target = _masquerade_target(config.snat_to(family), opts)
+    return [
+        f"-A {opts.chain}{source}{_destination(cidr)} -m comment --comment "
+        f'"{COMMENT_MASQ_SPECIFIC}" -j {target}'
+        for source in _sources(config, family)
+    ]
 
 
-def return_rule(cidr: IPNetwork, chain: str) -> str:
-    """The rule a nonMasqueradeCIDRs entry (or the link-local range) renders to."""
-    return f'-A {chain}{_destination(cidr)} -m comment --comment "{COMMENT_NON_MASQ}" -j RETURN'
+def return_rules(
+    cidr: IPNetwork, config: MasqConfig, family: Family, opts: RenderOptions
+) -> list[str]:
+    """The rules a nonMasqueradeCIDRs entry (or the link-local range) renders to: RETURN, or
+    with --jump-position first a final ACCEPT."""
+    keep = "ACCEPT" if opts.first else "RETURN"
+    return [
+        f'-A {opts.chain}{source}{_destination(cidr)} -m comment --comment "{COMMENT_NON_MASQ}"'
+        f" -j {keep}"
+        for source in _sources(config, family)
+    ]
 
 
 def _of_family(cidrs: tuple[Entry, ...], family: Family) -> list[IPNetwork]:
@@ -197,8 +303,11 @@ def _random_fully(opts: RenderOptions) -> str:
     return " --random-fully" if opts.random_fully else ""
 
 
-def _port_spreading_rules(opts: RenderOptions) -> list[str]:
-    """Per-protocol MASQUERADE --to-ports rules, spreading connections over the ranges.
+def _port_spreading_rules(
+    opts: RenderOptions, source: str = "", snat_to: IPAddress | None = None
+) -> list[str]:
+    """Per-protocol MASQUERADE (or SNAT) rules with ports, spreading connections over the
+    --to-ports ranges.
 
     Range i is taken with probability size_i / (size_i + ... + size_n) among those not yet
     taken, so source ports are used uniformly across all ranges; the last is unconditional.
@@ -214,8 +323,8 @@ def _port_spreading_rules(opts: RenderOptions) -> list[str]:
             statistic = f" -m statistic --mode random --probability {probability}"
         for proto in PORT_PROTOCOLS:
             rules.append(
-                f'-A {opts.chain} -p {proto} -m comment --comment "{COMMENT_MASQ_ALL}"'
-                f"{statistic} -j MASQUERADE --to-ports {ports}{_random_fully(opts)}"
+                f'-A {opts.chain}{source} -p {proto} -m comment --comment "{COMMENT_MASQ_ALL}"'
+                f"{statistic} -j {_masquerade_target(snat_to, opts, ports)}"
             )
     return rules
 

@@ -23,8 +23,10 @@ class Settings:
     """Permission bits of the socket file."""
     socket_group: str = ""
     """Group owning the socket file; empty keeps the process's."""
+    backend: str = "auto"
+    """iptables, nftables, or auto (masqd.core.choice)."""
     iptables_mode: str = "auto"
-    """auto, legacy or nft."""
+    """auto, legacy or nft: the iptables backend's mode."""
     render: RenderOptions = field(default_factory=RenderOptions)
     """Chain name and MASQUERADE options."""
     enable_ipv6: bool = True

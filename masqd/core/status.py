@@ -35,6 +35,13 @@ class ConfigState:
     """The path is a config directory (--config-dir)."""
     files: tuple[FileOutcome, ...] = ()
     """--config-dir: each file, in name order, and what became of it."""
+    rendering_warnings: tuple[str, ...] = ()
+    """What rendering the config in force found odd (nftables: an entry inside another)."""
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The file's warnings, then the rendering's."""
+        return (self.loaded.warnings if self.loaded else ()) + self.rendering_warnings
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class FamilyStatus:
     pid: int
     """The worker's pid; 0 while none runs."""
     state: str
-    """starting, idle, syncing, backoff or stopped."""
+    """starting, idle, syncing, backoff, stopped, or blocked (the backend cannot work here)."""
     restarts: int
     in_sync: bool
     """The live chain was verified to hold the desired rules (read back, or nft: written with
@@ -113,6 +120,9 @@ class FamilyStatus:
     worker, one that cannot be started); None once a sync succeeded."""
     fault: Fault | None = None
     """The runner loop's last exception, if it ever had one."""
+    warnings: tuple[str, ...] = ()
+    """What the node shows that the config may not expect (an snatToSource address it does
+    not hold)."""
 
 
 @dataclass(frozen=True)
@@ -123,12 +133,16 @@ class Status:
     interval: Interval
     families: tuple[FamilyStatus, ...]
     mode: str
-    """The iptables backend: legacy or nft."""
+    """The data plane: legacy or nft (the iptables backend), or nftables."""
     chain: str
     names: tuple[Answer, ...] = ()
     """The DNS names of the config in force and what is known of each."""
     faults: tuple[Fault, ...] = ()
     """Exceptions in the config loop's thread (the runners' are in their families)."""
+    table: str = ""
+    """Our nftables table (the nftables backend); empty on the iptables backend."""
+    backend_choice: str = ""
+    """Why this backend, in a few words (`--backend auto` says what it saw)."""
 
     def family(self, family: Family) -> FamilyStatus | None:
         return next((f for f in self.families if f.family == family), None)

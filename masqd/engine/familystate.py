@@ -20,10 +20,12 @@ import collections
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+from masqd.core.desired import Desired
 from masqd.core.errors import Kind
 from masqd.core.model import Family, Reason, SyncResult
+from masqd.core.nftrules import Table
 from masqd.core.status import FamilyStatus, Fault, Trouble
 from masqd.engine.worker import Attempt, SyncOutcome
 
@@ -58,7 +60,7 @@ class FamilyState:
         self._pid = 0
         self._restarts = 0
         self._in_sync = False
-        self._verified: Sequence[str] | None = None  # the rules last verified in the kernel
+        self._verified: Desired | None = None  # the rules last verified in the kernel
         self._last: SyncResult | None = None
         self._syncs: collections.Counter[Reason] = collections.Counter()
         self._checks = 0
@@ -90,15 +92,13 @@ class FamilyState:
         with self._lock:
             self._state, self._pid = "stopped", 0
 
-    def syncing(self, rules: Sequence[str], since: float | None) -> None:
+    def syncing(self, rules: Desired, since: float | None) -> None:
         """A sync (or check) of `rules` starts; `since` the oldest request it serves."""
         with self._lock:
             self._state = "syncing"
             if since is not None:
                 self._taken_since = since
-            verified = self._verified
-            # The supervisor hands out the same list until the config changes: `is` first.
-            if rules is not verified and (verified is None or list(rules) != list(verified)):
+            if not _same(rules, self._verified):
                 self._in_sync = False
 
     def no_config(self, since: float) -> None:
@@ -120,7 +120,7 @@ class FamilyState:
             self._in_sync = False
             self._trouble = self._new_trouble(Kind.HUNG, error)
 
-    def checked(self, rules: Sequence[str], in_sync: bool) -> None:
+    def checked(self, rules: Desired, in_sync: bool) -> None:
         """A check found the chain as desired (verified when in_sync), changing nothing."""
         with self._lock:
             self._state, self._in_sync = "idle", in_sync
@@ -132,7 +132,7 @@ class FamilyState:
             self._checks += 1
 
     def recorded(
-        self, reason: Reason, rules: Sequence[str], outcome: SyncOutcome, since: float | None
+        self, reason: Reason, rules: Desired, outcome: SyncOutcome, since: float | None
     ) -> SyncResult:
         """A sync ran: its result, in status from now on."""
         result = SyncResult(
@@ -210,7 +210,7 @@ class FamilyState:
 
     # -- under the lock ---------------------------------------------------------------------
 
-    def _verified_now(self, rules: Sequence[str]) -> None:
+    def _verified_now(self, rules: Desired) -> None:
         self._verified, self._trouble, self._failures, self._owed = rules, None, 0, None
         self._failed_since = None
 
@@ -220,3 +220,14 @@ class FamilyState:
         if old is not None and old.kind == kind:
             return dataclasses.replace(old, message=message, attempts=old.attempts + 1)
         return Trouble(kind, message, self._clock())
+
+
+def _same(rules: Desired, verified: Desired | None) -> bool:
+    """Whether `rules` are the ones last verified. The supervisor hands out the same rules (or
+    table) until the config changes, so `is` answers first; a list and a tuple of the same
+    rules are the same."""
+    if rules is verified:
+        return True
+    if verified is None or isinstance(rules, Table) or isinstance(verified, Table):
+        return rules == verified
+    return list(rules) == list(verified)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,10 +67,11 @@ class Batch:
 
 @dataclass
 class Work:
-    """What the runner does next: a sync for `batch`, and/or one read for `read`."""
+    """What the runner does next: a sync for `batch`, and/or one read of each kind asked for."""
 
     batch: Batch | None = None
-    read: Future[Any] | None = field(default=None)
+    reads: dict[Hashable, Future[Any]] = field(default_factory=dict)
+    """Each kind of read asked for (the runner's worker commands), and its shared future."""
 
 
 class RequestQueue:
@@ -88,7 +89,7 @@ class RequestQueue:
         self._count = 0
         self._reasons: set[Reason] = set()
         self._since: float | None = None
-        self._read: Future[Any] | None = None
+        self._reads: dict[Hashable, Future[Any]] = {}
         self._closed: MasqdError | None = None
         self._requested: collections.Counter[Reason] = collections.Counter()
 
@@ -105,28 +106,30 @@ class RequestQueue:
                 self._notify()
             return self._sync
 
-    def read(self) -> Future[Any]:
-        """Ask for a read of the live chain; the future holds what the runner read."""
+    def read(self, what: Hashable) -> Future[Any]:
+        """Ask for a read of a kind the runner knows (the live chain, the nat path); the
+        future holds what the runner read. Reads of a kind waiting together share one."""
         with self._lock:
             if self._closed is not None:
                 return _failed(self._closed)
-            if self._read is None:
-                self._read = _shared_future()
+            future = self._reads.get(what)
+            if future is None:
+                future = self._reads[what] = _shared_future()
                 self._notify()
-            return self._read
+            return future
 
     def take(self) -> Work | None:
         """Everything waiting now, to be served; None when nothing waits."""
         with self._lock:
-            if self._sync is None and self._read is None:
+            if self._sync is None and not self._reads:
                 return None
             batch = None
             if self._sync is not None:
                 assert self._since is not None
                 batch = Batch(self._sync, self._count, frozenset(self._reasons), self._since)
-            work = Work(batch, self._read)
+            work = Work(batch, self._reads)
             self._sync, self._count, self._reasons, self._since = None, 0, set(), None
-            self._read = None
+            self._reads = {}
             return work
 
     def requested(self) -> dict[Reason, int]:
@@ -143,9 +146,9 @@ class RequestQueue:
         """Fail every waiting request with error, and every later one at once."""
         with self._lock:
             self._closed = error
-            waiting = [f for f in (self._sync, self._read) if f is not None]
+            waiting = [f for f in (self._sync, *self._reads.values()) if f is not None]
             self._sync, self._count, self._reasons, self._since = None, 0, set(), None
-            self._read = None
+            self._reads = {}
         for future in waiting:
             future.set_exception(error)
 

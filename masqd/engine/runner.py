@@ -18,6 +18,8 @@ and events already show the sync that served it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -25,10 +27,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import wait
+from typing import Any
 
+from masqd.core.desired import Desired
 from masqd.core.errors import Kind, MasqdError, NoConfig, Stopping, WorkerGone, WorkerHung
 from masqd.core.livestate import ReadOutcome
-from masqd.core.model import Event, EventKind, Reason, SyncResult
+from masqd.core.model import NFTABLES, Event, EventKind, Reason, SyncResult
+from masqd.core.natpath import PathOutcome
 from masqd.core.status import FamilyStatus
 from masqd.engine import worker
 from masqd.engine.events import EventBus
@@ -57,7 +62,7 @@ class FamilyRunner:
     def __init__(
         self,
         opts: worker.WorkerOptions,
-        desired: Callable[[], list[str] | None],
+        desired: Callable[[], Desired | None],
         events: EventBus,
         *,
         drift_check_interval: float = 5.0,
@@ -65,8 +70,12 @@ class FamilyRunner:
         backoff: Backoff | None = None,
         launcher: Launcher = spawn_worker,
         clock: Callable[[], float] = time.monotonic,
+        refused: str = "",
     ) -> None:
         self.family = opts.family
+        self._refused = refused
+        """Why this family's backend cannot work on this node; then every sync fails at once
+        saying so, and no drift check runs (nothing would change that but a restart)."""
         self._desired = desired
         self._events = events
         self._drift_interval = drift_check_interval
@@ -76,7 +85,7 @@ class FamilyRunner:
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.queue = RequestQueue(self._notify, clock)
         self._worker = WorkerProcess(opts, launcher, backoff, clock)
-        self._sent: list[str] | None = None  # the rules the worker has
+        self._sent: Desired | None = None  # the rules (or table) the worker has
         self._verified_at: int | None = None  # nft: the generation it last verified them at
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,9 +132,12 @@ class FamilyRunner:
 
     def status(self) -> FamilyStatus:
         """A snapshot of this family, consistent in itself."""
-        return self._state.snapshot(
+        status = self._state.snapshot(
             self.queue.requested(), self.queue.oldest(), self._guard.fault()
         )
+        if self._refused and status.state != "stopped":
+            return dataclasses.replace(status, state="blocked")
+        return status
 
     @property
     def syncs_run(self) -> int:
@@ -135,7 +147,11 @@ class FamilyRunner:
 
     def read_live(self) -> Future[ReadOutcome]:
         """The live chain with counters, read by the worker between syncs."""
-        return self.queue.read()
+        return self.queue.read(worker.ReadCommand())
+
+    def read_path(self) -> Future[PathOutcome]:
+        """Every owner's nat postrouting chains, read by the worker between syncs."""
+        return self.queue.read(worker.PathCommand())
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -157,8 +173,8 @@ class FamilyRunner:
         if work is not None:
             if work.batch is not None:
                 self._serve(work.batch)
-            if work.read is not None:
-                _resolve(work.read, self._read)
+            for command, future in work.reads.items():
+                _resolve(future, functools.partial(self._read, command))
         elif self._clock() >= self._next_check:
             self._check()
         else:
@@ -198,7 +214,10 @@ class FamilyRunner:
             self._last_start = self._clock()
             self._publish(EventKind.SYNC_STARTED, f"{reason.value} sync started")
             self._state.syncing(rules, batch.since)
-            outcome = self._sync(rules)
+            if self._refused:
+                outcome = worker.SyncOutcome(False, False, 0.0, self._refused, kind=Kind.MISSING)
+            else:
+                outcome = self._sync(rules)
             result = self._record(reason, rules, outcome, since=batch.since)
         except BaseException as e:  # never leave the callers waiting for nothing
             if not batch.future.done():
@@ -216,7 +235,7 @@ class FamilyRunner:
         """
         rules = self._desired()
         self._next_check = self._clock() + self._drift_interval
-        if rules is None:  # no good config yet: leave the kernel alone
+        if rules is None or self._refused:  # no good config yet, or no backend: leave it be
             return
         verified = self._verified_at
         if verified is not None and rules is self._sent and nftgen.generation() == verified:
@@ -231,20 +250,23 @@ class FamilyRunner:
             self._state.checked(rules, outcome.in_sync)
             return
         if owed is None:  # a drift check (not the retry of a failed sync) found work
-            log.warning("%s: our chain was changed by someone else; repairing", self.family.label)
+            ours = "table" if self._worker.opts.mode == NFTABLES else "chain"
+            log.warning(
+                "%s: our %s was changed by someone else; repairing", self.family.label, ours
+            )
         self._record(owed or Reason.DRIFT_REPAIR, rules, outcome, since=None)
 
     def _record(
         self,
         reason: Reason,
-        rules: list[str],
+        rules: Desired,
         outcome: worker.SyncOutcome,
         since: float | None,
     ) -> SyncResult:
         """Count a sync, log it, publish it; its result is in status before anyone hears."""
         if outcome.removed:
             log.info(
-                "%s: removed what an earlier --masq-chain left in the nat table: %s",
+                "%s: removed what an earlier --masq-chain or --nft-table left: %s",
                 self.family.label,
                 "; ".join(outcome.removed),
             )
@@ -255,15 +277,15 @@ class FamilyRunner:
         self._publish(kind, result.error or ("changed" if result.changed else "unchanged"), result)
         return result
 
-    def _sync(self, rules: list[str]) -> worker.SyncOutcome:
+    def _sync(self, rules: Desired) -> worker.SyncOutcome:
         """Sync on the worker; a worker that dies meanwhile is replaced and asked once more,
         one that hangs is killed (and replaced by the loop) and the sync reported failed.
 
         The rules go down the pipe only when they are not the ones the worker already has
-        (the supervisor hands out the same list until the config changes)."""
+        (the supervisor hands out the same rules, or table, until the config changes)."""
         for _ in range(2):
             try:
-                command = worker.SyncCommand(None if rules is self._sent else tuple(rules))
+                command = worker.SyncCommand(None if rules is self._sent else rules)
                 outcome = self._worker.call(command, self._attempt_failed)
                 self._sent = rules
                 assert isinstance(outcome, worker.SyncOutcome)
@@ -292,17 +314,18 @@ class FamilyRunner:
         )
         self._publish(EventKind.SYNC_RETRYING, f"attempt {attempt.number} failed: {attempt.error}")
 
-    def _read(self) -> ReadOutcome:
+    def _read(self, command: object) -> object:
+        """The worker's answer to a read command (ReadCommand, PathCommand), or the command's
+        own failure when the worker is gone or hangs."""
+        assert isinstance(command, (worker.ReadCommand, worker.PathCommand))
         try:
-            outcome = self._worker.call(worker.ReadCommand())
+            return self._worker.call(command)
         except WorkerHung as e:
             log.error("%s", e)
             self._state.hung(str(e))
-            return ReadOutcome(None, str(e), e.kind)
+            return command.failed(str(e), e.kind)
         except WorkerGone as e:
-            return ReadOutcome(None, str(e), e.kind)
-        assert isinstance(outcome, ReadOutcome)
-        return outcome
+            return command.failed(str(e), e.kind)
 
     def _replace_worker(self) -> bool:
         """Start a new worker after the backoff; False when stopping meanwhile. A worker that
@@ -330,7 +353,7 @@ class FamilyRunner:
         self._events.publish(Event(kind, time.time(), message, self.family, result))
 
 
-def _resolve(future: Future[ReadOutcome], read: Callable[[], ReadOutcome]) -> None:
+def _resolve(future: Future[Any], read: Callable[[], object]) -> None:
     """Resolve a read's future with what read() returns, or the error it raised."""
     try:
         future.set_result(read())

@@ -17,18 +17,26 @@ import os
 import select
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 
+from masqd.core import choice
 from masqd.core.config import LoadedConfig, ParseOptions
+from masqd.core.desired import Desired
+from masqd.core.entries import HostName, IPNetwork
 from masqd.core.errors import RequestError
+from masqd.core.explain import Explanation, unheld
 from masqd.core.livestate import ReadOutcome
 from masqd.core.merge import FileOutcome
-from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
-from masqd.core.names import expand
+from masqd.core.model import NFTABLES, Event, EventKind, Family, Reason, SyncResult
+from masqd.core.names import Answer, expand, expansion
+from masqd.core.natpath import Packet, PathOutcome
+from masqd.core.nftrules import Table, desired_table
 from masqd.core.origins import rule_origins
 from masqd.core.rules import desired_rules
 from masqd.core.settings import Settings
 from masqd.core.status import ConfigState, Override, Status
+from masqd.engine import explainer
 from masqd.engine.configwatch import PREFIX, ConfigWatcher, DirectoryWatcher, Loaded, Rejected
 from masqd.engine.events import EventBus
 from masqd.engine.guard import Guard
@@ -37,8 +45,9 @@ from masqd.engine.resolver import Resolver
 from masqd.engine.runner import FamilyRunner
 from masqd.engine.schedule import Schedule
 from masqd.engine.worker import WorkerOptions
-from masqd.host import heap, iptables
+from masqd.host import heap, iptables, nodefacts
 from masqd.host.filewatch import FileWatch
+from masqd.host.probe import addresses
 
 log = logging.getLogger("masqd.supervisor")
 
@@ -56,9 +65,12 @@ class Supervisor:
         self, settings: Settings, mode: str | None = None, launcher: Launcher = spawn_worker
     ) -> None:
         self.settings = settings
-        self.mode = mode or (
-            iptables.detect_mode() if settings.iptables_mode == "auto" else settings.iptables_mode
-        )
+        if mode is not None:
+            backend = NFTABLES if mode == NFTABLES else choice.IPTABLES
+            self.choice = choice.Choice(backend, f"given: {mode}")
+        else:
+            self.choice = choose(settings)
+        self.mode = mode or _mode(settings, self.choice)
         self.events = EventBus()
         self.schedule = Schedule()
         options = ParseOptions(settings.enable_ipv6, settings.all_reserved_ranges)
@@ -71,7 +83,8 @@ class Supervisor:
         self._lock = threading.Lock()  # the config in force and its rules, swapped together
         self._load_lock = threading.Lock()  # one load at a time (the loop, or reload())
         self._config = ConfigState(settings.config_source, directory=bool(settings.config_dir))
-        self._desired: dict[Family, list[str]] = {}
+        self._desired: dict[Family, Desired] = {}
+        self._node_warnings: dict[Family, tuple[str, ...]] = {}
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._stopped = threading.Event()
         self._guard = Guard("the config loop", self._stopped)
@@ -88,12 +101,15 @@ class Supervisor:
                     iptables_timeout=settings.iptables_timeout,
                     lock_wait=settings.lock_wait,
                     retry_deadline=settings.retry_deadline,
+                    table=settings.render.table,
+                    jump_first=settings.render.first,
                 ),
                 desired=lambda f=family: self.desired(f),  # type: ignore[misc]
                 events=self.events,
                 drift_check_interval=settings.drift_check_interval,
                 backoff=backoff,
                 launcher=launcher,
+                refused=self.choice.refused,
             )
             for family in settings.families
         }
@@ -107,12 +123,17 @@ class Supervisor:
 
     def start(self) -> None:
         log.info(
-            "masqd starting: config %s, iptables mode %s, families %s, chain %s",
+            "masqd starting: config %s, backend %s (%s), families %s, %s",
             self.settings.config_source,
             self.mode,
+            self.choice.why,
             ",".join(f.label for f in self.settings.families),
-            self.settings.render.chain,
+            f"table {self.settings.render.table}"
+            if self.mode == NFTABLES
+            else f"chain {self.settings.render.chain}",
         )
+        if self.choice.refused:
+            log.error("no rules are written: %s", self.choice.refused)
         self._load(Reason.STARTUP)
         for runner in self.runners.values():
             runner.start()
@@ -140,17 +161,23 @@ class Supervisor:
 
     def status(self) -> Status:
         with self._lock:
-            config = self._config
+            config, node = self._config, dict(self._node_warnings)
         fault = self._guard.fault()
+        families = tuple(
+            dataclasses.replace(r.status(), warnings=node.get(f, ()))
+            for f, r in self.runners.items()
+        )
         answers = self.resolver.answers()
         return Status(
             config=config,
             interval=self.schedule.interval(),
-            families=tuple(r.status() for r in self.runners.values()),
+            families=families,
             mode=self.mode,
             chain=self.settings.render.chain,
             names=tuple(answers[n] for n in sorted(answers)),
             faults=(fault,) if fault is not None else (),
+            table=self.settings.render.table if self.mode == NFTABLES else "",
+            backend_choice=self.choice.why,
         )
 
     @property
@@ -158,8 +185,9 @@ class Supervisor:
         with self._lock:
             return self._config
 
-    def desired(self, family: Family) -> list[str] | None:
-        """The rules our chain should hold, None while no good config was ever loaded."""
+    def desired(self, family: Family) -> Desired | None:
+        """The rules our chain (nftables: our table) should hold, None while no good config
+        was ever loaded."""
         with self._lock:
             return self._desired.get(family)
 
@@ -180,9 +208,38 @@ class Supervisor:
 
     def read_live(self, family: Family) -> Future[ReadOutcome]:
         """The live chain with counters, read by the family's worker between syncs."""
+        return self._runner(family).read_live()
+
+    def explain(self, packet: Packet) -> Future[Explanation]:
+        """What the kernel does now with a new connection like packet, and why: every owner's
+        nat chains read by the family's worker, judged with the config in force."""
+        family = Family(packet.destination.version)
+        read = self._runner(family).read_path()
+        judged: Future[Explanation] = Future()
+
+        def judge(done: Future[PathOutcome]) -> None:
+            try:
+                judged.set_result(
+                    explainer.answer(
+                        done.result(),
+                        packet,
+                        settings=self.settings,
+                        mode=self.mode,
+                        config=self.config_state,
+                        family=self.runners[family].status(),
+                        answers=self.resolver.answers(),
+                    )
+                )
+            except BaseException as e:  # the caller hears it, whatever it is
+                judged.set_exception(e)
+
+        read.add_done_callback(judge)
+        return judged
+
+    def _runner(self, family: Family) -> FamilyRunner:
         if family not in self.runners:
             raise RequestError(f"family {family.label} is not enabled (--enable-ipv6)")
-        return self.runners[family].read_live()
+        return self.runners[family]
 
     def reload(self) -> dict[Family, Future[SyncResult]]:
         """Read the file now, as a change to it would; returns the syncs it asked for (none when
@@ -243,6 +300,7 @@ class Supervisor:
             self.schedule.ran()  # first: a load that fails must not make every turn due
             self._load(Reason.INTERVAL)
             self.resync(self.settings.families, Reason.INTERVAL)
+            self._check_node()
         elif time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + poll  # first: a failing look waits its turn
             watch.rearm()  # the symlinks may point elsewhere now
@@ -277,6 +335,9 @@ class Supervisor:
                 # Rendered once here, not on the apply path.
                 self._desired = self._render_all(loaded)
             error = _refusals(outcome.files)
+            rendering = tuple(
+                w for d in self._desired.values() if isinstance(d, Table) for w in d.warnings
+            )
             self._config = ConfigState(
                 path=old.path,
                 loaded=loaded,
@@ -286,6 +347,7 @@ class Supervisor:
                 error_at=(old.error_at if error == old.error else time.time()) if error else 0.0,
                 directory=old.directory,
                 files=outcome.files,
+                rendering_warnings=rendering,
             )
             generation = self._config.generation
             desired = self._desired
@@ -295,8 +357,9 @@ class Supervisor:
             log.debug("no config at %s; using defaults", source)
         if not changed:
             return {}
+        self._check_node()
         self.resolver.track(loaded.config.names(), loaded.config.resync_interval)
-        for warning in loaded.warnings:
+        for warning in loaded.warnings + self._config.rendering_warnings:
             log.warning("config %s: %s", source, warning)
         log.info(
             "config generation %d loaded from %s%s",
@@ -314,11 +377,34 @@ class Supervisor:
             return {}
         return self.resync(affected, Reason.CONFIG_CHANGE)
 
-    def _render_all(self, loaded: LoadedConfig) -> dict[Family, list[str]]:
-        """Each family's rules, with the DNS names as they resolve now (the caller holds the
-        lock, so a config and an answer arriving together render in one order)."""
-        config = expand(loaded.config, self.resolver.answers())
-        return {f: desired_rules(config, f, self.settings.render) for f in self.settings.families}
+    def _check_node(self) -> None:
+        """What the node holds against what the config asks: an snatToSource address it does
+        not hold is a warning (it may be added later), looked at each load and interval."""
+        loaded = self.config_state.loaded
+        found: dict[Family, tuple[str, ...]] = {}
+        for family in self.settings.families:
+            if loaded is None or loaded.config.snat_to(family) is None:
+                continue
+            try:
+                found[family] = unheld(loaded.config, family, addresses.local(family))
+            except OSError as e:
+                found[family] = (f"the node's addresses could not be read: {e}",)
+            for warning in found[family]:
+                log.warning("%s: %s", family.label, warning)
+        with self._lock:
+            self._node_warnings = found
+
+    def _render_all(self, loaded: LoadedConfig) -> dict[Family, Desired]:
+        """Each family's rules (nftables: table), with the DNS names as they resolve now (the
+        caller holds the lock, so a config and an answer arriving together render in one
+        order)."""
+        answers = self.resolver.answers()
+        config = expand(loaded.config, answers)
+        opts = self.settings.render
+        if self.mode == NFTABLES:
+            names = _names(loaded, answers)
+            return {f: desired_table(config, f, opts, names) for f in self.settings.families}
+        return {f: tuple(desired_rules(config, f, opts)) for f in self.settings.families}
 
     def _names_changed(self) -> None:
         """A name resolves to other addresses: sync the families whose rules moved."""
@@ -385,3 +471,34 @@ class Supervisor:
 def _refusals(files: tuple[FileOutcome, ...]) -> str:
     """Every refused file's reason, as one status line ("" when none is refused)."""
     return "; ".join(f"{f.name}: {f.error}" for f in files if f.error)
+
+
+def _names(loaded: LoadedConfig, answers: Mapping[str, Answer]) -> dict[IPNetwork, str]:
+    """The DNS name each resolved address stands for, so an element's comment names the
+    config entry it is (the first name, where two resolve to one address)."""
+    config = loaded.config
+    names: dict[IPNetwork, str] = {}
+    for entries in (config.masquerade_cidrs, config.non_masquerade_cidrs):
+        for network, entry in expansion(entries, answers):
+            if isinstance(entry, HostName):
+                names.setdefault(network, entry.name)
+    return names
+
+
+def _mode(settings: Settings, chosen: choice.Choice) -> str:
+    """nftables, or the iptables backend's mode (auto: the one the node uses)."""
+    if chosen.backend == NFTABLES:
+        return NFTABLES
+    if settings.iptables_mode == "auto":
+        return iptables.detect_mode()
+    return settings.iptables_mode
+
+
+def choose(settings: Settings) -> choice.Choice:
+    """The backend for these settings, from what the node shows (`--backend auto`) or as
+    asked; the iptables backend asked for where it cannot work comes back refused."""
+    needed = dict(choice.EXTENSIONS)
+    if settings.render.to_ports:
+        needed |= choice.PORT_EXTENSIONS
+    facts = choice.NodeFacts() if settings.backend == NFTABLES else nodefacts.gather(needed)
+    return choice.choose_backend(settings.backend, facts)

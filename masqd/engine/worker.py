@@ -1,9 +1,12 @@
-"""A worker process: the only writer of one family's chain.
+"""A worker process: the only writer of one family's chain (or, nftables, table).
 
 It runs in a process of its own (forked before the supervisor imports gRPC, or spawned when it
 replaces one that died; either way it carries no gRPC state) and answers the supervisor's
 commands over a pipe, one at a time: sync to these rules, or read the live chain. It imports
 only what a sync needs. Failures travel back as data: an outcome's error text and its kind.
+
+What it decides (`plan`, `sync`, `settle`) is the same on both backends; how it reads and
+writes is its `Backend`'s (`masqd.engine.backends`).
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from masqd.core.desired import Desired
 from masqd.core.errors import ApplyError, Kind
 from masqd.core.fingerprint import Fingerprint
-from masqd.core.leftovers import Leftovers, find_leftovers
-from masqd.core.livestate import ReadOutcome, parse_save
-from masqd.core.model import Family
-from masqd.core.rules import jump_rule, render_restore
+from masqd.core.livestate import ReadOutcome
+from masqd.core.model import NFTABLES, Family
+from masqd.core.natpath import PathOutcome
+from masqd.core.nftrules import Table
+from masqd.core.rules import DEFAULT_TABLE
+from masqd.engine.backends import Backend, Write, open_backend
 from masqd.host import heap
-from masqd.host.iptables import Backend
 from masqd.host.probe import KernelProbe, Probe, nftgen
 
 NO_RULES = "the worker was asked for the rules it has, and has none"
@@ -44,26 +49,50 @@ in-process probes, the pipe, and a node under load. Past that the worker counts 
 class WorkerOptions:
     family: Family
     mode: str
+    """legacy or nft (the iptables backend), or nftables (masqd.core.model.NFTABLES)."""
     chain: str
     iptables_timeout: float
+    """The longest any one command (iptables or nft) may run."""
     lock_wait: int
     retry_deadline: float
+    table: str = DEFAULT_TABLE
+    """Our table (the nftables backend)."""
+    jump_first: bool = False
+    """--jump-position first (the iptables backend): our jump must be POSTROUTING's first
+    rule. The nftables backend's position is its base chain's priority, in the table."""
+
+    @property
+    def probed(self) -> str:
+        """What the kernel probe fingerprints: our table (nftables) or our chain."""
+        return self.table if self.mode == NFTABLES else self.chain
 
 
 @dataclass(frozen=True)
 class SyncCommand:
-    """Make our chain hold exactly these rules (specs as iptables-save prints them).
+    """Make ours hold exactly this: our chain's rules (specs as iptables-save prints them) or,
+    nftables, our table.
 
-    None: the rules of the last command that carried them. The supervisor sends the rules only
-    when they change: thousands of them, pickled for every drift check, would cost more than
-    the check."""
+    None: what the last command that carried it said. The supervisor sends it only when it
+    changes: thousands of rules or elements, pickled for every drift check, would cost more
+    than the check."""
 
-    rules: tuple[str, ...] | None = None
+    rules: Desired | None = None
 
 
 @dataclass(frozen=True)
 class ReadCommand:
     """Report the live chain with counters."""
+
+    def failed(self, error: str, kind: Kind) -> ReadOutcome:
+        return ReadOutcome(None, error, kind)
+
+
+@dataclass(frozen=True)
+class PathCommand:
+    """Report every owner's nat postrouting chains, for `masqctl explain`."""
+
+    def failed(self, error: str, kind: Kind) -> PathOutcome:
+        return PathOutcome(None, error, kind)
 
 
 @dataclass(frozen=True)
@@ -123,8 +152,8 @@ class Known:
     """What this worker last wrote or verified; lets a sync skip work that cannot change its
     outcome. Forgotten after any failure, so the next sync reads everything again."""
 
-    rules: tuple[str, ...] | None = None
-    """The chain as last verified or written by us."""
+    rules: Desired | None = None
+    """The chain (or table) as last verified or written by us."""
     verified: bool = False
     """`rules` were read back from the kernel (or, nft, written with no other change between)."""
     jump: bool = False
@@ -166,33 +195,25 @@ class Unsettled:
     """The write appended our jump itself: then any jump will do."""
 
 
-@dataclass(frozen=True)
-class Mismatch:
-    """How the chain read differs from the rules wanted."""
-
-    chain_holds_them: bool
-    """Our chain holds exactly the rules (so only the jump or leftovers are amiss)."""
-    needs_jump: bool
-    """Our jump is not in POSTROUTING: the restore must add it."""
-    leftovers: Leftovers
-    """What an earlier --masq-chain left: the restore removes it."""
-
-
 class Step(enum.Enum):
     """What a sync does next."""
 
     IN_SYNC = "nothing: the chain is as desired"
-    READ = "read the chain with iptables-save and compare"
-    VERIFY = "read back our last write: a mismatch means it did not take"
-    WRITE = "write the chain (the jump is in place)"
+    READ = "read the chain with iptables-save (nftables: nft list table) and compare"
+    VERIFY = "read back our last write: not holding it means it did not take"
+    WRITE = "write the chain (the jump is in place); nftables: what differs from the known"
     WRITE_WITH_JUMP = "write the chain and the jump"
 
 
-def plan(known: Known, wanted: tuple[str, ...], probe: Probe, now: float = 0.0) -> Step:
+def plan(
+    known: Known, wanted: Desired, probe: Probe, now: float = 0.0, *, blind_writes: bool = True
+) -> Step:
     """Decide from what the worker knows and the probe's cheap looks, without an exec.
 
     - rules different from those last written or verified: the live chain differs from them
-      too, so reading it could not change the decision to write;
+      too, so reading it could not change the decision to write (a backend whose writes are
+      blind to the kernel's state; the nftables backend writes a diff from the known table,
+      so it writes only once the checks below say the kernel still holds it);
     - nft, and the ruleset generation unchanged since a verified state: nothing changed;
     - legacy, and the nat table's shape unchanged since a verified state: nothing changed but,
       at most, a same-size rewrite, which the fingerprint taken at least every
@@ -200,18 +221,18 @@ def plan(known: Known, wanted: tuple[str, ...], probe: Probe, now: float = 0.0) 
     - the fingerprint as at a verified state: our chain and jump did not change (someone else
       changed something else in the table);
     - only our chain's fingerprint moved, the jump's did not: someone changed our chain, so
-      rewrite it; reading it first could not change that;
+      rewrite it; reading it first could not change that (blind writes only);
     - these rules written and not verified yet, and nothing moved since the write (or the
-      probe cannot tell): read them back, and a mismatch means the write did not take.
+      probe cannot tell): read them back, and not holding them means the write did not take.
     Anything else, or a probe that cannot tell, means reading the chain.
     """
     if known.rules is None:
         return Step.READ
-    if known.rules != wanted:
+    if known.rules != wanted and blind_writes:
         return Step.WRITE if known.jump else Step.WRITE_WITH_JUMP
     generation = probe.generation()
     if known.verified and generation is not None and generation == known.generation:
-        return Step.IN_SYNC
+        return _from_known(known, wanted)
     shape = probe.shape()
     if (
         known.verified
@@ -219,7 +240,7 @@ def plan(known: Known, wanted: tuple[str, ...], probe: Probe, now: float = 0.0) 
         and shape == known.shape
         and now - known.looked_at < DEEP_LOOK_EVERY
     ):
-        return Step.IN_SYNC
+        return _from_known(known, wanted)
     current = probe.fingerprint()
     if current is None or known.fingerprint is None:
         return Step.READ if known.verified else Step.VERIFY
@@ -228,63 +249,62 @@ def plan(known: Known, wanted: tuple[str, ...], probe: Probe, now: float = 0.0) 
             return Step.VERIFY  # written but never read back
         # Both read before the fingerprint: at worst, too old.
         known.generation, known.shape, known.looked_at = generation, shape, now
-        return Step.IN_SYNC
-    if current.jumps == known.fingerprint.jumps and known.jump:
+        return _from_known(known, wanted)
+    if blind_writes and current.jumps == known.fingerprint.jumps and known.jump:
         return Step.WRITE
     return Step.READ
+
+
+def _from_known(known: Known, wanted: Desired) -> Step:
+    """The kernel holds what the worker knows: in sync, or a write from there."""
+    return Step.IN_SYNC if known.rules == wanted else Step.WRITE
 
 
 def sync(
     backend: Backend,
     probe: Probe,
     opts: WorkerOptions,
-    rules: Sequence[str],
+    rules: Desired | Sequence[str],
     known: Known | None = None,
     *,
     report: Callable[[Attempt], None] = lambda _a: None,
 ) -> SyncOutcome:
-    """Make the live chain hold `rules`, rewriting it only when it differs (see `plan`).
+    """Make ours hold `rules`, rewriting it only when it differs (see `plan`).
 
     Every sync looks the same way, the interval's too: the cheap looks of `plan` first, and
-    iptables-save only when they say something changed or cannot tell. `in_sync` in the
-    outcome means verified: read back, or nft: written with the generation moving by exactly
-    one and the jump appended by that write. Any other write is verified by the next sync
-    (the runner asks for it soon after, off the answer's path), which `settle` prepares. Each
-    failed attempt that is retried is reported before the retry; no attempt starts after
-    retry_deadline, and no iptables command runs past it by more than iptables_timeout.
+    a read only when they say something changed or cannot tell. `in_sync` in the outcome
+    means verified: read back, or nft: written with the generation moving by exactly one and
+    the jump (nftables: the base chain) written by that write. Any other write is verified
+    by the next sync (the runner asks for it soon after, off the answer's path), which
+    `settle` prepares. Each failed attempt that is retried is reported before the retry; no
+    attempt starts after retry_deadline, and no command runs past it by more than
+    iptables_timeout.
     """
     start = time.monotonic()
     budget = _Budget(opts, start)
     known = known if known is not None else Known()
-    wanted = rules if isinstance(rules, tuple) else tuple(rules)
+    wanted: Desired = rules if isinstance(rules, (tuple, Table)) else tuple(rules)
     changed = False
-    removed = Leftovers()
+    removed: tuple[str, ...] = ()
     settle(probe, known)  # if the caller did not, after the last write
 
     def attempt() -> bool:
-        """One try; whether the chain is now verified as desired."""
+        """One try; whether ours is now verified as desired."""
         nonlocal changed, removed
-        step = plan(known, wanted, probe, time.monotonic())
+        step = plan(known, wanted, probe, time.monotonic(), blind_writes=backend.blind_writes)
         if step == Step.IN_SYNC:
             return True
-        leftovers = Leftovers()
         if step in (Step.READ, Step.VERIFY):
-            mismatch = _read_and_compare(backend, budget, opts, probe, known, wanted)
-            if mismatch is None:
-                return True
-            if step == Step.VERIFY and not mismatch.chain_holds_them and _untouched(known, probe):
-                raise ApplyError(
-                    "the chain read back after our write does not hold what was written: "
-                    "the write did not take (iptables-restore exited 0)",
-                    Kind.UNVERIFIED,
-                )
-            # (Otherwise the write took and someone changed the table since, say deleted the
-            # jump the write trusted: write again, as after any read.)
-            with_jump, leftovers = mismatch.needs_jump, mismatch.leftovers
+            verifying = step == Step.VERIFY
+            write = _read_and_compare(backend, budget, probe, known, wanted, verifying)
         else:
+            assert known.rules is not None
             with_jump = step == Step.WRITE_WITH_JUMP
-        verified = _write(backend, budget, opts, probe, known, wanted, with_jump, leftovers)
-        changed, removed = True, leftovers
+            write = backend.change_from(known.rules, wanted, with_jump=with_jump)
+        if write is None:
+            return True
+        verified = _write(backend, budget, probe, known, wanted, write)
+        changed, removed = True, write.removed
         return verified
 
     try:
@@ -297,6 +317,9 @@ def sync(
     except ApplyError as e:
         known.forget()
         return SyncOutcome(False, changed, time.monotonic() - start, str(e), kind=e.kind)
+    if changed and backend.settles_at_once:
+        settle(probe, known)
+        in_sync = in_sync or known.verified
     verified_at = known.generation if known.verified else None
     duration = time.monotonic() - start
     return SyncOutcome(
@@ -305,7 +328,7 @@ def sync(
         duration,
         in_sync=in_sync,
         generation=verified_at,
-        removed=(*removed.chains, *removed.jumps),
+        removed=removed,
     )
 
 
@@ -351,29 +374,46 @@ def _retry(
 def _read_and_compare(
     backend: Backend,
     budget: _Budget,
-    opts: WorkerOptions,
     probe: Probe,
     known: Known,
-    wanted: tuple[str, ...],
-) -> Mismatch | None:
-    """Read the nat table; None when our chain is as desired (and now verified) with nothing
-    left by an earlier --masq-chain, else what differs."""
+    wanted: Desired,
+    verifying: bool,
+) -> Write | None:
+    """Read ours; None when it is as desired (and now verified) with nothing left by an earlier
+    --masq-chain or --nft-table, else the write that makes it so (iptables: with our jump when
+    it is missing, removing the leftovers). Verifying our last write, a kernel that does not
+    hold it though no one changed anything since is an unverified failure."""
     # Probed before the read: a change during the read shows up next time.
     generation, shape = probe.generation(), probe.shape()
     before = probe.fingerprint()
-    text = backend.save_nat(timeout=budget.timeout())
-    live = parse_save(text, opts.chain)
-    leftovers = find_leftovers(text, opts.chain)
-    jump = jump_rule(opts.chain)
-    if not live.matches(list(wanted), jump) or leftovers:
-        holds = live.chain_exists and live.specs == list(wanted)
-        return Mismatch(holds, jump not in live.jump_rules, leftovers)
-    # The fingerprint counts only if nothing moved while iptables-save ran: nft tells by its
+    live = backend.read(timeout=budget.timeout())
+    write = backend.change(live, wanted)
+    # A write that took, followed by someone's change (say, deleting the jump it trusted), is
+    # written again as after any read; only a kernel left as the write left it, without what
+    # was written, means the write did not take.
+    if (
+        write is not None
+        and verifying
+        and known.rules is not None
+        and not backend.holds(live, known.rules)
+        and _untouched(known, probe)
+    ):
+        raise ApplyError(
+            "what was read back after our write does not hold what was written: the write did "
+            "not take (it exited 0)",
+            Kind.UNVERIFIED,
+        )
+    # The fingerprint counts only if nothing moved while the read ran: nft tells by its
     # generation, legacy by a second fingerprint.
     if generation is not None:
         settled = before is not None and probe.generation() == generation
     else:
         settled = before is not None and probe.fingerprint() == before
+    if write is not None:
+        if not write.with_jump:
+            # The write trusts the jump this read saw in place: it must still be that one.
+            known.jumps = before.jumps if settled and before is not None else None
+        return write
     known.rules, known.verified, known.jump = wanted, True, True
     known.fingerprint, known.generation = (before if settled else None), generation
     known.jumps = before.jumps if settled and before is not None else None
@@ -383,42 +423,33 @@ def _read_and_compare(
 
 
 def _write(
-    backend: Backend,
-    budget: _Budget,
-    opts: WorkerOptions,
-    probe: Probe,
-    known: Known,
-    wanted: tuple[str, ...],
-    with_jump: bool,
-    leftovers: Leftovers,
+    backend: Backend, budget: _Budget, probe: Probe, known: Known, wanted: Desired, write: Write
 ) -> bool:
-    """One atomic iptables-restore of our chain (and jump), removing the leftovers in the same
-    transaction; returns whether it is verified.
+    """One atomic transaction (iptables-restore of our chain and jump, removing an earlier
+    --masq-chain's leftovers; or nft -f); returns whether it is verified.
 
-    nft: one generation step across the restore was our transaction alone, so the kernel
-    holds what we wrote; when the write appended the jump itself, that is all there is to
-    verify. No step means the restore committed nothing though it exited 0: it did not take.
-    Anything else (more steps, a jump trusted rather than written, legacy) is verified by the
-    next sync: `settle`, which the worker runs after it has answered, fingerprints the result.
+    nft: one generation step across the write was our transaction alone, so the kernel holds
+    what we wrote; when the write put the jump (nftables: the base chain) in itself, that is
+    all there is to verify. No step means the write committed nothing though it exited 0: it
+    did not take. Anything else (more steps, a jump trusted rather than written, legacy) is
+    verified by the next sync: `settle`, which the worker runs after it has answered (or, a
+    backend that settles at once, before), fingerprints the result.
     """
-    text = render_restore(
-        list(wanted), opts.chain, with_jump=with_jump, removals=leftovers.restore_lines()
-    )
-    jumps = known.jumps  # without the jump in the restore, it must still be this one
-    known.forget()  # unknown until the restore succeeds
+    jumps = known.jumps  # without the jump in the write, it must still be this one
+    known.forget()  # unknown until the transaction succeeds
     before = probe.generation()
-    backend.restore(text, wait=opts.lock_wait, timeout=budget.timeout())
+    backend.apply(write.text, timeout=budget.timeout())
     after = probe.generation()
     if before is not None and after == before:
         raise ApplyError(
-            f"iptables-restore exited 0 but the nft ruleset did not change (generation "
-            f"{before}): the write did not take",
+            f"the write exited 0 but the nft ruleset did not change (generation {before}): "
+            "the write did not take",
             Kind.UNVERIFIED,
         )
     known.rules, known.jump = wanted, True
-    known.unsettled = Unsettled(before, after, jumps, appended=with_jump)
+    known.unsettled = Unsettled(before, after, jumps, appended=write.with_jump)
     known.after_write = (after, probe.shape())  # a getsockopt: no table blob is read
-    return with_jump and before is not None and after == nftgen.next_generation(before)
+    return write.with_jump and before is not None and after == nftgen.next_generation(before)
 
 
 def _untouched(known: Known, probe: Probe) -> bool:
@@ -460,12 +491,22 @@ def settle(probe: Probe, known: Known) -> None:
     known.jumps = fingerprint.jumps if verified and fingerprint is not None else None
 
 
-def read(backend: Backend, opts: WorkerOptions) -> ReadOutcome:
+def read(backend: Backend) -> ReadOutcome:
+    """The live state with counters, or why it cannot be read."""
     try:
-        text = backend.save_nat(counters=True, timeout=opts.iptables_timeout)
+        return ReadOutcome(backend.read(counters=True))
     except ApplyError as e:
         return ReadOutcome(None, str(e), e.kind)
-    return ReadOutcome(parse_save(text, opts.chain))
+
+
+def read_path(opts: WorkerOptions) -> PathOutcome:
+    """The nat path as the kernel has it (imported here: most workers are never asked)."""
+    from masqd.host import nattables
+
+    try:
+        return PathOutcome(nattables.read(opts.family, opts.iptables_timeout))
+    except ApplyError as e:
+        return PathOutcome(None, str(e), e.kind)
 
 
 def run(opts: WorkerOptions, conn: Connection) -> None:
@@ -474,10 +515,10 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked worker inherits the supervisor's handlers; SIGTERM must simply end it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    backend = Backend(opts.family, opts.mode)
-    probe = KernelProbe(opts.family, opts.mode, opts.chain)
+    backend = open_backend(opts)
+    probe = KernelProbe(opts.family, opts.mode, opts.probed)
     known = Known()
-    wanted: tuple[str, ...] | None = None
+    wanted: Desired | None = None
     try:
         while True:
             try:
@@ -487,6 +528,7 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
             if command is None:
                 return
             busy = True  # worth handing freed heap back after
+            synced = False
             if isinstance(command, SyncCommand):
                 wanted = command.rules if command.rules is not None else wanted
                 if wanted is None:
@@ -494,16 +536,21 @@ def run(opts: WorkerOptions, conn: Connection) -> None:
                 else:
                     outcome = sync(backend, probe, opts, wanted, known, report=conn.send)
                 busy = outcome.changed or command.rules is not None
+                synced = outcome.ok
                 conn.send(outcome)
             elif isinstance(command, ReadCommand):
-                conn.send(read(backend, opts))
+                conn.send(read(backend))
+            elif isinstance(command, PathCommand):
+                conn.send(read_path(opts))
             # Tidy up off the caller's path: once the answer had a moment to reach the caller
             # without this process competing for the CPU, and only if no command is waiting (a
             # sync settles first by itself).
             if conn.poll(TIDY_AFTER):
                 continue
             settle(probe, known)
-            backend.prepare_restore(opts.lock_wait)  # the next write's restore, started idle
+            backend.prepare()  # the next write's restore (or nft), started idle
+            if synced:
+                backend.synced()
             if busy:
                 heap.trim()
     finally:

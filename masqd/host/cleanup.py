@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from masqd.core.cleanup import removal
+from masqd.core.cleanup import Removal, removal
 from masqd.core.errors import ApplyError
 from masqd.core.livestate import parse_save
 from masqd.core.model import Family
@@ -23,17 +23,26 @@ def clean(chain: str, modes: tuple[str, ...], say: Callable[[str], None]) -> lis
     for mode in modes:
         for family in Family:
             backend = Backend(family, mode)
-            if not backend.available() or not backend.has_nat_table():
-                continue
             tool = backend.binary("")
             try:
-                plan = removal(chain, parse_save(backend.save_nat(), chain))
-                if plan.text is not None:
-                    backend.restore(plan.text)
-                    what = f"the jump to {chain}" if plan.note else chain
-                    say(f"removed {what} from {tool}")
-                if plan.note:
-                    say(f"{tool}: {plan.note}")
+                plan = remove(backend, chain)
             except ApplyError as e:
                 errors.append(f"{tool}: {e}")
+                continue
+            if plan.text is not None:
+                what = f"the jump to {chain}" if plan.note else chain
+                say(f"removed {what} from {tool}")
+            if plan.note:
+                say(f"{tool}: {plan.note}")
     return errors
+
+
+def remove(backend: Backend, chain: str) -> Removal:
+    """Remove our `chain` and our jumps to it from one backend's nat table (one family, one
+    mode), in one restore; what was removed (text None: nothing, or no such table here)."""
+    if not backend.available() or not backend.has_nat_table():
+        return Removal(None)
+    plan = removal(chain, parse_save(backend.save_nat(), chain))
+    if plan.text is not None:
+        backend.restore(plan.text)
+    return plan

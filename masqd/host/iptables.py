@@ -50,27 +50,17 @@ class Backend:
         """Apply text with `iptables-restore --noflush -w WAIT` in one atomic transaction."""
         argv = self._restore_argv(wait)
         ready, self._ready = self._ready, None
-        if ready is not None and (ready.args != argv or ready.poll() is not None):
-            _discard(ready)
-            ready = None
-        _finish(ready or _start(argv), argv, text, timeout)
+        _finish(subproc.ready_or_new(ready, argv), argv, text, timeout)
 
     def prepare_restore(self, wait: int = 5) -> None:
         """Start the next restore now, if none is waiting; it serves the next `restore`."""
-        if self._ready is not None:
-            if self._ready.poll() is None:
-                return
-            _discard(self._ready)  # died waiting (killed by someone): reap it, start another
-        try:
-            self._ready = _start(self._restore_argv(wait))
-        except ApplyError:
-            self._ready = None  # not installed: restore() will say so when it is needed
+        self._ready = subproc.kept_ready(self._ready, self._restore_argv(wait))
 
     def close(self) -> None:
         """End a waiting restore, if any (it exits on the closed stdin, having done nothing)."""
         ready, self._ready = self._ready, None
         if ready is not None:
-            _discard(ready)
+            subproc.discard(ready)
 
     def _restore_argv(self, wait: int) -> list[str]:
         return [self.binary("restore"), "--noflush", "-w", str(wait)]
@@ -83,7 +73,7 @@ class Backend:
         that creates none: legacy reads /proc (iptables-legacy-save would instantiate the
         table, after which every iptables-nft-save on the node warns that legacy tables are
         present); nft reading creates nothing, so it is read."""
-        return self.mode != "legacy" or _legacy_table_loaded(self.family, "nat")
+        return self.mode != "legacy" or legacy_table_loaded(self.family, "nat")
 
 
 def detect_mode(timeout: float = 5.0) -> str:
@@ -102,7 +92,7 @@ def detect_mode(timeout: float = 5.0) -> str:
     return "legacy" if legacy_rules > nft_rules else "nft"
 
 
-def _legacy_table_loaded(family: Family, table: str = "") -> bool:
+def legacy_table_loaded(family: Family, table: str = "") -> bool:
     """Whether this network namespace has the legacy table (any, with ""), without creating it.
 
     Running iptables-legacy-save instantiates the tables it reads, which would leave a
@@ -121,7 +111,7 @@ def _mangle_and_rules(mode: str, timeout: float) -> tuple[str, int]:
     mangle = ""
     rules = 0
     for family in Family:
-        if mode == "legacy" and not _legacy_table_loaded(family):
+        if mode == "legacy" and not legacy_table_loaded(family):
             continue
         backend = Backend(family, mode)
         if shutil.which(backend.binary("save")) is None:
@@ -136,19 +126,7 @@ def _mangle_and_rules(mode: str, timeout: float) -> tuple[str, int]:
 
 
 def _run(argv: list[str], stdin: str | None, timeout: float) -> subprocess.CompletedProcess[str]:
-    return _finish(_start(argv), argv, stdin, timeout)
-
-
-def _start(argv: list[str]) -> subprocess.Popen[bytes]:
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except FileNotFoundError as e:
-        raise ApplyError(f"{argv[0]} is not installed", Kind.MISSING) from e
+    return _finish(subproc.start(argv), argv, stdin, timeout)
 
 
 def _finish(
@@ -157,27 +135,9 @@ def _finish(
     stdin: str | None,
     timeout: float,
 ) -> subprocess.CompletedProcess[str]:
-    """Feed proc (started with argv) its stdin, wait for its exit, and classify a failure."""
-    try:
-        out, err = subproc.exchange(proc, (stdin or "").encode(), timeout)
-    except subprocess.TimeoutExpired as e:
-        subproc.kill(proc)
-        raise ApplyError(f"{argv[0]} did not finish within {timeout:g}s", Kind.TIMEOUT) from e
-    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
-    if proc.returncode != 0:
-        stderr = stderr.strip()
-        lock = any(m in stderr for m in _LOCK_MESSAGES)
-        raise ApplyError(
-            f"{' '.join(argv)} exited {proc.returncode}: {stderr or '(no message)'}",
-            Kind.LOCK if lock else Kind.REJECTED,
-            stderr=stderr,
-        )
-    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+    return subproc.finish(proc, argv, stdin, timeout, _refused)
 
 
-def _discard(proc: subprocess.Popen[bytes]) -> None:
-    """Close a waiting restore's stdin and reap it; kill it if it does not go."""
-    try:
-        subproc.exchange(proc, b"", timeout=1.0)
-    except subprocess.TimeoutExpired:
-        subproc.kill(proc)
+def _refused(stderr: str) -> Kind:
+    """LOCK when iptables gave up waiting for the xtables lock, else REJECTED."""
+    return Kind.LOCK if any(m in stderr for m in _LOCK_MESSAGES) else Kind.REJECTED

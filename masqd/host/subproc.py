@@ -1,9 +1,12 @@
-"""Talking to a child process by a deadline, without Popen.communicate's wait for the exit.
+"""Running the node's tools (iptables, nft) by a deadline, without Popen.communicate's wait.
 
 `Popen.communicate(timeout=...)` (and `subprocess.run(timeout=...)`) waits for the exit by
 polling in sleeps of 1, 2, 4 ... ms. An iptables command closes its pipes a moment before it
 can be reaped, so nearly every call slept a whole millisecond, a large share of a small
 restore. Here the exit is awaited on a pidfd (Linux 5.3), which wakes at the exit itself.
+
+Only host/iptables.py and host/nftables.py use this module: they say which tool runs; this
+one starts it, feeds it, and turns a failure into an ApplyError of the right kind.
 """
 
 from __future__ import annotations
@@ -13,8 +16,88 @@ import select
 import selectors
 import subprocess
 import time
+from collections.abc import Callable
+
+from masqd.core.errors import ApplyError, Kind
 
 _CHUNK = 1 << 16
+
+
+def start(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start argv with three pipes; ApplyError (MISSING) when the tool is not installed."""
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError as e:
+        raise ApplyError(f"{argv[0]} is not installed", Kind.MISSING) from e
+
+
+def finish(
+    proc: subprocess.Popen[bytes],
+    argv: list[str],
+    stdin: str | None,
+    timeout: float,
+    refused: Callable[[str], Kind] = lambda stderr: Kind.REJECTED,
+) -> subprocess.CompletedProcess[str]:
+    """Feed proc (started with argv) its stdin, wait for its exit, and classify a failure:
+    TIMEOUT past the deadline (proc is killed), else a non-zero exit of the kind `refused`
+    finds in its stderr."""
+    try:
+        out, err = exchange(proc, (stdin or "").encode(), timeout)
+    except subprocess.TimeoutExpired as e:
+        kill(proc)
+        raise ApplyError(f"{argv[0]} did not finish within {timeout:g}s", Kind.TIMEOUT) from e
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    if proc.returncode != 0:
+        stderr = stderr.strip()
+        raise ApplyError(
+            f"{' '.join(argv)} exited {proc.returncode}: {stderr or '(no message)'}",
+            refused(stderr),
+            stderr=stderr,
+        )
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def run(argv: list[str], stdin: str | None, timeout: float) -> subprocess.CompletedProcess[str]:
+    """start + finish, a refusal classified as REJECTED."""
+    return finish(start(argv), argv, stdin, timeout)
+
+
+def ready_or_new(ready: subprocess.Popen[bytes] | None, argv: list[str]) -> subprocess.Popen[bytes]:
+    """The process started ahead with argv, if it still waits; else a new one (a waiting one
+    started otherwise, or dead, is discarded)."""
+    if ready is not None and (ready.args != argv or ready.poll() is not None):
+        discard(ready)
+        ready = None
+    return ready or start(argv)
+
+
+def kept_ready(
+    ready: subprocess.Popen[bytes] | None, argv: list[str]
+) -> subprocess.Popen[bytes] | None:
+    """The process to keep waiting for the next write: `ready` while it still waits, else a
+    new one of argv (None when the tool is not installed: the write will say so)."""
+    if ready is not None:
+        if ready.poll() is None:
+            return ready
+        discard(ready)  # died waiting (killed by someone): reap it, start another
+    try:
+        return start(argv)
+    except ApplyError:
+        return None
+
+
+def discard(proc: subprocess.Popen[bytes]) -> None:
+    """Close a waiting process's stdin and reap it; kill it if it does not go. A tool that
+    reads all its input before it acts exits on the empty input having done nothing."""
+    try:
+        exchange(proc, b"", timeout=1.0)
+    except subprocess.TimeoutExpired:
+        kill(proc)
 
 
 def exchange(proc: subprocess.Popen[bytes], data: bytes, timeout: float) -> tuple[bytes, bytes]:

@@ -12,12 +12,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from masqd import __version__
 from masqd.api import families
 from masqd.api.v1 import control_pb2 as pb
+from masqd.core import nftlive
+from masqd.core.desired import Desired
 from masqd.core.errors import Kind, RequestError
 from masqd.core.health import assess
-from masqd.core.livestate import ReadOutcome
+from masqd.core.livestate import LiveChain, ReadOutcome
 from masqd.core.merge import FileOutcome, FileState
 from masqd.core.model import Event, EventKind, Family, Reason, SyncResult
 from masqd.core.names import Answer
+from masqd.core.nftrules import Table, table_block
 from masqd.core.rules import jump_rule
 from masqd.core.status import FamilyStatus, Fault, Status
 
@@ -102,7 +105,7 @@ def status(s: Status, health_timeout: float, now: float | None = None) -> pb.Sta
         path=cfg.path,
         generation=cfg.generation,
         error=cfg.error,
-        warnings=list(cfg.loaded.warnings) if cfg.loaded else [],
+        warnings=list(cfg.warnings),
         using_defaults=bool(cfg.loaded and cfg.loaded.using_defaults),
         directory=cfg.directory,
         files=[config_file(f) for f in cfg.files],
@@ -127,6 +130,8 @@ def status(s: Status, health_timeout: float, now: float | None = None) -> pb.Sta
         chain=s.chain,
         names=[dns_name(a) for a in s.names],
         faults=[thread_fault(fault) for fault in s.faults],
+        table=s.table,
+        backend_choice=s.backend_choice,
     )
 
 
@@ -166,6 +171,7 @@ def family_status(f: FamilyStatus, mode: str, health_timeout: float, now: float)
         restarts=f.restarts,
         in_sync=f.in_sync,
         backend=mode,
+        warnings=list(f.warnings),
         sync_counts=[
             pb.SyncCount(reason=REASON[reason], count=f.syncs.get(reason, 0)) for reason in Reason
         ],
@@ -195,15 +201,21 @@ def family_rules(
     family: Family,
     chain: str,
     outcome: ReadOutcome,
-    desired: list[str],
+    desired: Desired | None,
     origins: dict[str, str] | None = None,
+    *,
+    first: bool = False,
 ) -> pb.FamilyRules:
-    msg = pb.FamilyRules(family=FAMILY[family], chain=chain, desired=desired, error=outcome.error)
+    """A family's live rules against the desired ones: our chain (iptables) or table."""
+    if isinstance(desired, Table) or isinstance(outcome.live, nftlive.LiveTable):
+        return _table_rules(family, outcome, desired if isinstance(desired, Table) else None)
+    wanted = list(desired or ())
+    msg = pb.FamilyRules(family=FAMILY[family], chain=chain, desired=wanted, error=outcome.error)
     live = outcome.live
-    if live is not None:
+    if isinstance(live, LiveChain):
         msg.chain_exists = live.chain_exists
-        msg.jump_present = jump_rule(chain) in live.jump_rules
-        msg.in_sync = live.matches(desired, jump_rule(chain))
+        msg.jump_present = live.jump_in_place(jump_rule(chain), first)
+        msg.in_sync = live.matches(wanted, jump_rule(chain), first)
         msg.live.extend(
             pb.LiveRule(
                 spec=r.spec,
@@ -216,6 +228,47 @@ def family_rules(
             )
             for r in live.rules
         )
+    return msg
+
+
+def _table_rules(family: Family, outcome: ReadOutcome, desired: Table | None) -> pb.FamilyRules:
+    """Our table: each set element and rule with its counter, and what a sync would write."""
+    live = outcome.live if isinstance(outcome.live, nftlive.LiveTable) else None
+    named = desired or live
+    msg = pb.FamilyRules(
+        family=FAMILY[family], chain=named.name if named else "", error=outcome.error
+    )
+    table = pb.TableRules()
+    if desired is not None:
+        table.name, table.desired = desired.spec, table_block(desired)
+    if live is not None:
+        covers: dict[tuple[str, str], list[str]] = {}
+        for set_name, entry, outer in desired.covered if desired is not None else ():
+            covers.setdefault((set_name, outer), []).append(entry)
+        table.exists, table.listing = live.exists, live.listing
+        table.elements.extend(
+            pb.SetElement(
+                set=s.name,
+                cidr=e.key,
+                comment=e.comment,
+                packets=e.packets,
+                bytes=e.bytes,
+                covers=covers.get((s.name, e.key), []),
+            )
+            for s in live.sets
+            for e in s.elements
+        )
+        table.rules.extend(
+            pb.TableRule(chain=c.name, rule=r.text, packets=r.packets, bytes=r.bytes)
+            for c in live.chains
+            for r in c.rules
+        )
+        if desired is not None:
+            pending = nftlive.change(live, desired)
+            table.pending = pending or ""
+            msg.in_sync = pending is None
+        msg.chain_exists = live.exists
+    msg.table.CopyFrom(table)
     return msg
 
 

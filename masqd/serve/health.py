@@ -70,11 +70,21 @@ class HealthCheck:
         return Report(ok, detail)
 
     def readyz(self) -> Report:
+        """Ready once every family synced; a family that is not says why its last sync failed
+        (say, a backend refused on this node)."""
         with self._lock:
             synced = set(self._synced)
         families = {f.label: f in synced for f in self.sup.settings.families}
         ok = all(families.values())
-        return Report(ok, {"ready": ok, "families": families})
+        detail: dict[str, object] = {"ready": ok, "families": families}
+        errors = {
+            f.family.label: f.last_result.error
+            for f in self.sup.status().families
+            if f.family not in synced and f.last_result is not None and not f.last_result.ok
+        }
+        if errors:
+            detail["errors"] = errors
+        return Report(ok, detail)
 
     def close(self) -> None:
         self._unsubscribe()

@@ -3,8 +3,9 @@
 Nothing here calls into the sync path. Event metrics (syncs, durations, config loads) are
 updated by an EventBus listener on the publisher's thread, which only bumps a counter. State
 metrics (rules, in-sync, restarts, requests, interval) come from the supervisor's status
-snapshot at scrape time, and the live per-rule counters from one `iptables-save -c` per family,
-cached for a second so that concurrent scrapes do not multiply them.
+snapshot at scrape time, and the live per-rule counters from one `iptables-save -c` per family
+(nftables: one `nft list table`, whose set elements count each CIDR), cached for a second so
+that concurrent scrapes do not multiply them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from masqd.core import nftlive
+from masqd.core.desired import Live, size
 from masqd.core.errors import Kind, MasqdError
 from masqd.core.health import assess
-from masqd.core.livestate import LiveChain
 from masqd.core.merge import FileOutcome, FileState
 from masqd.core.model import Event, EventKind, Family, Reason
 from masqd.core.names import Answer
@@ -166,7 +168,9 @@ class StateCollector:
         )
 
         rules = GaugeMetricFamily(
-            "masqd_rules", "Rules our chain should hold (desired).", labels=["family"]
+            "masqd_rules",
+            "Rules our chain should hold (desired); nftables: rules and set elements.",
+            labels=["family"],
         )
         in_sync = GaugeMetricFamily(
             "masqd_in_sync",
@@ -205,7 +209,8 @@ class StateCollector:
         now = time.monotonic()
         for f in status.families:
             label = f.family.label
-            rules.add_metric([label], len(self.sup.desired(f.family) or ()))
+            desired = self.sup.desired(f.family)
+            rules.add_metric([label], size(desired) if desired is not None else 0)
             in_sync.add_metric([label], 1 if f.in_sync else 0)
             verdict = assess(f, now, self.sup.settings.health_timeout)
             healthy.add_metric([label], 1 if verdict.healthy else 0)
@@ -234,9 +239,9 @@ class LiveCounters:
         self.sup = supervisor
         self._lock = threading.Lock()
         self._read_at = -LIVE_CACHE_SECONDS
-        self._chains: dict[Family, LiveChain] = {}
+        self._chains: dict[Family, Live] = {}
 
-    def chains(self) -> dict[Family, LiveChain]:
+    def chains(self) -> dict[Family, Live]:
         with self._lock:
             if time.monotonic() - self._read_at >= LIVE_CACHE_SECONDS:
                 chains = {}
@@ -253,8 +258,9 @@ class LiveCounters:
     def collect(self) -> Iterable[Metric]:
         packets = CounterMetricFamily(
             "masqd_rule_packets",
-            "Packets that matched a rule of our live chain (rules with the same target and "
-            "destination are summed; cidr 0.0.0.0/0 or ::/0 is the catch-all).",
+            "Packets that matched a rule of our live chain, or (nftables) an element of our "
+            "sets (rules with the same target and destination are summed; cidr 0.0.0.0/0 or "
+            "::/0 is the catch-all).",
             labels=["family", "target", "cidr"],
         )
         nbytes = CounterMetricFamily(
@@ -262,16 +268,27 @@ class LiveCounters:
             "Bytes that matched a rule of our live chain (labelled as masqd_rule_packets).",
             labels=["family", "target", "cidr"],
         )
-        for family, chain in self.chains().items():
+        for family, live in self.chains().items():
             totals: dict[tuple[str, str], tuple[int, int]] = {}
-            for rule in chain.rules:
-                key = (rule.target, _cidr(rule.destination, family))
+            for target, destination, packets_, bytes_ in _counters(live):
+                key = (target, _cidr(destination, family))
                 p, b = totals.get(key, (0, 0))
-                totals[key] = (p + rule.packets, b + rule.bytes)
+                totals[key] = (p + packets_, b + bytes_)
             for (target, cidr), (p, b) in totals.items():
                 packets.add_metric([family.label, target, cidr], p)
                 nbytes.add_metric([family.label, target, cidr], b)
         return (packets, nbytes)
+
+
+def _counters(live: Live) -> Iterator[tuple[str, str, int, int]]:
+    """(target, destination, packets, bytes) of each rule of our chain, or of each set
+    element and counted rule of our table."""
+    if isinstance(live, nftlive.LiveTable):
+        for c in nftlive.counted(live):
+            yield c.target, c.destination, c.packets, c.bytes
+        return
+    for rule in live.rules:
+        yield rule.target, rule.destination, rule.packets, rule.bytes
 
 
 def _config_files(files: Iterable[FileOutcome]) -> Iterator[Metric]:

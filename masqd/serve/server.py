@@ -22,9 +22,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from masqd.api.explanation import message as explanation_message
 from masqd.api.v1 import control_pb2 as pb
 from masqd.api.v1 import control_pb2_grpc as pb_grpc
 from masqd.core.errors import Kind, MasqdError
+from masqd.core.explain import packet_of
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, Family, Reason, SyncResult
 from masqd.engine.supervisor import Supervisor
@@ -111,7 +113,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         response = pb.GetRulesResponse()
         for family in families:
             outcome = await _read_live(self.sup, family)
-            desired = self.sup.desired(family) or []
+            desired = self.sup.desired(family)
             response.families.append(
                 convert.family_rules(
                     family,
@@ -119,6 +121,7 @@ class ControlServicer(pb_grpc.ControlServicer):
                     outcome,
                     desired,
                     self.sup.rule_origins(family),
+                    first=self.sup.settings.render.first,
                 )
             )
         return response
@@ -142,6 +145,25 @@ class ControlServicer(pb_grpc.ControlServicer):
     ) -> pb.Status:
         self.sup.clear_override()
         return self._status()
+
+    async def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.Explanation:
+        family = convert.FAMILY_OF.get(request.family) if request.family else None
+        try:
+            packet = packet_of(request.destination, request.source, family)
+        except MasqdError as e:
+            await _abort(context, e, str(e))
+            raise
+        await _families(convert.FAMILY[Family(packet.destination.version)], self.sup, context)
+        try:
+            async with asyncio.timeout(LIVE_READ_TIMEOUT):
+                explanation = await _result(self.sup.explain(packet))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the worker is busy; try again")
+            raise
+        except MasqdError as e:
+            await _abort(context, e, str(e))
+            raise
+        return explanation_message(explanation, self.sup.mode, self.sup.settings.config_source)
 
     async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.Event]:
         loop = asyncio.get_running_loop()

@@ -55,6 +55,8 @@ OVERLAY: dict[str, Any] = {
         "masqOutBound": False,
     },
     "masqd": {
+        "backend": "nftables",
+        "nftTable": "masq_v2",
         "iptablesMode": "legacy",
         "enableIPv6": False,
         "randomFully": True,
@@ -206,6 +208,21 @@ def test_daemonset_mounts_the_xtables_lock_and_the_socket_directory(
     assert "--socket=/run/masqd/masqd.sock" in container(ds, "masqd")["args"]
 
 
+def test_daemonset_reads_the_kernel_module_lists_read_only_with_backend_auto(
+    default_objects: dict[str, dict[str, Any]],
+) -> None:
+    """--backend=auto by default, with the host's /lib/modules mounted read-only (untyped, as
+    kube-proxy mounts it), so masqd sees whether the iptables backend's xt modules exist."""
+    ds = default_objects["DaemonSet"]
+    assert volume_for(ds, "/lib/modules")["hostPath"] == {"path": "/lib/modules"}
+    (mount,) = [
+        m for m in container(ds, "masqd")["volumeMounts"] if m["mountPath"] == "/lib/modules"
+    ]
+    assert mount["readOnly"] is True
+    args = container(ds, "masqd")["args"]
+    assert "--backend=auto" in args and "--nft-table=masqd" in args
+
+
 def test_daemonset_reaches_every_node_first(default_objects: dict[str, dict[str, Any]]) -> None:
     """Every taint tolerated, system-node-critical, one node at a time on update."""
     ds = default_objects["DaemonSet"]
@@ -354,6 +371,8 @@ def test_overlay_flags_become_masqd_arguments(
     overlay_objects: dict[str, dict[str, Any]],
 ) -> None:
     args = container(overlay_objects["DaemonSet"], "masqd")["args"]
+    assert "--backend=nftables" in args
+    assert "--nft-table=masq_v2" in args
     assert "--iptables-mode=legacy" in args
     assert "--enable-ipv6=false" in args
     assert "--random-fully" in args
@@ -376,7 +395,7 @@ def test_cni_install_can_be_turned_off() -> None:
     pod = by_kind(render({"cni": {"install": False}}))["DaemonSet"]["spec"]["template"]["spec"]
     assert "initContainers" not in pod
     paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-    assert paths == {"/run/xtables.lock", "/run/masqd"}
+    assert paths == {"/run/xtables.lock", "/run/masqd", "/lib/modules"}
     assert [c["name"] for c in pod["containers"]] == ["masqd"]
 
 
@@ -403,6 +422,8 @@ def test_configmap_can_be_left_to_someone_else() -> None:
     "values",
     [
         {"masqd": {"iptablesMode": "iptables"}},
+        {"masqd": {"backend": "nft"}},
+        {"masqd": {"nftTable": "has space"}},
         {"config": {"masqOutBound": "yes"}},
         {"config": {"resyncInterval": 60}},
         {"image": {"pullPolicy": "Sometimes"}},

@@ -357,9 +357,10 @@ def test_make_image_saves_an_oci_archive(built_image: Built) -> None:
 
 
 def test_image_has_the_tools_and_no_build_leftovers(built_image: Built, netns: str) -> None:
-    """iptables, ip6tables, ipset, masqd, masqctl and masq-cni; no compiler, pip or caches."""
+    """iptables, ip6tables, ipset, nft, masqd, masqctl and masq-cni; no compiler, pip or
+    caches."""
     script = (
-        "for t in iptables ip6tables iptables-legacy iptables-nft ipset tini masqd masqctl"
+        "for t in iptables ip6tables iptables-legacy iptables-nft ipset nft tini masqd masqctl"
         ' masq-cni; do command -v "$t" >/dev/null || echo "missing $t"; done;'
         " for t in gcc cc g++ make pip pip3 pyinstaller objdump;"
         ' do command -v "$t" >/dev/null && echo "leftover $t"; done;'
@@ -406,6 +407,60 @@ def test_masqctl_status_from_the_image(masqd: Masqd) -> None:
     for family in families.values():
         assert family.get("inSync") is True, family
         assert family["backend"] in {"nft", "legacy"}
+
+
+def test_masqd_from_the_image_runs_the_nftables_backend(
+    built_image: Built, daemonset: dict[str, Any], tmp_path: Path
+) -> None:
+    """The chart's command line with --backend=nftables, in a namespace of its own: the image's
+    nft writes `table ip masqd` and `table ip6 masqd` with the seed's node-identity entries,
+    nothing lands in the iptables nat table, and masqctl status says nftables."""
+    name = f"masqd-image-nft-{os.getpid()}"
+    run("ip", "netns", "delete", name, check=False)
+    run("ip", "netns", "add", name)
+    config_dir, run_dir, lock = tmp_path / "config", tmp_path / "run-masqd", tmp_path / "lock"
+    run_dir.mkdir()
+    lock.touch()
+    write_configmap_volume(config_dir, NODE_IDENTITY_CONFIG)
+    spec = pod_container(daemonset, "masqd")
+    podman("rm", "--force", name, check=False)
+    try:
+        run("ip", "-n", name, "link", "set", "lo", "up")
+        podman(
+            "run",
+            "--detach",
+            f"--name={name}",
+            f"--network=ns:/var/run/netns/{name}",
+            *security_flags(spec),
+            f"--volume={config_dir}:/etc/config:ro",
+            f"--volume={run_dir}:/run/masqd",
+            f"--volume={lock}:/run/xtables.lock",
+            IMAGE,
+            *spec["command"],
+            *spec["args"],
+            "--backend=nftables",
+        )
+        deadline = time.monotonic() + 60
+        while "table ip6 masqd" not in netns_exec(name, "nft", "list", "tables").stdout:
+            assert time.monotonic() < deadline, podman("logs", name, check=False).stderr
+            time.sleep(0.5)
+        v4 = netns_exec(name, "nft", "list", "table", "ip", "masqd").stdout
+        v6 = netns_exec(name, "nft", "list", "table", "ip6", "masqd").stdout
+        for cidr in ("10.0.0.0/8", "172.16.0.0/12", "100.64.230.0/24", "192.168.0.0/16"):
+            assert f'comment "nonMasqueradeCIDRs: {cidr}"' in v4
+        assert 'comment "nonMasqueradeCIDRs: fc00::/7"' in v6
+        assert "priority srcnat + 10" in v4 and "counter packets 0 bytes 0 masquerade" in v4
+        assert "IP-MASQ-AGENT" not in netns_exec(name, "iptables-nft-save", "-t", "nat").stdout
+        status = podman(
+            "exec", name, "masqctl", "--socket=/run/masqd/masqd.sock", "-o", "json", "status"
+        )
+        families = json.loads(status.stdout)["families"]
+        assert {f["backend"] for f in families} == {"nftables"}
+    finally:
+        logs = podman("logs", name, check=False)
+        print(f"--- masqd (nftables)'s log ---\n{logs.stdout}{logs.stderr}")
+        podman("rm", "--force", "--time=2", name, check=False)
+        run("ip", "netns", "delete", name, check=False)
 
 
 def test_masqd_memory_fits_the_chart_limits(masqd: Masqd, daemonset: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """The in-process readers of our chain and jump (legacy: the x_tables blob, nft: a netlink
-rule dump), on the real kernel in a namespace: their fingerprint moves when our chain or our
-jump changes, and only then — not on counters, rule handles, or other chains."""
+rule dump) and of the nftables backend's table (netlink dumps of it), on the real kernel in a
+namespace: their fingerprint moves when ours changes, and only then — not on counters, rule
+handles, or other chains and tables."""
 
 from __future__ import annotations
 
@@ -145,3 +146,52 @@ def test_legacy_table_shape_moves_with_every_change_but_a_same_size_rewrite(
     assert added != first
     run(ns, ipt, "-t", "nat", "-F", CHAIN)
     assert _shape(ns, family) not in (first, added)
+
+
+def table_fingerprint(ns: str, family: str) -> tuple[str, str]:
+    """The nftables backend's (table, base chain) digests as hex: "None" for no table, "-" for
+    no base chain."""
+    fam = "IPV4" if family == "4" else "IPV6"
+    code = (
+        "from masqd.host.probe import nfttable; from masqd.core.model import Family; "
+        f"f = nfttable.read(Family.{fam}, 'masqd'); "
+        "print(f.chain.hex() if f.chain is not None else None, f.jumps.hex() or '-')"
+    )
+    chain, jumps = run(ns, "python3", "-c", code).split()
+    return chain, jumps
+
+
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_table_fingerprint_follows_our_table_only(ns: str, family: str) -> None:
+    """The nftables backend's fingerprint: unchanged by counter values, by the same table
+    written again, and by other tables; moved by a deleted element, and (its jumps part too) by
+    a changed base chain priority; nothing at all without the table."""
+    from tests.support.paths import GOLDEN
+
+    spec = "ip masqd" if family == "4" else "ip6 masqd"
+    golden = (GOLDEN / f"seed-node-identity.ipv{family}.nft").read_text()
+    assert table_fingerprint(ns, family) == ("None", "-")
+    run(ns, "nft", "-f", "-", input=golden)
+    first = table_fingerprint(ns, family)
+    assert first[0] != "None" and first[1] != "-"
+
+    # Counters with values (as traffic leaves them), the table written again: unchanged.
+    counted = golden.replace(" comment ", " counter packets 57 bytes 9000 comment ").replace(
+        "counter return", "counter packets 5 bytes 300 return"
+    )
+    run(ns, "nft", "-f", "-", input=counted)
+    assert "packets 57" in run(ns, "nft", "list", "table", *spec.split())
+    assert table_fingerprint(ns, family) == first
+    run(ns, "nft", "add", "table", "inet", "other")
+    run(ns, "nft", "add", "chain", "inet", "other", "c")
+    assert table_fingerprint(ns, family) == first
+
+    element = "10.0.0.0/8" if family == "4" else "fc00::/7"
+    run(ns, "nft", "delete", "element", *spec.split(), "nomasq", f"{{ {element} }}")
+    moved = table_fingerprint(ns, family)
+    assert moved[0] != first[0] and moved[1] == first[1]
+    run(ns, "nft", "-f", "-", input=golden.replace("srcnat + 10", "srcnat"))
+    priority = table_fingerprint(ns, family)
+    assert priority[0] != first[0] and priority[1] != first[1]
+    run(ns, "nft", "-f", "-", input=golden)
+    assert table_fingerprint(ns, family) == first

@@ -32,7 +32,7 @@ def test_a_chain_left_by_an_earlier_masq_chain_is_removed_with_its_jump(
         listed = topo.iptables(family, "-t", "nat", "-S")
         assert OLD not in listed, listed
         assert traffic_is_masqueraded(topo)
-    assert "removed what an earlier --masq-chain left" in new.log()
+    assert "removed what an earlier --masq-chain or --nft-table left" in new.log()
 
 
 def traffic_is_masqueraded(topo: netns.Topology) -> bool:

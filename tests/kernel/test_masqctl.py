@@ -478,13 +478,15 @@ def test_config_validate_accepts_a_good_file_and_prints_warnings(
         f"{path}: valid",
         "warning: unknown key 'masqOutBond' is ignored; did you mean 'masqOutBound'?",
         "warning: nonMasqueradeCIDRs: 10.0.0.0/8 is listed more than once",
+        "nftables: nft --check accepts the transactions (ipv4, ipv6)",
     ]
     data = json.loads(masqctl("config", "validate", "-o", "json", str(path)).out)
-    assert data["valid"] and len(data["warnings"]) == 2
+    assert data["valid"] and len(data["warnings"]) == 2 and data["nftCheck"] == "accepted"
     assert data["config"]["nonMasqueradeCIDRs"] == ["10.0.0.0/8", "10.0.0.0/8"]
     empty = tmp_path / "empty"
     empty.write_text("")
-    assert masqctl("config", "validate", str(empty)).out.strip() == f"{empty}: valid (all defaults)"
+    run = masqctl("config", "validate", str(empty))
+    assert run.out.splitlines()[0] == f"{empty}: valid (all defaults)"
 
 
 @pytest.mark.parametrize(
@@ -508,6 +510,43 @@ def test_config_validate_rejects_a_bad_file_saying_why(
     assert run.err.startswith(f"masqctl: {path}: invalid: ") and reason in run.err
 
 
+def test_config_validate_has_the_kernel_check_the_nftables_rules(
+    masqctl: Callable[..., Run], tmp_path: Path
+) -> None:
+    """nft --check (in a network namespace of its own) judges the nftables transactions: an
+    entry inside another is a warning, and a table name nft cannot take fails validation with
+    nft's own words."""
+    path = tmp_path / "config"
+    path.write_text("nonMasqueradeCIDRs: [10.0.0.0/8, 10.1.0.0/16]\n")
+    run = masqctl("config", "validate", str(path))
+    assert run.code == 0
+    assert "warning: nonMasqueradeCIDRs: 10.1.0.0/16 lies inside 10.0.0.0/8 and adds nothing" in (
+        run.out.splitlines()
+    )
+    run = masqctl("config", "validate", str(path), "--nft-table", "flush")
+    assert run.code == 1
+    assert "nft --check refuses the nftables rules" in run.err and "syntax error" in run.err
+
+
+def test_config_render_nftables_is_masqds_exact_transaction(
+    masqctl: Callable[..., Run], tmp_path: Path, ns: str
+) -> None:
+    """`config render --backend nftables` prints exactly nftrules.render's text per family,
+    each part accepted by `nft -f` as it is, comment line included."""
+    from masqd.core import nftrules
+
+    path = tmp_path / "config"
+    path.write_text(CONFIG)
+    run = masqctl("config", "render", str(path), "--backend", "nftables", "--family", "ipv6")
+    assert run.out == nftrules.render(parse_config(CONFIG).config, Family.IPV6, RenderOptions())
+    both = masqctl("config", "render", str(path), "--backend", "nftables").out
+    v4, v6 = both.split("\n# ipv6: ")
+    assert v4.startswith("# ipv4: input for `nft -f -`\ntable ip masqd {\n")
+    netns.run(ns, "nft", "-f", "-", input=v4)
+    netns.run(ns, "nft", "-f", "-", input="# ipv6: " + v6)
+    assert "fc00::/7" in netns.run(ns, "nft", "list", "table", "ip6", "masqd")
+
+
 def test_config_validate_of_a_missing_file_fails(
     masqctl: Callable[..., Run], tmp_path: Path
 ) -> None:
@@ -523,7 +562,7 @@ def test_config_validate_reads_stdin(
     import io
 
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"masqOutBound: true\n")))
-    assert masqctl("config", "validate", "-").out.strip() == "-: valid"
+    assert masqctl("config", "validate", "-").out.splitlines()[0] == "-: valid"
 
 
 def test_config_render_one_family_is_masqds_exact_restore_input(

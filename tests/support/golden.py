@@ -1,4 +1,6 @@
-"""Golden cases: `tests/golden/<case>.yaml` renders to `<case>.ipv4.rules` / `<case>.ipv6.rules`.
+"""Golden cases: `tests/golden/<case>.yaml` renders to `<case>.ipv4.rules` / `<case>.ipv6.rules`
+(the iptables backend's restore input) and `<case>.ipv4.nft` / `<case>.ipv6.nft` (the nftables
+backend's `nft -f` input).
 
 A case's first line may carry masqd's rendering flags:
 
@@ -16,13 +18,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from masqd.core import flags
+from masqd.core import flags, nftrules
 from masqd.core.config import ParseOptions, parse_config
 from masqd.core.model import Family
 from masqd.core.rules import RenderOptions, render
 from tests.support.paths import GOLDEN
 
 FLAGS_PREFIX = "# flags:"
+BACKENDS = ("iptables", "nftables")
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,15 @@ class Case:
     def families(self) -> tuple[Family, ...]:
         return (Family.IPV4, Family.IPV6) if self.parse.enable_ipv6 else (Family.IPV4,)
 
-    def expected_path(self, family: Family) -> Path:
-        return self.path.with_name(f"{self.name}.{family.label}.rules")
+    def expected_path(self, family: Family, backend: str = "iptables") -> Path:
+        suffix = "nft" if backend == "nftables" else "rules"
+        return self.path.with_name(f"{self.name}.{family.label}.{suffix}")
 
-    def rendered(self, family: Family) -> str:
-        """What masqd renders for this case today."""
+    def rendered(self, family: Family, backend: str = "iptables") -> str:
+        """What masqd renders for this case today, on the backend."""
         config = parse_config(self.path.read_bytes(), self.parse).config
-        return render(config, family, self.render)
+        renderer = nftrules.render if backend == "nftables" else render
+        return renderer(config, family, self.render)
 
 
 def load(path: Path) -> Case:
@@ -64,15 +69,16 @@ def main() -> int:
     written = 0
     for case in cases():
         for family in Family:
-            target = case.expected_path(family)
-            if family not in case.families:
-                target.unlink(missing_ok=True)
-                continue
-            text = case.rendered(family)
-            if not target.exists() or target.read_text() != text:
-                target.write_text(text)
-                print(f"wrote {target}")
-                written += 1
+            for backend in BACKENDS:
+                target = case.expected_path(family, backend)
+                if family not in case.families:
+                    target.unlink(missing_ok=True)
+                    continue
+                text = case.rendered(family, backend)
+                if not target.exists() or target.read_text() != text:
+                    target.write_text(text)
+                    print(f"wrote {target}")
+                    written += 1
     print(f"{written} golden file(s) changed; review them against SPEC §3 before committing")
     return 0
 

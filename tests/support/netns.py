@@ -3,6 +3,9 @@
     pod (10.244.1.2, fd00:244:1::2) --veth-- node (10.244.1.1 | 192.0.2.1, 2001:db8:ff::1)
                                                   --veth-- dest (192.0.2.2, 2001:db8:ff::2)
 
+(With add_other_source, the pod also holds 10.245.1.2 and fd00:245:1::2: a source outside the
+pod CIDR, for sourceCIDRs.)
+
 The dest namespace answers for every destination address the tests use (documentation and
 private ranges) and reports the source address each UDP datagram arrived with. Nothing here
 touches the host's own network: links are created inside the namespaces, and every namespace
@@ -27,6 +30,8 @@ NODE_UPLINK_V4 = "192.0.2.1"
 NODE_UPLINK_V6 = "2001:db8:ff::1"
 DEST_UPLINK_V4 = "192.0.2.2"
 DEST_UPLINK_V6 = "2001:db8:ff::2"
+OTHER_V4 = "10.245.1.2"  # outside the pod CIDR 10.244.0.0/16 (Topology.add_other_source)
+OTHER_V6 = "fd00:245:1::2"
 
 # Destinations the dest namespace answers for. Each scenario decides which are masqueraded.
 DEST_V4 = {
@@ -91,8 +96,29 @@ class Topology:
         out = self.iptables(family, "-t", "nat", "-S", "POSTROUTING")
         return [line for line in out.splitlines() if line.startswith("-A ")]
 
-    def source_seen(self, dst: str, port: int | None = None, timeout: float = 5.0) -> str:
-        """Send UDP from the pod to dst; return the source address dest saw it arrive from."""
+    def add_other_source(self) -> None:
+        """Give the pod a second address outside the pod CIDR (another tenant's, say): the
+        sender picks it with `source_seen(..., source=OTHER_V4)`, never by itself."""
+        run(self.pod, "ip", "addr", "add", f"{OTHER_V4}/32", "dev", "eth0")
+        # Deprecated at once (preferred_lft 0): kept, but never chosen as a source unasked.
+        run(self.pod, "ip", "-6", "addr", "add", f"{OTHER_V6}/128", "dev", "eth0", "nodad",
+            "preferred_lft", "0")  # fmt: skip
+        run(self.node, "ip", "route", "add", f"{OTHER_V4}/32", "dev", "pod0")
+        run(self.node, "ip", "-6", "route", "add", f"{OTHER_V6}/128", "dev", "pod0")
+        run(self.dest, "ip", "route", "add", f"{OTHER_V4}/32", "via", NODE_UPLINK_V4)
+        run(self.dest, "ip", "-6", "route", "add", f"{OTHER_V6}/128", "via", NODE_UPLINK_V6)
+
+    def source_seen(
+        self,
+        dst: str,
+        port: int | None = None,
+        timeout: float = 5.0,
+        *,
+        source: str = "",
+        at: str = "",
+    ) -> str:
+        """Send UDP from the pod (from `source`, if given) to dst; return the source address
+        the receiving namespace (dest, or `at`) saw it arrive from."""
         port = port or 20000 + next(_counter) % 20000
         family = socket.AF_INET6 if ":" in dst else socket.AF_INET
         bind = "::" if family == socket.AF_INET6 else "0.0.0.0"
@@ -101,7 +127,7 @@ class Topology:
                 "ip",
                 "netns",
                 "exec",
-                self.dest,
+                at or self.dest,
                 sys.executable,
                 "-c",
                 _RECEIVER,
@@ -121,7 +147,7 @@ class Topology:
             )
             deadline = time.monotonic() + timeout
             while receiver.poll() is None and time.monotonic() < deadline:
-                run(self.pod, sys.executable, "-c", _SENDER, dst, str(port))
+                run(self.pod, sys.executable, "-c", _SENDER, dst, str(port), source)
                 try:
                     receiver.wait(0.2)
                 except subprocess.TimeoutExpired:
@@ -154,7 +180,10 @@ except socket.timeout:
 _SENDER = """
 import socket, sys
 dst, port = sys.argv[1], int(sys.argv[2])
+source = sys.argv[3] if len(sys.argv) > 3 else ''  # a source address to send from
 s = socket.socket(socket.AF_INET6 if ':' in dst else socket.AF_INET, socket.SOCK_DGRAM)
+if source:
+    s.bind((source, 0))
 s.sendto(b'hello', (dst, port))
 """
 

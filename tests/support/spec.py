@@ -7,4 +7,5 @@ SPEC_RPCS = {  # SPEC §4: the Control service's methods
     "SetIntervalOverride",
     "ClearIntervalOverride",
     "Watch",
+    "Explain",  # SPEC §3.2: masqctl explain
 }

@@ -339,8 +339,8 @@ def test_unknown_key_close_to_a_known_one_warns_did_you_mean(key: str, suggestio
 
 def test_unknown_key_far_from_any_known_one_warns_without_suggestion() -> None:
     """An unrelated unknown key warns without a suggestion and changes nothing."""
-    loaded = parse_config("snatTarget: 1.2.3.4\nmasqOutBound: true\n")
-    assert loaded.warnings == ("unknown key 'snatTarget' is ignored",)
+    loaded = parse_config("tolerations: []\nmasqOutBound: true\n")
+    assert loaded.warnings == ("unknown key 'tolerations' is ignored",)
     assert loaded.config.masq_out_bound is True
 
 

@@ -103,19 +103,20 @@ def test_a_waiter_cannot_cancel_the_sync_for_the_others() -> None:
 def test_reads_waiting_together_share_one_read() -> None:
     """Two reads before the runner looks: one read future, taken beside any sync."""
     queue = RequestQueue()
-    a, b = queue.read(), queue.read()
-    assert a is b
+    a, b = queue.read("live"), queue.read("live")
+    other = queue.read("path")
+    assert a is b and other is not a
     sync = queue.sync(Reason.API)
     work = queue.take()
-    assert work is not None and work.read is a and work.batch is not None
-    assert work.batch.future is sync
+    assert work is not None and work.reads == {"live": a, "path": other}
+    assert work.batch is not None and work.batch.future is sync
 
 
 def test_stop_fails_waiting_and_later_requests_and_never_notifies_after() -> None:
     """close(): everyone waiting gets the error, a later request gets it at once."""
     calls: list[int] = []
     queue = RequestQueue(lambda: calls.append(1))
-    waiting, read = queue.sync(Reason.API), queue.read()
+    waiting, read = queue.sync(Reason.API), queue.read("live")
     queue.close(Stopping("masqd is shutting down"))
     later = queue.sync(Reason.CNI)
     for future in (waiting, read, later):

@@ -62,6 +62,9 @@ def test_goldens_cover_every_flag() -> None:
         "--masq-chain",
         "--nomasq-all-reserved-ranges",
         "--enable-ipv6=false",
+        "--jump-position first",
+        "--nft-priority",
+        "--kube-proxy-masquerade-bit",
     ):
         assert flag in first_lines
 

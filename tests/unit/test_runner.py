@@ -23,20 +23,28 @@ from masqd.core.errors import Kind, MasqdError, NoConfig, Stopping
 from masqd.core.health import assess
 from masqd.core.livestate import ReadOutcome
 from masqd.core.model import Event, EventKind, Family, Reason
+from masqd.core.natpath import NatPath, PathOutcome
 from masqd.engine import familystate, process, worker
 from masqd.engine import runner as runner_module
 from masqd.engine.events import EventBus
 from masqd.engine.process import Backoff, Process
 from masqd.engine.runner import FamilyRunner
-from masqd.engine.worker import Attempt, ReadCommand, SyncCommand, SyncOutcome, WorkerOptions
+from masqd.engine.worker import (
+    Attempt,
+    PathCommand,
+    ReadCommand,
+    SyncCommand,
+    SyncOutcome,
+    WorkerOptions,
+)
 from tests.support.daemon import wait_until
 
 _FORK = multiprocessing.get_context("fork")
 RULES = ["-A IP-MASQ-AGENT -j RETURN"]
 
 
-def _answer(conn: Connection, delay: float) -> None:
-    """A stand-in worker: every sync succeeds after `delay`, reads answer with nothing."""
+def _serve(conn: Connection, outcome: Callable[[], SyncOutcome]) -> None:
+    """A stand-in worker: every sync answers outcome(), reads answer with nothing."""
     while True:
         try:
             command = conn.recv()
@@ -45,14 +53,33 @@ def _answer(conn: Connection, delay: float) -> None:
         if command is None:
             return
         if isinstance(command, SyncCommand):
-            time.sleep(delay)
-            conn.send(SyncOutcome(True, False, delay, in_sync=True))
+            conn.send(outcome())
         elif isinstance(command, ReadCommand):
             conn.send(ReadOutcome(None, "a stand-in reads nothing"))
+        elif isinstance(command, PathCommand):
+            conn.send(PathOutcome(NatPath(Family.IPV4, ()), "a stand-in's empty path"))
+
+
+def _answer(conn: Connection, delay: float) -> None:
+    """Every sync succeeds after `delay`."""
+
+    def succeed() -> SyncOutcome:
+        time.sleep(delay)
+        return SyncOutcome(True, False, delay, in_sync=True)
+
+    _serve(conn, succeed)
 
 
 def _crash(conn: Connection, delay: float) -> None:
     os._exit(3)
+
+
+def _die_on_a_read(conn: Connection, delay: float) -> None:
+    """Syncs succeed; a read of the nat path kills it before it answers."""
+    while (command := conn.recv()) is not None:
+        if isinstance(command, PathCommand):
+            os._exit(3)
+        conn.send(SyncOutcome(True, False, 0.0, in_sync=True))
 
 
 def launcher(
@@ -94,16 +121,19 @@ def make_runner() -> Iterator[Callable[..., FamilyRunner]]:
         backoff: Backoff | None = None,
         launch: Callable[[WorkerOptions], tuple[Process, Connection]] | None = None,
         desired: Callable[[], list[str] | None] | None = None,
+        refused: str = "",
+        drift_check_interval: float = 3600.0,
         gather: float = 0.0,
     ) -> FamilyRunner:
         runner = FamilyRunner(
             WorkerOptions(family, "nft", "IP-MASQ-AGENT", 0.2, 1, 0.3),
             desired=desired or (lambda: rules),
             events=bus or EventBus(),
-            drift_check_interval=3600.0,
+            drift_check_interval=drift_check_interval,
             gather=gather,
             backoff=backoff,
             launcher=launch or launcher(target, delay),
+            refused=refused,
         )
         runner.start()
         runners.append(runner)
@@ -126,6 +156,30 @@ def test_a_request_is_answered_with_the_result_of_its_sync(
     assert status.last_result == result and status.in_sync and status.syncs == {Reason.API: 1}
     assert status.pending_since is None
     assert events.kinds()[-2:] == [EventKind.SYNC_STARTED, EventKind.SYNC_FINISHED]
+
+
+def _count_syncs(conn: Connection, delay: float) -> None:
+    """Every sync fails saying it ran: a refused backend must never ask."""
+    _serve(conn, lambda: SyncOutcome(False, False, 0.0, "the worker was asked to sync"))
+
+
+def test_a_refused_backend_fails_every_sync_at_once_and_never_asks_the_worker(
+    make_runner: Callable[..., FamilyRunner],
+) -> None:
+    """The iptables backend on a kernel without its xt modules: each request fails at once
+    with the reason and kind MISSING, the state says blocked, and neither syncs nor drift
+    checks reach the worker (nothing to retry until masqd is started otherwise)."""
+    why = "the kernel lacks xt_comment; run masqd with --backend nftables"
+    runner = make_runner(target=_count_syncs, refused=why, drift_check_interval=0.05)
+    for reason in (Reason.STARTUP, Reason.API):
+        result = runner.queue.sync(reason).result(5)
+        assert not result.ok and result.error == why
+        assert result.error_kind == Kind.MISSING
+    time.sleep(0.3)  # several drift-check intervals
+    status = runner.status()
+    assert status.state == "blocked" and not status.in_sync
+    assert status.checks == 0 and status.restores == 0
+    assert status.last_result is not None and status.last_result.error == why
 
 
 def test_requests_arriving_during_a_sync_are_served_together_by_the_next(
@@ -200,6 +254,17 @@ def test_reads_go_through_the_runner(make_runner: Callable[..., FamilyRunner]) -
     runner = make_runner()
     outcome = runner.read_live().result(5)
     assert outcome.live is None and outcome.error == "a stand-in reads nothing"
+    path = runner.read_path().result(5)
+    assert path.path == NatPath(Family.IPV4, ()) and path.error == "a stand-in's empty path"
+
+
+def test_a_read_of_the_nat_path_fails_as_data_when_the_worker_is_gone(
+    make_runner: Callable[..., FamilyRunner],
+) -> None:
+    """explain's read, like the live chain's, answers WORKER_GONE instead of raising."""
+    runner = make_runner(_die_on_a_read)
+    outcome = runner.read_path().result(10)
+    assert outcome.path is None and outcome.kind == Kind.WORKER_GONE
 
 
 # -- a hung worker, verification, retries, a guarded loop --------------------------------------

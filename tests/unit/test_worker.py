@@ -17,6 +17,7 @@ from masqd.core.livestate import parse_save
 from masqd.core.model import Family
 from masqd.core.rules import jump_rule
 from masqd.engine import worker
+from masqd.engine.backends import IptablesBackend
 
 CHAIN = "IP-MASQ-AGENT"
 JUMP = jump_rule(CHAIN)
@@ -103,6 +104,11 @@ class FakeProbe:
         return Fingerprint(chain, "\n".join(live.jump_rules).encode())
 
 
+def iptables(backend: FakeBackend, opts: worker.WorkerOptions = OPTS) -> IptablesBackend:
+    """The worker's iptables backend over the fake binaries."""
+    return IptablesBackend(backend, opts.chain, opts.iptables_timeout, opts.lock_wait)  # type: ignore[arg-type]
+
+
 def sync(
     backend: FakeBackend,
     rules: list[str] = RULES,
@@ -112,7 +118,7 @@ def sync(
     probe: FakeProbe | None = None,
 ) -> worker.SyncOutcome:
     probe = probe or FakeProbe(backend, opts.mode)
-    return worker.sync(backend, probe, opts, rules, known)  # type: ignore[arg-type]
+    return worker.sync(iptables(backend, opts), probe, opts, rules, known)
 
 
 def test_unchanged_chain_is_not_rewritten() -> None:
@@ -184,7 +190,9 @@ def test_retrying_stops_at_the_deadline() -> None:
     lock = ApplyError("lock held", Kind.LOCK)
     backend = FakeBackend(save_text([], chain=False), errors=[lock] * 1000)
     attempts: list[worker.Attempt] = []
-    outcome = worker.sync(backend, FakeProbe(backend), OPTS, RULES, report=attempts.append)  # type: ignore[arg-type]
+    outcome = worker.sync(
+        iptables(backend), FakeProbe(backend), OPTS, RULES, report=attempts.append
+    )
     assert not outcome.ok
     assert outcome.error == "lock held" and outcome.kind == Kind.LOCK
     assert outcome.duration < OPTS.retry_deadline
@@ -269,7 +277,7 @@ def test_legacy_write_that_did_not_take_is_found_when_read_back(blind: bool) -> 
 
 def test_read_reports_live_rules_with_counters() -> None:
     """read() gives the live chain with each rule's counters."""
-    outcome = worker.read(FakeBackend(save_text(RULES)), OPTS)  # type: ignore[arg-type]
+    outcome = worker.read(iptables(FakeBackend(save_text(RULES))))
     assert outcome.live is not None
     assert [(r.spec, r.packets, r.bytes) for r in outcome.live.rules] == [
         (RULES[0], 3, 180),
@@ -284,7 +292,7 @@ def test_read_failure_is_reported_not_raised() -> None:
         def save_nat(self, *, counters: bool = False, timeout: float = 10.0) -> str:
             raise ApplyError("iptables-nft-save exited 1", Kind.REJECTED)
 
-    outcome = worker.read(Failing(""), OPTS)  # type: ignore[arg-type]
+    outcome = worker.read(iptables(Failing("")))
     assert outcome.live is None
     assert outcome.error == "iptables-nft-save exited 1"
 
@@ -304,7 +312,7 @@ def test_run_answers_commands_in_order_until_told_to_stop(
     """The worker loop answers sync and read commands over its pipe and ends on None. Queued
     commands are answered one after another, with no tidying between them."""
     backend = FakeBackend(save_text([], chain=False, jump=False))
-    monkeypatch.setattr(worker, "Backend", lambda family, mode: backend)
+    monkeypatch.setattr(worker, "open_backend", lambda opts: iptables(backend, opts))
     monkeypatch.setattr(worker, "KernelProbe", lambda family, mode, chain: FakeProbe(backend))
     parent, child = Pipe()
     parent.send(worker.SyncCommand(tuple(RULES)))
@@ -329,7 +337,7 @@ def test_run_tidies_after_each_answer_when_idle(
     ends the waiting restore when it ends."""
     backend = FakeBackend(save_text([], chain=False, jump=False))
     probe = FakeProbe(backend)
-    monkeypatch.setattr(worker, "Backend", lambda family, mode: backend)
+    monkeypatch.setattr(worker, "open_backend", lambda opts: iptables(backend, opts))
     monkeypatch.setattr(worker, "KernelProbe", lambda family, mode, chain: probe)
     parent, child = Pipe()
     seen: dict[str, object] = {}
@@ -364,7 +372,7 @@ def test_run_ends_when_the_pipe_closes(
 ) -> None:
     """A closed pipe (the supervisor is gone) ends the worker loop, and its waiting restore."""
     backend = FakeBackend("")
-    monkeypatch.setattr(worker, "Backend", lambda family, mode: backend)
+    monkeypatch.setattr(worker, "open_backend", lambda opts: iptables(backend, opts))
     monkeypatch.setattr(
         worker, "KernelProbe", lambda family, mode, chain: FakeProbe(FakeBackend(""))
     )
@@ -588,7 +596,7 @@ def test_the_rules_cross_the_pipe_only_when_they_change() -> None:
     parent.send(None)
     backend = FakeBackend(save_text(RULES))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(worker, "Backend", lambda *a: backend)
+        patch.setattr(worker, "open_backend", lambda opts: iptables(backend, opts))
         patch.setattr(worker, "KernelProbe", lambda *a: FakeProbe(backend))
         worker.run(OPTS, child)
     first, second, third = (parent.recv() for _ in range(3))

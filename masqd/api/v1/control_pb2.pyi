@@ -211,7 +211,7 @@ class ThreadFault(_message.Message):
     def __init__(self, thread: _Optional[str] = ..., error: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., ongoing: _Optional[bool] = ...) -> None: ...
 
 class FamilyStatus(_message.Message):
-    __slots__ = ("family", "pid", "state", "restarts", "last_sync", "in_sync", "sync_counts", "backend", "healthy", "serving", "health", "trouble", "fault", "pending")
+    __slots__ = ("family", "pid", "state", "restarts", "last_sync", "in_sync", "sync_counts", "backend", "healthy", "serving", "health", "trouble", "fault", "pending", "warnings")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,7 @@ class FamilyStatus(_message.Message):
     TROUBLE_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     family: Family
     pid: int
     state: str
@@ -240,10 +241,11 @@ class FamilyStatus(_message.Message):
     trouble: Trouble
     fault: ThreadFault
     pending: _duration_pb2.Duration
-    def __init__(self, family: _Optional[_Union[Family, str]] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., last_sync: _Optional[_Union[SyncResult, _Mapping]] = ..., in_sync: _Optional[bool] = ..., sync_counts: _Optional[_Iterable[_Union[SyncCount, _Mapping]]] = ..., backend: _Optional[str] = ..., healthy: _Optional[bool] = ..., serving: _Optional[bool] = ..., health: _Optional[str] = ..., trouble: _Optional[_Union[Trouble, _Mapping]] = ..., fault: _Optional[_Union[ThreadFault, _Mapping]] = ..., pending: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, family: _Optional[_Union[Family, str]] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., last_sync: _Optional[_Union[SyncResult, _Mapping]] = ..., in_sync: _Optional[bool] = ..., sync_counts: _Optional[_Iterable[_Union[SyncCount, _Mapping]]] = ..., backend: _Optional[str] = ..., healthy: _Optional[bool] = ..., serving: _Optional[bool] = ..., health: _Optional[str] = ..., trouble: _Optional[_Union[Trouble, _Mapping]] = ..., fault: _Optional[_Union[ThreadFault, _Mapping]] = ..., pending: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("config", "interval", "families", "version", "chain", "names", "faults")
+    __slots__ = ("config", "interval", "families", "version", "chain", "names", "faults", "table", "backend_choice")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     FAMILIES_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +253,8 @@ class Status(_message.Message):
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NAMES_FIELD_NUMBER: _ClassVar[int]
     FAULTS_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_CHOICE_FIELD_NUMBER: _ClassVar[int]
     config: ConfigStatus
     interval: IntervalStatus
     families: _containers.RepeatedCompositeFieldContainer[FamilyStatus]
@@ -258,7 +262,9 @@ class Status(_message.Message):
     chain: str
     names: _containers.RepeatedCompositeFieldContainer[DnsName]
     faults: _containers.RepeatedCompositeFieldContainer[ThreadFault]
-    def __init__(self, config: _Optional[_Union[ConfigStatus, _Mapping]] = ..., interval: _Optional[_Union[IntervalStatus, _Mapping]] = ..., families: _Optional[_Iterable[_Union[FamilyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., chain: _Optional[str] = ..., names: _Optional[_Iterable[_Union[DnsName, _Mapping]]] = ..., faults: _Optional[_Iterable[_Union[ThreadFault, _Mapping]]] = ...) -> None: ...
+    table: str
+    backend_choice: str
+    def __init__(self, config: _Optional[_Union[ConfigStatus, _Mapping]] = ..., interval: _Optional[_Union[IntervalStatus, _Mapping]] = ..., families: _Optional[_Iterable[_Union[FamilyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., chain: _Optional[str] = ..., names: _Optional[_Iterable[_Union[DnsName, _Mapping]]] = ..., faults: _Optional[_Iterable[_Union[ThreadFault, _Mapping]]] = ..., table: _Optional[str] = ..., backend_choice: _Optional[str] = ...) -> None: ...
 
 class GetRulesRequest(_message.Message):
     __slots__ = ("family",)
@@ -285,7 +291,7 @@ class LiveRule(_message.Message):
     def __init__(self, spec: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., target: _Optional[str] = ..., destination: _Optional[str] = ..., comment: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class FamilyRules(_message.Message):
-    __slots__ = ("family", "chain", "chain_exists", "jump_present", "live", "desired", "in_sync", "error")
+    __slots__ = ("family", "chain", "chain_exists", "jump_present", "live", "desired", "in_sync", "error", "table")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     CHAIN_EXISTS_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +300,7 @@ class FamilyRules(_message.Message):
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
     family: Family
     chain: str
     chain_exists: bool
@@ -302,7 +309,54 @@ class FamilyRules(_message.Message):
     desired: _containers.RepeatedScalarFieldContainer[str]
     in_sync: bool
     error: str
-    def __init__(self, family: _Optional[_Union[Family, str]] = ..., chain: _Optional[str] = ..., chain_exists: _Optional[bool] = ..., jump_present: _Optional[bool] = ..., live: _Optional[_Iterable[_Union[LiveRule, _Mapping]]] = ..., desired: _Optional[_Iterable[str]] = ..., in_sync: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    table: TableRules
+    def __init__(self, family: _Optional[_Union[Family, str]] = ..., chain: _Optional[str] = ..., chain_exists: _Optional[bool] = ..., jump_present: _Optional[bool] = ..., live: _Optional[_Iterable[_Union[LiveRule, _Mapping]]] = ..., desired: _Optional[_Iterable[str]] = ..., in_sync: _Optional[bool] = ..., error: _Optional[str] = ..., table: _Optional[_Union[TableRules, _Mapping]] = ...) -> None: ...
+
+class SetElement(_message.Message):
+    __slots__ = ("set", "cidr", "comment", "packets", "bytes", "covers")
+    SET_FIELD_NUMBER: _ClassVar[int]
+    CIDR_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    COVERS_FIELD_NUMBER: _ClassVar[int]
+    set: str
+    cidr: str
+    comment: str
+    packets: int
+    bytes: int
+    covers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, set: _Optional[str] = ..., cidr: _Optional[str] = ..., comment: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., covers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TableRule(_message.Message):
+    __slots__ = ("chain", "rule", "packets", "bytes")
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    chain: str
+    rule: str
+    packets: int
+    bytes: int
+    def __init__(self, chain: _Optional[str] = ..., rule: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class TableRules(_message.Message):
+    __slots__ = ("name", "exists", "elements", "rules", "listing", "desired", "pending")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    LISTING_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    exists: bool
+    elements: _containers.RepeatedCompositeFieldContainer[SetElement]
+    rules: _containers.RepeatedCompositeFieldContainer[TableRule]
+    listing: str
+    desired: str
+    pending: str
+    def __init__(self, name: _Optional[str] = ..., exists: _Optional[bool] = ..., elements: _Optional[_Iterable[_Union[SetElement, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[TableRule, _Mapping]]] = ..., listing: _Optional[str] = ..., desired: _Optional[str] = ..., pending: _Optional[str] = ...) -> None: ...
 
 class GetRulesResponse(_message.Message):
     __slots__ = ("families",)
@@ -365,3 +419,77 @@ class Event(_message.Message):
     result: SyncResult
     config_generation: int
     def __init__(self, kind: _Optional[_Union[Event.Kind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., family: _Optional[_Union[Family, str]] = ..., message: _Optional[str] = ..., result: _Optional[_Union[SyncResult, _Mapping]] = ..., config_generation: _Optional[int] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("destination", "source", "family")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    source: str
+    family: Family
+    def __init__(self, destination: _Optional[str] = ..., source: _Optional[str] = ..., family: _Optional[_Union[Family, str]] = ...) -> None: ...
+
+class ConfigEntry(_message.Message):
+    __slots__ = ("key", "index", "value", "file", "resolved")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    index: int
+    value: str
+    file: str
+    resolved: str
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., value: _Optional[str] = ..., file: _Optional[str] = ..., resolved: _Optional[str] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("action", "decided_by", "rule", "owner", "snat_to", "entry")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SNAT_TO_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    decided_by: str
+    rule: str
+    owner: str
+    snat_to: str
+    entry: ConfigEntry
+    def __init__(self, action: _Optional[str] = ..., decided_by: _Optional[str] = ..., rule: _Optional[str] = ..., owner: _Optional[str] = ..., snat_to: _Optional[str] = ..., entry: _Optional[_Union[ConfigEntry, _Mapping]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("family", "destination", "source", "action", "decided_by", "rule", "owner", "snat_to", "entry", "masqd", "warnings", "notes", "position", "backend", "config")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SNAT_TO_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    MASQD_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    family: Family
+    destination: str
+    source: str
+    action: str
+    decided_by: str
+    rule: str
+    owner: str
+    snat_to: str
+    entry: ConfigEntry
+    masqd: Decision
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    position: str
+    backend: str
+    config: str
+    def __init__(self, family: _Optional[_Union[Family, str]] = ..., destination: _Optional[str] = ..., source: _Optional[str] = ..., action: _Optional[str] = ..., decided_by: _Optional[str] = ..., rule: _Optional[str] = ..., owner: _Optional[str] = ..., snat_to: _Optional[str] = ..., entry: _Optional[_Union[ConfigEntry, _Mapping]] = ..., masqd: _Optional[_Union[Decision, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., notes: _Optional[_Iterable[str]] = ..., position: _Optional[str] = ..., backend: _Optional[str] = ..., config: _Optional[str] = ...) -> None: ...

@@ -64,6 +64,11 @@ class ControlStub:
                 request_serializer=masqd_dot_api_dot_v1_dot_control__pb2.WatchRequest.SerializeToString,
                 response_deserializer=masqd_dot_api_dot_v1_dot_control__pb2.Event.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/masqd.api.v1.Control/Explain',
+                request_serializer=masqd_dot_api_dot_v1_dot_control__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=masqd_dot_api_dot_v1_dot_control__pb2.Explanation.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -111,6 +116,15 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """What a pod's new connection to a destination gets (masqueraded, SNATed, or its own
+        address), which rule decides, and in the config's words which entry: from the nat rules
+        as the kernel has them, every owner's, in the order the kernel runs them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +157,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=masqd_dot_api_dot_v1_dot_control__pb2.WatchRequest.FromString,
                     response_serializer=masqd_dot_api_dot_v1_dot_control__pb2.Event.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=masqd_dot_api_dot_v1_dot_control__pb2.ExplainRequest.FromString,
+                    response_serializer=masqd_dot_api_dot_v1_dot_control__pb2.Explanation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +326,33 @@ class Control:
             '/masqd.api.v1.Control/Watch',
             masqd_dot_api_dot_v1_dot_control__pb2.WatchRequest.SerializeToString,
             masqd_dot_api_dot_v1_dot_control__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/masqd.api.v1.Control/Explain',
+            masqd_dot_api_dot_v1_dot_control__pb2.ExplainRequest.SerializeToString,
+            masqd_dot_api_dot_v1_dot_control__pb2.Explanation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,19 +1,21 @@
 """Cheap in-process looks at the kernel, which let a worker skip exec-ing iptables-save.
 
-`generation()` (nft only) says whether anything at all changed in the ruleset; `shape()`
-(legacy only) whether the nat table changed in any way but a same-size rewrite; `fingerprint()`
-whether our chain or our jump changed. Each answers None when it cannot tell, and the worker
-then reads the slow, sure way.
+`generation()` (nftables, and iptables in nft mode) says whether anything at all changed in the
+ruleset; `shape()` (legacy only) whether the nat table changed in any way but a same-size
+rewrite; `fingerprint()` whether our chain or our jump changed (the nftables backend: our
+table and its base chain). Each answers None when it cannot tell, and the worker then reads
+the slow, sure way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from masqd.core.fingerprint import Fingerprint
-from masqd.core.model import Family
-from masqd.host.probe import nftchain, nftgen, xtchain
+from masqd.core.model import NFTABLES, Family
+from masqd.host.probe import nftchain, nftgen, nfttable, xtchain
 
 
 class Probe(Protocol):
@@ -26,13 +28,15 @@ class Probe(Protocol):
 class KernelProbe:
     family: Family
     mode: str
-    chain: str
+    """legacy or nft (the iptables backend), or nftables."""
+    name: str
+    """Our chain, or the nftables backend's table."""
 
     def generation(self) -> int | None:
-        return nftgen.generation() if self.mode == "nft" else None
+        return nftgen.generation() if self.mode in ("nft", NFTABLES) else None
 
     def shape(self) -> bytes | None:
-        if self.mode == "nft":
+        if self.mode != "legacy":
             return None
         try:
             return xtchain.shape(self.family)
@@ -40,8 +44,11 @@ class KernelProbe:
             return None
 
     def fingerprint(self) -> Fingerprint | None:
-        reader = nftchain.read if self.mode == "nft" else xtchain.read
+        readers: dict[str, Callable[[Family, str], Fingerprint]] = {
+            "nft": nftchain.read,
+            NFTABLES: nfttable.read,
+        }
         try:
-            return reader(self.family, self.chain)
+            return readers.get(self.mode, xtchain.read)(self.family, self.name)
         except OSError:
             return None

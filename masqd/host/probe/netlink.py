@@ -1,11 +1,13 @@
-"""The few nfnetlink pieces masqd needs: one request, its replies, and attribute walking.
+"""The few netlink pieces masqd needs: one request, its replies, and attribute walking.
 
-Used by nftgen.py (the ruleset generation) and nftchain.py (a dump of one chain's rules).
+Used by nftgen.py (the ruleset generation), nftchain.py and nfttable.py (dumps of rules,
+chains and sets), and addresses.py (the node's addresses, over rtnetlink).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 from collections.abc import Iterator
@@ -19,10 +21,37 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
+NFTA_EXPR_NAME = 1
+
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian)
 NLATTR = struct.Struct("=HH")  # len, type
 _RECV_SIZE = 1 << 16
+
+
+# A counter expression as the kernel dumps it: its name, then NFTA_EXPR_DATA (nested) holding
+# NFTA_COUNTER_BYTES and NFTA_COUNTER_PACKETS, 8 bytes each; in a rule's expressions and in a
+# set element's alike. One pattern per spelling of the nested flag, each replaced by a
+# constant (no group references: ten thousand elements' counters are then blanked in C, where
+# a template or a function would run Python per match). A layout these do not match (a kernel
+# that pads u64 attributes) leaves the values in, so a fingerprint moves with traffic: slower
+# (the worker then reads the slow way), never wrong.
+_COUNTER_NAME = NLATTR.pack(12, 1) + b"counter\0"
+_BYTES, _PACKETS = NLATTR.pack(12, 1), NLATTR.pack(12, 2)
+_COUNTERS = [
+    (
+        re.compile(re.escape(head) + rb".{8}" + re.escape(_PACKETS) + rb".{8}", re.DOTALL),
+        head + bytes(8) + _PACKETS + bytes(8),
+    )
+    for head in (_COUNTER_NAME + NLATTR.pack(28, data) + _BYTES for data in (0x0002, 0x8002))
+]
+
+
+def blank_counters(data: bytes) -> bytes:
+    """data with the values of every counter expression in it zeroed."""
+    for pattern, blanked in _COUNTERS:
+        data = pattern.sub(blanked, data)
+    return data
 
 
 def nft_type(msg: int) -> int:
@@ -54,12 +83,21 @@ def request(
     Raises OSError when the kernel answers with an error, or a dump was interrupted by a
     ruleset change (the caller then knows nothing and reads the slow way).
     """
+    body = NFGENMSG.pack(family, 0, 0) + payload
+    replies = exchange(NETLINK_NETFILTER, nft_type(msg), body, dump=dump, timeout=timeout)
+    return [reply[NFGENMSG.size :] for reply in replies]
+
+
+def exchange(
+    protocol: int, kind: int, body: bytes, *, dump: bool = False, timeout: float = 1.0
+) -> list[bytes]:
+    """One netlink request of any protocol (nfnetlink, rtnetlink): each reply's payload (its
+    family header, then its attributes), in order. OSError as `request` says."""
     seq = os.getpid() & 0xFFFF
     flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
-    body = NFGENMSG.pack(family, 0, 0) + payload
-    message = NLMSGHDR.pack(NLMSGHDR.size + len(body), nft_type(msg), flags, seq, 0) + body
+    message = NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
     replies: list[bytes] = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol) as sock:
         sock.settimeout(timeout)
         sock.send(message)
         while True:
@@ -78,7 +116,7 @@ def request(
                     return replies  # an acknowledgement
                 if kind == NLMSG_DONE:
                     return replies
-                replies.append(data[pos + NLMSGHDR.size + NFGENMSG.size : pos + length])
+                replies.append(data[pos + NLMSGHDR.size : pos + length])
                 if not dump:
                     return replies
                 pos += (length + 3) & ~3

@@ -2,16 +2,16 @@
 
 Two rule dumps (our chain, and POSTROUTING) from the nat table of the family. Each rule is
 hashed from its expressions, compat info and user data (the comment), leaving out what
-changes without the rule changing: its handle, its position and its counter's values.
+changes without the rule changing: its handle, its position and its counter's values; of a
+jump's place, only whether it is POSTROUTING's first rule counts.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import socket
 
-from masqd.core.fingerprint import Fingerprint
+from masqd.core.fingerprint import Fingerprint, jump_place
 from masqd.core.model import Family
 from masqd.host.probe import netlink
 
@@ -23,7 +23,7 @@ NFTA_RULE_EXPRESSIONS = 4
 NFTA_RULE_COMPAT = 5
 NFTA_RULE_POSITION = 6
 NFTA_RULE_USERDATA = 7
-NFTA_EXPR_NAME = 1
+NFTA_EXPR_NAME = netlink.NFTA_EXPR_NAME
 NFTA_EXPR_DATA = 2
 NFTA_IMMEDIATE_DATA = 2
 NFTA_DATA_VERDICT = 2
@@ -31,16 +31,6 @@ NFTA_VERDICT_CODE = 1
 NFTA_VERDICT_CHAIN = 2
 NFT_JUMP = (-3).to_bytes(4, "big", signed=True)
 _KEPT = (NFTA_RULE_COMPAT, NFTA_RULE_USERDATA)
-# A counter expression as the kernel dumps it: its name, then NFTA_EXPR_DATA (nested) holding
-# NFTA_COUNTER_BYTES and NFTA_COUNTER_PACKETS, 8 bytes each. One regex over a rule's
-# expressions blanks the values; a layout it does not match (a kernel that pads u64
-# attributes) leaves them in, so the fingerprint moves with traffic: slower (the worker then
-# reads with iptables-save), never wrong.
-_COUNTER_VALUES = re.compile(
-    re.escape(netlink.attr(NFTA_EXPR_NAME, b"counter\0"))
-    + rb"(\x1c\x00\x02[\x00\x80]\x0c\x00\x01\x00).{8}(\x0c\x00\x02\x00).{8}",
-    re.DOTALL,
-)
 # NFTA_RULE_HANDLE and NFTA_RULE_POSITION: a 4-byte header and a u64.
 _ID_ATTR_SIZE = 12
 _HANDLE = netlink.NLATTR.pack(_ID_ATTR_SIZE, NFTA_RULE_HANDLE)
@@ -72,10 +62,11 @@ def digest(ours: list[bytes], postrouting: list[bytes], chain: str) -> Fingerpri
     jump_hash = hashlib.blake2b(digest_size=16)
     jumps = 0
     target = chain.encode() + b"\0"
-    for rule in postrouting:
+    for index, rule in enumerate(postrouting):
         # The byte search is a cheap first filter: most rules never name our chain.
         if target in rule and _jumps_to(rule, target):
             jump_hash.update(_normalized(rule))
+            jump_hash.update(jump_place(index))
             jumps += 1
     return Fingerprint(chain_hash.digest(), jump_hash.digest() if jumps else b"")
 
@@ -102,7 +93,7 @@ def _chain_bytes(ours: list[bytes], chain: str) -> bytes:
             rest = _normalized(rule)
         parts.append(len(rest).to_bytes(4, "little"))
         parts.append(rest)
-    return _COUNTER_VALUES.sub(_blank_counter, b"".join(parts))
+    return netlink.blank_counters(b"".join(parts))
 
 
 def _normalized(rule: bytes) -> bytes:
@@ -110,14 +101,10 @@ def _normalized(rule: bytes) -> bytes:
     parts: list[bytes] = []
     for kind, payload in netlink.attrs(rule):
         if kind == NFTA_RULE_EXPRESSIONS:
-            parts.append(netlink.attr(kind, _COUNTER_VALUES.sub(_blank_counter, payload)))
+            parts.append(netlink.attr(kind, netlink.blank_counters(payload)))
         elif kind in _KEPT:
             parts.append(netlink.attr(kind, payload))
     return netlink.attr(0, b"".join(parts))
-
-
-def _blank_counter(match: re.Match[bytes]) -> bytes:
-    return match.group(1) + bytes(8) + match.group(2) + bytes(8)
 
 
 def _jumps_to(rule: bytes, target: bytes) -> bool:

@@ -21,7 +21,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from masqd.core.fingerprint import Fingerprint
+from masqd.core.fingerprint import Fingerprint, jump_place
 from masqd.core.model import Family
 
 _SO_GET_INFO = 64  # IPT_SO_GET_INFO / IP6T_SO_GET_INFO
@@ -152,13 +152,14 @@ def digest(
     jump_hash = hashlib.blake2b(digest_size=16)
     jumps = 0
     postrouting, _ = _entries(blob, layout, base + hook, base + underflow)
-    for start in postrouting:
+    for index, start in enumerate(postrouting):
         target_offset, next_offset = _OFFSETS.unpack_from(blob, start + layout.offsets)
         target = start + target_offset
         data = target + _TARGET_HEAD.size
         standard = blob[target + 2] == 0  # an empty target name
         if standard and _VERDICT.unpack_from(blob, data)[0] == first_rule - base:
             jump_hash.update(_cleared(blob, start, start + next_offset, layout, data))
+            jump_hash.update(jump_place(index))
             jumps += 1
     return Fingerprint(chain_hash.digest(), jump_hash.digest() if jumps else b"")
 

@@ -33,8 +33,10 @@ app.kubernetes.io/part-of: masqd
 - --config=/etc/config/ip-masq-agent
 {{- end }}
 - --socket=/run/masqd/masqd.sock
+- --backend={{ $m.backend }}
 - --iptables-mode={{ $m.iptablesMode }}
 - --masq-chain={{ $m.masqChain }}
+- --nft-table={{ $m.nftTable }}
 - --enable-ipv6={{ $m.enableIPv6 }}
 {{- if $m.nomasqAllReservedRanges }}
 - --nomasq-all-reserved-ranges
