@@ -290,15 +290,15 @@ def test_counters_survive_a_noop_sync_and_an_unrelated_list_change(
 # -- a refused transaction ------------------------------------------------------------------
 
 
-def test_a_refused_transaction_is_not_retried_and_leaves_the_table(
+def test_a_refused_transaction_is_not_retried_within_the_sync_and_leaves_the_table(
     topo: netns.Topology,
     start_masqd: Callable[..., Masqd],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The kernel refuses masqd's transaction (here: a loop appended to it): the sync fails
-    once with kind REJECTED, without a retry, and the table stays exactly as it was, counters
-    and all."""
+    with kind REJECTED after one attempt, the runner tries again only after its pause (0.5 s,
+    then doubling), and the table stays exactly as it was, counters and all."""
     wrapper = NftWrapper.create(tmp_path / "bin")
     monkeypatch.setenv("PATH", wrapper.environ_path())
     daemon = start_masqd(GOOD, "--backend", "nftables", "--drift-check-interval", "600")
@@ -318,8 +318,9 @@ def test_a_refused_transaction_is_not_retried_and_leaves_the_table(
         "loop" in status.last_sync.error.lower()
         or "too many links" in status.last_sync.error.lower()
     )
-    time.sleep(1.0)
-    assert wrapper.transactions() == fed + 1, "one attempt for the IPv4 change, no retry"
+    assert wrapper.transactions() == fed + 1, "one attempt for the IPv4 change, no retry in it"
+    time.sleep(1.2)  # the runner's first retry comes 0.5 s after the failure, the next 1 s later
+    assert wrapper.transactions() == fed + 2, "the runner's retries are spaced out"
     assert listing(topo.node, 4) == before[4]
     assert listing(topo.node, 6) == before[6]
 

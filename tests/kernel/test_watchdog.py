@@ -81,8 +81,9 @@ def test_a_stopped_worker_is_replaced_at_once_and_the_change_applied(
     assert f"(pid {stopped}) is stopped (SIGSTOP)" in failed.result.error
     events.wait_for(lambda e: e.kind == pb.Event.WORKER_RESTARTED)
     events.close()
-    now = family(daemon)
-    assert now.in_sync and now.restarts == 1 and now.pid not in (0, stopped)
+    # The new worker's write is verified by the runner's look a moment after it (VERIFY_AFTER).
+    now = wait_until(lambda: (f := family(daemon)).in_sync and f, 2)
+    assert now.restarts == 1 and now.pid not in (0, stopped)
     assert not now.HasField("trouble") and now.healthy
     with pytest.raises(ProcessLookupError):
         os.kill(stopped, 0)  # killed and reaped
