@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from masqd.core.rules import COMMENT_MASQ_ALL, COMMENT_MASQ_SPECIFIC, COMMENT_NON_MASQ, jump_rule
@@ -43,9 +44,13 @@ class Leftovers:
         return lines
 
 
-def find_leftovers(save_text: str, chain: str) -> Leftovers:
+def find_leftovers(
+    save_text: str, chain: str, managed: Callable[[str], bool] = lambda _chain: False
+) -> Leftovers:
     """The jumps with our comment to chains other than `chain`, and those chains that are ours
-    to delete, in the nat table of `iptables-save` output."""
+    to delete, in the nat table of `iptables-save` output. A chain for which `managed` says
+    yes is another masqd's, running now (another --masq-chain in the same network namespace):
+    not a leftover."""
     declared: set[str] = set()
     rules: list[tuple[str, str]] = []  # (chain, rule)
     in_nat = False
@@ -62,6 +67,8 @@ def find_leftovers(save_text: str, chain: str) -> Leftovers:
         target = _target(rule)
         if owner == "POSTROUTING" and target != chain and rule == jump_rule(target):
             jumps.append(rule)
+    alive = {target for target in {_target(j) for j in jumps} if managed(target)}
+    jumps = [j for j in jumps if _target(j) not in alive]
     chains = []
     for jump in dict.fromkeys(jumps):
         old = _target(jump)

@@ -22,7 +22,7 @@ from masqd.core.livestate import LiveChain, parse_save
 from masqd.core.model import NFTABLES
 from masqd.core.nftrules import TABLE_COMMENT, Table
 from masqd.core.rules import jump_rule, render_restore
-from masqd.host import cleanup, iptables, nftables
+from masqd.host import chainlock, cleanup, iptables, nftables
 from masqd.host.probe import nfttable
 
 if TYPE_CHECKING:
@@ -110,7 +110,8 @@ class IptablesBackend:
         """Our chain and jump, and what an earlier --masq-chain left in the nat table."""
         text = self.host.save_nat(counters=counters, timeout=timeout or self.timeout)
         live = parse_save(text, self.chain)
-        return dataclasses.replace(live, leftovers=find_leftovers(text, self.chain))
+        leftovers = find_leftovers(text, self.chain, managed=chainlock.held)
+        return dataclasses.replace(live, leftovers=leftovers)
 
     def holds(self, live: Live, rules: Desired) -> bool:
         assert isinstance(live, LiveChain) and not isinstance(rules, Table)

@@ -24,8 +24,7 @@ class ChainInUse(RuntimeError):
 def claim(chain: str) -> socket.socket:
     """Hold the claim on chain for as long as the returned socket is open; ChainInUse when
     another process holds it."""
-    netns = os.stat("/proc/self/ns/net").st_ino
-    name = f"\0masqd/netns:{netns}/chain:{chain}"
+    netns, name = _name(chain)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(name)
@@ -39,6 +38,28 @@ def claim(chain: str) -> socket.socket:
             f"namespace (net:[{netns}]); refusing to start a second one"
         ) from None
     return sock
+
+
+def held(chain: str) -> bool:
+    """Whether a masqd running now holds the claim on chain in this network namespace (a
+    connection attempt: nothing is bound, nothing is left behind)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        probe.setblocking(False)
+        probe.connect(_name(chain)[1])
+    except BlockingIOError:
+        return True  # a full backlog: someone listens
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _name(chain: str) -> tuple[int, str]:
+    """The network namespace's inode and the claim's abstract name in it."""
+    netns = os.stat("/proc/self/ns/net").st_ino
+    return netns, f"\0masqd/netns:{netns}/chain:{chain}"
 
 
 def _holder(name: str) -> str:

@@ -109,8 +109,14 @@ def test_thousands_of_idle_connections_under_nofile_1024_cost_no_sync(
         put(daemon.config, GOOD_NEXT)
         wait_until(lambda: "-A IP-MASQ-AGENT -d 192.168.0.0/16" in "\n".join(topo.chain(4)), 3)
         wait_until(lambda: any("fd00::/8" in r for r in topo.chain(6)), 3)
-        status = stub.GetStatus(pb.GetStatusRequest(), timeout=5)
-        assert all(f.in_sync and f.healthy for f in status.families)
+        # In sync once verified, a moment after the write.
+        wait_until(
+            lambda: all(
+                f.in_sync and f.healthy
+                for f in stub.GetStatus(pb.GetStatusRequest(), timeout=5).families
+            ),
+            2,
+        )
         # The caps were reached, and said so.
         wait_until(lambda: "control connections are open, at the most served" in daemon.log(), 10)
         assert "HTTP connections are open, the most served at once" in daemon.log()

@@ -59,3 +59,11 @@ def test_a_jump_whose_comment_names_another_chain_is_not_ours() -> None:
 def test_only_the_nat_table_counts() -> None:
     text = "*filter\n:OLD - [0:0]\n" + jump_rule("OLD") + "\nCOMMIT\n"
     assert not find_leftovers(text, "IP-MASQ-AGENT")
+
+
+def test_a_chain_another_running_masqd_manages_is_no_leftover() -> None:
+    """Another masqd on another --masq-chain in the same network namespace (it holds that
+    chain's claim): its chain and jump are its own, not what an earlier masqd left."""
+    text = save(":OLD - [0:0]", jump_rule("OLD"), OLD_RULE)
+    assert not find_leftovers(text, "IP-MASQ-AGENT", managed=lambda chain: chain == "OLD")
+    assert find_leftovers(text, "IP-MASQ-AGENT", managed=lambda chain: chain == "OTHER")
