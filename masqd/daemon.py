@@ -23,6 +23,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
+from masqd.core.model import NFTABLES
 from masqd.core.settings import Settings
 from masqd.engine.process import Launcher, spawn_worker
 from masqd.engine.supervisor import Supervisor
@@ -62,6 +63,7 @@ class Daemon:
         self.api: ApiServer | None = None
         self.http: ObservabilityServer | None = None
         self._chain_claim: socket.socket | None = None
+        self._table_claim: socket.socket | None = None
 
     def start(self) -> Daemon:
         """Start everything in order; StartError (with nothing left running) when it cannot."""
@@ -81,6 +83,14 @@ class Daemon:
                 os.close(lock_fd)
             raise StartError(str(e)) from e
         supervisor = self.supervisor = Supervisor(settings, self._mode, self._launcher)
+        if supervisor.mode == NFTABLES:
+            try:
+                self._table_claim = chainlock.claim_table(settings.render.table)
+            except (chainlock.ChainInUse, OSError) as e:
+                self._release_chain()
+                if lock_fd is not None:
+                    os.close(lock_fd)
+                raise StartError(str(e)) from e
         supervisor.fork_workers()
         if self.metrics_address:
             from masqd.serve import httpserver
@@ -113,9 +123,10 @@ class Daemon:
         self._release_chain()  # last: the chain is ours until the workers are gone
 
     def _release_chain(self) -> None:
-        if self._chain_claim is not None:
-            self._chain_claim.close()
-            self._chain_claim = None
+        for claim in (self._chain_claim, self._table_claim):
+            if claim is not None:
+                claim.close()
+        self._chain_claim = self._table_claim = None
 
     def __enter__(self) -> Daemon:
         return self.start()

@@ -183,7 +183,8 @@ class NftablesBackend:
             named = nfttable.named_like(self.host.family, TABLE_COMMENT)
         except OSError:
             named = []  # could not tell: leave them for the next read
-        leftovers = tuple(n for n in named if n != self.host.table)
+        # A table another masqd manages now (it holds that table's claim) is not a leftover.
+        leftovers = tuple(n for n in named if n != self.host.table and not chainlock.held_table(n))
         return dataclasses.replace(live, leftovers=leftovers)
 
     def holds(self, live: Live, rules: Desired) -> bool:

@@ -1,4 +1,4 @@
-"""One masqd per chain per network namespace.
+"""One masqd per chain (and, on the nftables backend, per table) per network namespace.
 
 Two masqds on different control sockets in one network namespace would each rewrite the same
 chain to their own config, for ever. The claim is a listening unix socket in the abstract
@@ -24,7 +24,26 @@ class ChainInUse(RuntimeError):
 def claim(chain: str) -> socket.socket:
     """Hold the claim on chain for as long as the returned socket is open; ChainInUse when
     another process holds it."""
-    netns, name = _name(chain)
+    return _claim("chain", chain)
+
+
+def claim_table(table: str) -> socket.socket:
+    """The same for our nftables table (the nftables backend)."""
+    return _claim("table", table)
+
+
+def held(chain: str) -> bool:
+    """Whether a masqd running now holds the claim on chain in this network namespace (a
+    connection attempt: nothing is bound, nothing is left behind)."""
+    return _held("chain", chain)
+
+
+def held_table(table: str) -> bool:
+    return _held("table", table)
+
+
+def _claim(kind: str, what: str) -> socket.socket:
+    netns, name = _name(kind, what)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(name)
@@ -34,19 +53,17 @@ def claim(chain: str) -> socket.socket:
         if e.errno != errno.EADDRINUSE:
             raise
         raise ChainInUse(
-            f"another masqd ({_holder(name)}) already manages chain {chain} in this network "
+            f"another masqd ({_holder(name)}) already manages {kind} {what} in this network "
             f"namespace (net:[{netns}]); refusing to start a second one"
         ) from None
     return sock
 
 
-def held(chain: str) -> bool:
-    """Whether a masqd running now holds the claim on chain in this network namespace (a
-    connection attempt: nothing is bound, nothing is left behind)."""
+def _held(kind: str, what: str) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         probe.setblocking(False)
-        probe.connect(_name(chain)[1])
+        probe.connect(_name(kind, what)[1])
     except BlockingIOError:
         return True  # a full backlog: someone listens
     except OSError:
@@ -56,10 +73,10 @@ def held(chain: str) -> bool:
     return True
 
 
-def _name(chain: str) -> tuple[int, str]:
+def _name(kind: str, what: str) -> tuple[int, str]:
     """The network namespace's inode and the claim's abstract name in it."""
     netns = os.stat("/proc/self/ns/net").st_ino
-    return netns, f"\0masqd/netns:{netns}/chain:{chain}"
+    return netns, f"\0masqd/netns:{netns}/{kind}:{what}"
 
 
 def _holder(name: str) -> str:

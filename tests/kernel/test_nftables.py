@@ -482,3 +482,23 @@ def test_a_table_left_by_an_earlier_nft_table_is_removed(
     assert set(tables(topo.node)) == {"ip masqd", "ip6 masqd", "ip masqd-foreign"}
     assert "table ip masqd-old" in daemon.log() and "table ip6 masqd-old" in daemon.log()
     assert topo.source_seen(netns.DEST_V4["internet"]) == netns.NODE_UPLINK_V4
+
+
+def test_a_table_another_running_masqd_manages_is_not_a_leftover(
+    topo: netns.Topology, start: Callable[..., Masqd], tmp_path: Path
+) -> None:
+    """Two masqds in one network namespace on other tables (and chains): neither deletes the
+    other's table as a leftover of an earlier --nft-table; a third on a table in use is
+    refused, naming it."""
+    start(GOOD)
+    start(GOOD, "--nft-table", "masqd-two", "--masq-chain", "TWO-MASQ", "--metrics-address", "")
+    time.sleep(2.5)  # drift checks of both (1 s)
+    assert {"ip masqd", "ip6 masqd", "ip masqd-two", "ip6 masqd-two"} <= set(tables(topo.node))
+    config = tmp_path / "third"
+    config.write_text(GOOD)
+    argv = ["ip", "netns", "exec", topo.node, sys.executable, "-m", "masqd", *NFTABLES]
+    argv += ["--config", str(config), "--socket", str(tmp_path / "third.sock")]
+    argv += ["--nft-table", "masqd-two", "--masq-chain", "THREE-MASQ", "--metrics-address", ""]
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1
+    assert "already manages table masqd-two in this network namespace" in refused.stderr
