@@ -137,6 +137,11 @@ class RequestQueue:
         with self._lock:
             return dict(self._requested)
 
+    def waiting(self) -> int:
+        """Sync requests waiting now (they share one future)."""
+        with self._lock:
+            return self._count
+
     def oldest(self) -> float | None:
         """When the oldest sync request still waiting arrived; None when none waits."""
         with self._lock:

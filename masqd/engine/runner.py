@@ -49,7 +49,8 @@ NO_CONFIG = "no valid configuration has been loaded yet; the rules are left as t
 GATHER = 0.01
 """The least time between the starts of two requested syncs while requests keep coming: a
 burst is on, and each sync it saves is CPU the burst's callers need (`python -m bench
---figures 4`). A request that finds no sync started within it is served at once."""
+--figures 4`). A lone request that came after the last sync ended (one caller's next turn,
+`--figures 1,3`) is served at once."""
 FIRST_START_PAUSE = 1.0
 LONGEST_START_PAUSE = 30.0
 """Seconds between attempts to start a worker that cannot be started (no descriptors, no
@@ -81,6 +82,8 @@ class FamilyRunner:
         self._drift_interval = drift_check_interval
         self._gather = gather
         self._last_start = float("-inf")  # when the last requested sync started
+        self._last_end = float("-inf")  # and when it ended
+        self._last_served = 0  # how many requests it served
         self._clock = clock
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.queue = RequestQueue(self._notify, clock)
@@ -181,10 +184,14 @@ class FamilyRunner:
             self._idle(self._next_check - self._clock())
 
     def _gather_burst(self) -> None:
-        """Sync requests waiting within `gather` of the last sync's start are a burst: let it
-        gather until `gather` after that start. A request that finds no sync started lately
-        goes at once."""
-        if self.queue.oldest() is None:
+        """Sync requests within `gather` of the last sync's start are a burst, to gather until
+        `gather` after that start, unless the request is one caller's next turn: alone, come
+        after the last sync ended, which served one request too (a caller that waits for each
+        answer before it asks again, or one after a quiet spell). That goes at once."""
+        oldest = self.queue.oldest()
+        if oldest is None:
+            return
+        if self.queue.waiting() <= 1 and oldest >= self._last_end and self._last_served <= 1:
             return
         left = self._last_start + self._gather - self._clock()
         if left > 0:
@@ -219,6 +226,7 @@ class FamilyRunner:
             else:
                 outcome = self._sync(rules)
             result = self._record(reason, rules, outcome, since=batch.since)
+            self._last_end, self._last_served = self._clock(), batch.requests
         except BaseException as e:  # never leave the callers waiting for nothing
             if not batch.future.done():
                 batch.fail(MasqdError(f"the {self.family.label} runner failed: {e}"))

@@ -516,16 +516,25 @@ def test_a_worker_that_cannot_be_started_is_tried_again_and_the_loop_lives(
 def test_a_burst_is_gathered_and_a_lone_request_goes_at_once(
     make_runner: Callable[..., FamilyRunner],
 ) -> None:
-    """A request within `gather` of the last sync's start waits until `gather` after it;
-    one that comes after a quiet spell is served at once."""
-    runner = make_runner(gather=0.3)
+    """A request that came while a sync ran waits until `gather` after that sync's start; a
+    lone request after the last sync ended, which served one request too (a caller's next
+    turn), is served at once."""
+    runner = make_runner(delay=0.1, gather=0.4)
     start = time.monotonic()
     runner.queue.sync(Reason.API).result(5)
-    first = time.monotonic() - start
-    runner.queue.sync(Reason.API).result(5)  # right after: the same burst
-    second = time.monotonic() - start
-    assert first < 0.25 and second >= 0.3
-    time.sleep(0.35)
-    lone = time.monotonic()
-    runner.queue.sync(Reason.API).result(5)
-    assert time.monotonic() - lone < 0.25
+    assert time.monotonic() - start < 0.35  # the first: at once
+    turn = time.monotonic()
+    runner.queue.sync(Reason.API).result(5)  # right after, alone: the caller's next turn
+    assert time.monotonic() - turn < 0.35
+    started = time.monotonic()
+    first = runner.queue.sync(Reason.API)
+    time.sleep(0.05)  # the sync runs (0.1 s); these two come meanwhile: a burst
+    during = [runner.queue.sync(Reason.API), runner.queue.sync(Reason.API)]
+    first.result(5)
+    assert during[0] is during[1]  # one sync serves them both
+    during[0].result(5)
+    assert time.monotonic() - started >= 0.4
+    assert runner.status().syncs[Reason.API] == 4
+    after = time.monotonic()
+    runner.queue.sync(Reason.API).result(5)  # alone, but the last sync served two: gathered
+    assert time.monotonic() - after >= 0.25
