@@ -2,7 +2,7 @@
 nat table of both iptables modes (as iptables-save prints it), each nftables table with a nat
 chain at postrouting (as nft lists it), and the node's own addresses.
 
-Reads only, and creates nothing: a legacy table the kernel does not have is not read
+Reads only, and creates nothing: a legacy nat table the kernel does not have is not read
 (iptables-legacy-save would create it), and nft lists what exists. What cannot be read is
 said in the path (`unread`), so an answer never rests silently on half the rules.
 """
@@ -27,7 +27,7 @@ def read(family: Family, timeout: float = nftables.DEFAULT_TIMEOUT) -> NatPath:
     nft_nat_read = False
     for mode in iptables.MODES:
         tool = iptables.Backend(family, mode)
-        if not tool.available() or (mode == "legacy" and not iptables.legacy_table_loaded(family)):
+        if not tool.available() or not tool.has_nat_table():
             continue
         try:
             text = tool.save_nat(timeout=timeout)

@@ -323,3 +323,16 @@ def test_masqctl_explain_prints_the_answer_and_stable_json(
     assert isinstance(data["warnings"], list) and data["warnings"]
     assert main(["--socket", daemon.socket, "explain", "not an address"]) == 1
     assert "not a name that resolves" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("plane", ["nft"])
+def test_explain_reads_no_legacy_nat_table_the_node_lacks(
+    topo: netns.Topology, start: Callable[..., Masqd]
+) -> None:
+    """A node with a legacy filter table but no legacy nat table (a firewall, say): explain
+    leaves the legacy nat table unread, so it does not create it (iptables-legacy-save would)."""
+    netns.run(topo.node, "iptables-legacy", "-t", "filter", "-S")  # makes the filter table
+    assert "filter" in netns.run(topo.node, "cat", "/proc/net/ip_tables_names").split()
+    daemon = start(ENTRIES)
+    assert explain(daemon, netns.DEST_V4["vip"]).action == "masquerade"
+    assert "nat" not in netns.run(topo.node, "cat", "/proc/net/ip_tables_names").split()
