@@ -90,8 +90,9 @@ class LiveTable:
     left (filled in by the worker's read, as the iptables backend's leftovers are)."""
 
     def matches(self, desired: Table) -> bool:
-        """True when the table holds exactly the desired sets, elements and chains."""
-        return change(self, desired) is None
+        """True when the table holds exactly the desired sets, elements and chains (what an
+        earlier --nft-table left is not part of it, as with the iptables backend's leftovers)."""
+        return _table_change(self, desired) is None
 
 
 @dataclass(frozen=True)
@@ -168,12 +169,23 @@ def parse_listing(text: str, family: Family, name: str) -> LiveTable:
 
 def change(live: LiveTable, desired: Table) -> str | None:
     """The `nft -f` input that makes the live table the desired one, and removes the tables an
-    earlier --nft-table left; None when there is nothing to do."""
+    earlier --nft-table left (first); None when there is nothing to do."""
+    removals = "".join(f"delete {table}\n" for table in leftover_tables(live, desired))
+    own = _table_change(live, desired)
+    return removals + own if own is not None else removals or None
+
+
+def leftover_tables(live: LiveTable, desired: Table) -> tuple[str, ...]:
+    """The tables an earlier --nft-table left, as `table ip NAME`."""
     protocol = desired.spec.split()[0]
-    removals = [f"delete table {protocol} {name}" for name in live.leftovers]
+    return tuple(f"table {protocol} {name}" for name in live.leftovers)
+
+
+def _table_change(live: LiveTable, desired: Table) -> str | None:
+    """Our own table's part of `change`."""
     if not live.exists or _table_differs(live, desired):
-        return "\n".join([*removals, create(desired)])
-    commands: list[str] = [*removals]
+        return create(desired)
+    commands: list[str] = []
     if _chains(live) != _wanted_chains(desired):
         commands += [f"flush chain {desired.spec} {c.name}" for c in live.chains]
         commands += [f"delete chain {desired.spec} {c.name}" for c in live.chains]

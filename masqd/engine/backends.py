@@ -193,10 +193,7 @@ class NftablesBackend:
 
     def change(self, live: Live, wanted: Desired) -> Write | None:
         assert isinstance(live, nftlive.LiveTable) and isinstance(wanted, Table)
-        write = _nft_write(nftlive.change(live, wanted))
-        protocol = wanted.spec.split()[0]
-        removed = tuple(f"table {protocol} {name}" for name in live.leftovers)
-        return write._replace(removed=removed) if write is not None and removed else write
+        return _nft_write(nftlive.change(live, wanted), nftlive.leftover_tables(live, wanted))
 
     def change_from(self, known: Desired, wanted: Desired, *, with_jump: bool) -> Write | None:
         assert isinstance(known, Table) and isinstance(wanted, Table)
@@ -233,11 +230,13 @@ class NftablesBackend:
         self.host.close()
 
 
-def _nft_write(text: str | None) -> Write | None:
-    """A transaction other than an element diff declares our base chain itself."""
+def _nft_write(text: str | None, removed: tuple[str, ...] = ()) -> Write | None:
+    """A transaction other than an element diff declares our base chain itself; the deletions
+    of `removed` tables, which come first, do not count."""
     if text is None:
         return None
-    return Write(text, with_jump=not text.startswith(("delete element", "add element")))
+    own = text.split("\n", len(removed))[-1]
+    return Write(text, not own.startswith(("delete element", "add element")), removed)
 
 
 def open_backend(opts: WorkerOptions) -> Backend:

@@ -5,8 +5,10 @@ iptables backend's decisions are tests/unit/test_worker.py's."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
+from masqd.core import nftlive
 from masqd.core.config import parse_config
 from masqd.core.fingerprint import Fingerprint
 from masqd.core.model import NFTABLES, Family
@@ -163,3 +165,17 @@ def test_after_a_write_beside_another_writer_one_read_verifies_again() -> None:
     assert nft.lists == 2 and known.verified
     assert sync(nft, table(), known).changed
     assert nft.lists == 2
+
+
+def test_an_element_diff_that_also_deletes_an_old_table_still_trusts_the_base_chain() -> None:
+    """The deletion of an earlier --nft-table's table comes first in the transaction; the
+    write is still an element diff (it does not declare our base chain), and says what it
+    removes."""
+    live = nftlive.parse_listing(table_block(table()), Family.IPV4, "masqd")
+    left = dataclasses.replace(live, leftovers=("masqd-old",))
+    backend = NftablesBackend(FakeNft(None), 5.0)  # type: ignore[arg-type]
+    write = backend.change(left, table(CONFIG.replace("172.16.0.0/12", "192.168.0.0/16")))
+    assert write is not None and write.text.startswith("delete table ip masqd-old\n")
+    assert not write.with_jump and write.removed == ("table ip masqd-old",)
+    whole = backend.change(dataclasses.replace(left, exists=False), table())
+    assert whole is not None and whole.with_jump and whole.removed == ("table ip masqd-old",)

@@ -216,6 +216,9 @@ def test_counters_read_as_the_iptables_backend_words_them() -> None:
 def test_a_table_an_earlier_nft_table_left_is_deleted_even_when_ours_matches() -> None:
     left = dataclasses.replace(live(), leftovers=("masqd-old",))
     assert nftlive.change(left, desired()) == "delete table ip masqd-old\n"
+    assert left.matches(desired())  # ours holds what it should; the old table is not ours
+    changed = nftlive.change(left, desired(CONFIG.replace("100.64.230.0/24", "198.51.100.0/24")))
+    assert changed is not None and changed.startswith("delete table ip masqd-old\ndelete element")
     absent = dataclasses.replace(nftlive.parse_listing("", Family.IPV4, "masqd"), leftovers=("x",))
     text = nftlive.change(absent, desired())
     assert text is not None and text.startswith("delete table ip x\ntable ip masqd {\n")
