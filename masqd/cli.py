@@ -236,7 +236,7 @@ def cleanup_main(argv: list[str]) -> int:
     """
     from masqd.core import flags
     from masqd.core.rules import DEFAULT_CHAIN, DEFAULT_TABLE
-    from masqd.host.cleanup import clean
+    from masqd.host.cleanup import clean, clean_nftables
     from masqd.host.iptables import MODES
 
     parser = argparse.ArgumentParser(
@@ -255,26 +255,7 @@ def cleanup_main(argv: list[str]) -> int:
         modes = MODES if args.iptables_mode == "all" else (args.iptables_mode,)
         errors += clean(args.masq_chain, modes, print)
     if args.backend in ("all", "nftables"):
-        errors += _cleanup_nftables(args.nft_table)
+        errors += clean_nftables(args.nft_table, print)
     for error in errors:
         print(f"masqd cleanup: {error}", file=sys.stderr)
     return 1 if errors else 0
-
-
-def _cleanup_nftables(table: str) -> list[str]:
-    """Our table out of each family; the errors."""
-    from masqd.core.errors import ApplyError
-    from masqd.core.model import Family
-    from masqd.host import nftables
-
-    if not nftables.installed():
-        return []
-    errors = []
-    for family in Family:
-        nft = nftables.Nft(family, table)
-        try:
-            if nft.delete_table():
-                print(f"removed table {nft.spec}")
-        except ApplyError as e:
-            errors.append(str(e))
-    return errors

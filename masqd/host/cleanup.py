@@ -1,5 +1,6 @@
-"""`masqd cleanup`: removing our chain and jump from both families and backends, and nothing
-else (the decision is `masqd.core.cleanup`'s; this is its I/O).
+"""`masqd cleanup`: removing our chain and jump from both families and backends, and our
+nftables tables, and nothing else (the chain's decision is `masqd.core.cleanup`'s; this is its
+I/O).
 
 A backend whose nat table this network namespace does not have is not touched at all, not
 even read: reading legacy tables creates them (see `Backend.has_nat_table`).
@@ -13,6 +14,7 @@ from masqd.core.cleanup import Removal, removal
 from masqd.core.errors import ApplyError
 from masqd.core.livestate import parse_save
 from masqd.core.model import Family
+from masqd.host import nftables
 from masqd.host.iptables import Backend
 
 
@@ -46,3 +48,19 @@ def remove(backend: Backend, chain: str) -> Removal:
     if plan.text is not None:
         backend.restore(plan.text)
     return plan
+
+
+def clean_nftables(table: str, say: Callable[[str], None]) -> list[str]:
+    """Remove our nftables table from both families (nothing without nft: then none can
+    exist); returns the errors, say() each table removed."""
+    if not nftables.installed():
+        return []
+    errors = []
+    for family in Family:
+        nft = nftables.Nft(family, table)
+        try:
+            if nft.delete_table():
+                say(f"removed table {nft.spec}")
+        except ApplyError as e:
+            errors.append(str(e))
+    return errors
