@@ -262,3 +262,34 @@ def test_a_second_masqd_on_the_same_chain_is_refused_naming_the_first(
     postrouting = topo.postrouting(4)
     assert jump_rule("OTHER-MASQ") in postrouting and jump_rule(CHAIN) in postrouting
     assert topo.chain(4) == desired(GOOD, 4) and topo.chain(4, "OTHER-MASQ")
+
+
+_CLAIMS = """
+import sys
+from masqd.host import chainlock
+claim = chainlock.claim("MINE")
+looks = [chainlock.held("MINE") for _ in range(40)]  # more than the claim's backlog of 16
+assert all(looks) and not chainlock.held("OTHER") and not chainlock.held_table("MINE")
+try:
+    chainlock.claim("MINE")
+except chainlock.ChainInUse as e:
+    print(e)
+claim.close()
+print(chainlock.held("MINE"))
+"""
+
+
+def test_asking_whether_a_chain_is_held_leaves_nothing_behind(ns: str) -> None:
+    """held() tells a claimed chain from another, in this network namespace, however often it
+    is asked, and leaves the holder's pid readable to a second masqd's refusal."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", _CLAIMS],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    *refusal, after = result.stdout.strip().splitlines()  # the pid's command line has newlines
+    assert "another masqd (pid " in refusal[0]
+    assert "already manages chain MINE in this network namespace" in refusal[-1]
+    assert after == "False"
